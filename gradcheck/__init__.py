@@ -1,0 +1,29 @@
+"""gradcheck: check hand-written backward passes against numeric gradients and torch autograd.
+
+Public API (everything else is internal):
+
+* ``check_gradients(forward, backward, inputs, *, wrt, seed, rtol, atol, mode) -> CheckResult``
+* ``assert_gradients(...)``: the same, raising ``GradientMismatch`` unless the check passes
+* ``numeric_gradient(forward, inputs, dout=None, wrt=None) -> {name: array}``
+* ``Case`` and ``register`` for cases the report and the pytest plugin run
+"""
+
+from gradcheck.case import Case
+from gradcheck.check import assert_gradients, check_gradients
+from gradcheck.errors import GradcheckError, GradientMismatch
+from gradcheck.numeric import numeric_gradient
+from gradcheck.registry import register
+from gradcheck.result import CheckResult
+
+__all__ = [
+    "Case",
+    "CheckResult",
+    "GradcheckError",
+    "GradientMismatch",
+    "assert_gradients",
+    "check_gradients",
+    "numeric_gradient",
+    "register",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,435 @@
+"""check_gradients / assert_gradients: case -> oracles -> compare -> result.
+
+The flow for one call:
+
+1. validate the arguments (misuse raises ``GradcheckError``) and copy the inputs;
+2. evaluate the forward at the point (checking it neither fails, mutates its inputs nor changes
+   its answer between calls) and fix the upstream gradient ``dout``;
+3. call the backward once and validate what it returns (keys, shapes, finiteness);
+4. run the oracles: torch autograd on float64 tensors when the forward runs on torch, and the
+   numeric oracle element by element (``numeric``);
+5. compare per input (``compare``) and collect a ``CheckResult``.
+
+Bugs in the code under test never raise: they are faults or mismatches in the result.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcheck.compare import allowed, compare_input, default_tolerance
+from gradcheck.errors import GradcheckError, GradientMismatch
+from gradcheck.evaluate import Evaluator, ForwardFailure, as_float_array, describe_exception
+from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
+from gradcheck.numeric import central_pass, estimate_noise, machine_eps, refine
+from gradcheck.result import CheckResult, InputSummary, Kink, Mismatch, Disagreement
+from gradcheck.torch_oracle import torch_gradients
+
+__all__ = ["assert_gradients", "check_gradients"]
+
+MODES = ("auto", "full", "directional")
+
+
+def _validate_options(forward: Any, backward: Any, seed: Any, rtol: Any, atol: Any, mode: Any) -> None:
+    if not callable(forward):
+        raise GradcheckError(f"forward must be callable, got forward={forward!r}")
+    if backward is not None and not callable(backward):
+        raise GradcheckError(f"backward must be callable or None, got backward={backward!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GradcheckError(f"seed must be a non-negative integer, got seed={seed!r}")
+    for label, value in (("rtol", rtol), ("atol", atol)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise GradcheckError(f"{label} must be None or a finite number >= 0, got {label}={value!r}")
+    if mode not in MODES:
+        raise GradcheckError(f"mode must be one of {MODES}, got mode={mode!r}")
+
+
+@dataclass
+class _Point:
+    """The forward evaluated at the caller's point."""
+
+    evaluator: Evaluator
+    value: float  # L(x0)
+    scale: float  # sum |dout * out|, for the noise floor
+    eps: float  # unit roundoff of the output dtype
+    output_shape: tuple[int, ...]
+    dout: np.ndarray | float
+    notes: list[str]
+
+
+class _Fault(Exception):
+    """A bug in the code under test that stops the check; the message is the finding."""
+
+
+def _torch_callable_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a torch forward so the numeric oracle evaluates it without building graphs."""
+    import torch
+
+    def call(**kwargs: Any) -> Any:
+        with torch.no_grad():
+            return forward(**kwargs)
+
+    return call
+
+
+def _evaluate_point(
+    forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *, on_torch: bool
+) -> _Point:
+    """Evaluate the forward at the point and fix ``dout``; raise _Fault on a bug."""
+    notes: list[str] = []
+    convert = None
+    if on_torch:
+        import torch
+
+        convert = torch.from_numpy
+        forward = _torch_callable_forward(forward)
+    ev = Evaluator(forward, prepared.widened, convert=convert)
+    try:
+        out = ev.output()
+    except ForwardFailure as exc:
+        narrower = {n: prepared.values[n] for n in prepared.values}
+        if any(prepared.values[n].dtype != prepared.widened[n].dtype for n in prepared.floating):
+            # The forward may insist on its own dtype: fall back to differencing in it.
+            ev = Evaluator(forward, narrower, convert=convert)
+            try:
+                out = ev.output()
+            except ForwardFailure:
+                raise _Fault(f"forward {exc} at the given point") from None
+            notes.append(
+                f"forward fails on float64 copies of the inputs ({exc}); numeric differences "
+                "use the inputs' own dtypes"
+            )
+        else:
+            raise _Fault(f"forward {exc} at the given point") from None
+    except Exception as exc:
+        raise _Fault(f"forward returned an unusable value at the given point: {exc}") from None
+    for name in prepared.values:
+        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype)):
+            raise _Fault(
+                f"forward mutates its input {name!r} in place; a forward must not change its inputs"
+            )
+    if out.dtype.kind != "f":
+        raise _Fault(f"forward returns {out.dtype} values; there is nothing to differentiate")
+    if not np.all(np.isfinite(out)):
+        bad = int(np.sum(~np.isfinite(out)))
+        raise _Fault(f"forward returns {bad} non-finite value(s) at the given point (e.g. {out.reshape(-1)[np.argmax(~np.isfinite(out.reshape(-1)))]})")
+    if out.ndim == 0:
+        dout: np.ndarray | float = 1.0
+    else:
+        dout = np.random.default_rng(seed).standard_normal(out.shape)
+    ev.dout = dout
+    value = ev.value()
+    again = ev.value()
+    eps = machine_eps(out.dtype)
+    scale = float(np.sum(np.abs(np.asarray(dout) * out.astype(np.float64))))
+    if not math.isfinite(again) or abs(again - value) > 64 * eps * max(abs(value), scale):
+        raise _Fault(
+            f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
+        )
+    return _Point(ev, value, max(abs(value), scale), eps, tuple(out.shape), dout, notes)
+
+
+def _shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    if len(want) >= 2 and got == want[::-1]:
+        return " (it looks transposed)"
+    if math.prod(got) == math.prod(want):
+        return " (same number of elements: a reshape or squeeze is missing?)"
+    if len(got) == len(want) + 1 and got[1:] == want:
+        return " (not summed over the batch axis?)"
+    return ""
+
+
+def _call_backward(
+    backward: Callable[..., Any],
+    prepared: PreparedInputs,
+    names: tuple[str, ...],
+    dout: np.ndarray | float,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Call the backward once; validated gradients by name and the faults found."""
+    args = {n: np.array(a, copy=True) for n, a in prepared.values.items()}
+    dout_arg = float(dout) if np.ndim(dout) == 0 else np.array(dout, copy=True)
+    try:
+        returned = backward(dout_arg, **args)
+    except Exception as exc:  # a bug in the backward under test
+        raise _Fault(f"backward raised {describe_exception(exc)}") from None
+    faults: list[str] = []
+    for n in prepared.values:
+        if not np.array_equal(args[n], prepared.values[n]):
+            faults.append(f"backward mutates its input {n!r} in place")
+    if not isinstance(returned, Mapping):
+        raise _Fault(
+            f"backward returned {type(returned).__name__}, not a dict mapping input names to gradients"
+        )
+    extra = [k for k in returned if k not in prepared.values]
+    if extra:
+        faults.append(
+            f"backward returned gradients for {extra}, which are not inputs (inputs: {list(prepared.values)})"
+        )
+    gradients: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in returned or returned[name] is None:
+            faults.append(f"backward returned no gradient for {name!r} (keys: {list(returned)})")
+            continue
+        try:
+            g = as_float_array(returned[name])
+        except ForwardFailure as exc:
+            faults.append(f"backward's gradient for {name!r} {exc}")
+            continue
+        want = prepared.values[name].shape
+        if g.shape != want:
+            faults.append(
+                f"backward's gradient for {name!r} has shape {g.shape}, but {name!r} has shape "
+                f"{want}{_shape_hint(g.shape, want)}"
+            )
+            continue
+        if not np.all(np.isfinite(g)):
+            bad = np.argwhere(~np.isfinite(g))
+            where = tuple(int(i) for i in bad[0]) if g.ndim else ()
+            faults.append(
+                f"backward's gradient for {name!r} has {len(bad) if g.ndim else 1} non-finite "
+                f"value(s), first at index {where}: {g[where]!r}"
+            )
+            continue
+        gradients[name] = g
+    return gradients, faults
+
+
+class _Noise:
+    """The forward's noise level, measured once per check and only if needed."""
+
+    def __init__(self, point: _Point, names: tuple[str, ...], seed: int) -> None:
+        self.point = point
+        self.names = names
+        self.seed = seed
+        self.model = point.eps * point.scale
+        self._measured: float | None = None
+
+    def measured(self) -> float:
+        if self._measured is None:
+            rng = np.random.default_rng([self.seed, 1])
+            self._measured = estimate_noise(
+                self.point.evaluator, self.names, self.point.value, self.point.scale, self.point.eps, rng
+            )
+        return self._measured
+
+
+def _check_input_full(
+    point: _Point,
+    name: str,
+    analytic: np.ndarray,
+    torch_grad: np.ndarray | None,
+    tol: Any,
+    noise: _Noise,
+) -> tuple[Any, list[str]]:
+    """Per-element check of one input: central pass, refine the suspects, compare."""
+    ev = point.evaluator
+    central = central_pass(ev, name, point.value, point.eps)
+    a = analytic.reshape(-1).astype(np.float64)
+    t = None if torch_grad is None else torch_grad.reshape(-1)
+    d, h = central.gradient, central.step
+    finite = np.isfinite(d)
+    scale = float(max(np.max(np.abs(a), initial=0.0), np.max(np.abs(d[finite]), initial=0.0),
+                      0.0 if t is None else np.max(np.abs(t), initial=0.0)))
+
+    def suspects(sigma: float) -> np.ndarray:
+        err = 4 * sigma / h
+        with np.errstate(invalid="ignore"):
+            s = finite & (np.abs(a - d) > allowed(a, d, err, tol, scale))
+            s |= finite & (np.abs(central.jump) > 1e-3 * scale + 16 * sigma / h)
+            if t is not None:
+                s |= np.abs(a - t) > allowed(a, t, 0.0, tol, scale)
+                s |= finite & (np.abs(d - t) > allowed(d, t, err, tol, scale))
+        return s
+
+    sigma = noise.model
+    suspect = suspects(sigma)
+    numeric, error = d.copy(), 4 * sigma / h
+    kink = np.zeros(a.shape, dtype=bool)
+    left = right = np.full(a.shape, np.nan)
+    if suspect.any():
+        sigma = noise.measured()
+        suspect &= suspects(sigma)
+        error = 4 * sigma / h
+        index = np.flatnonzero(suspect)
+        if index.size:
+            r = refine(ev, name, index, central, point.value, sigma)
+            ok = np.isfinite(r.gradient)
+            numeric[index[ok]] = r.gradient[ok]
+            error[index[ok]] = r.error[ok]
+            kink[index[ok]] = r.kink[ok]
+            left, right = left.copy(), right.copy()
+            left[index] = r.left
+            right[index] = r.right
+    faults = []
+    if not finite.all():
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), analytic.shape))
+        faults.append(
+            f"forward fails or returns non-finite values when {name!r} is perturbed at "
+            f"{int((~finite).sum())} element(s), first at index {first}; those are not compared"
+        )
+    comparison = compare_input(name, analytic.shape, a, numeric, error, kink, left, right, t, tol)
+    return comparison, faults
+
+
+def check_gradients(
+    forward: Callable[..., Any],
+    backward: Callable[..., Mapping[str, Any]] | None,
+    inputs: Mapping[str, Any],
+    *,
+    wrt: str | Iterable[str] | None = None,
+    seed: int = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    mode: str = "auto",
+) -> CheckResult:
+    """Check a hand-written backward pass against numeric gradients and torch autograd.
+
+    Args:
+        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
+            runs on torch tensors, which adds the autograd oracle.
+        backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
+            like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
+            an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
+            product is checked). ``None`` checks torch autograd's gradient of a torch
+            ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
+            tensors) against the numeric oracle.
+        inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
+            those in ``wrt`` if given); integer inputs such as labels are held constant.
+        wrt: the names to check; ``None`` means every floating input.
+        seed: seed for ``dout`` and the noise probe; the same seed gives the same result.
+        rtol, atol: override the per-dtype tolerances (``None`` keeps the default, which flags
+            a float64 gradient wrong by a relative 1e-6). The numeric oracle's error estimate
+            is always added to the allowance.
+        mode: "full" checks every element; "directional" checks random directional
+            derivatives and localizes failures; "auto" picks by size.
+    Returns:
+        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
+    Raises:
+        GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
+            or arrays, ``wrt`` naming a missing or integer input. Bugs in ``forward`` or
+            ``backward`` never raise; they are reported in the result.
+    """
+    _validate_options(forward, backward, seed, rtol, atol, mode)
+    prepared = prepare_inputs(inputs)
+    names = resolve_wrt(prepared, wrt)
+    seed = int(seed)
+    on_torch = backward is None
+    oracles: tuple[str, ...] = ("numeric",)
+    if on_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
+
+    def fault_result(message: str, notes: Iterable[str] = ()) -> CheckResult:
+        return CheckResult(ok=False, faults=(message,), oracles=(), notes=tuple(notes), mode="full", seed=seed)
+
+    try:
+        point = _evaluate_point(forward, prepared, seed, on_torch=on_torch)
+    except _Fault as fault:
+        return fault_result(str(fault))
+    notes = list(point.notes)
+    faults: list[str] = []
+    torch_grads = None
+    if on_torch:
+        autograd = torch_gradients(forward, prepared.widened, names, point.dout)
+        if not autograd.available:
+            raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {autograd.reason}")
+        analytic = autograd.gradients
+        notes.append("analytic gradients are torch autograd's (backward=None)")
+    else:
+        try:
+            analytic, faults = _call_backward(backward, prepared, names, point.dout)
+        except _Fault as fault:
+            return fault_result(str(fault), notes)
+        autograd = torch_gradients(forward, prepared.widened, names, point.dout)
+        if autograd.available:
+            assert autograd.output is not None
+            reference = point.evaluator.output()
+            point.evaluator.evaluations -= 1  # bookkeeping: not part of the numeric oracle
+            gap = np.max(np.abs(autograd.output - reference), initial=0.0) if autograd.output.shape == reference.shape else np.inf
+            if gap > 1e-8 * max(point.scale, 1.0):
+                notes.append(
+                    "torch oracle not used: the forward gives different values on torch tensors "
+                    f"and numpy arrays (largest difference {gap:.3g})"
+                )
+            else:
+                torch_grads = autograd.gradients
+                oracles = ("numeric", "torch")
+        else:
+            notes.append(f"torch oracle not used: {autograd.reason}")
+
+    noise = _Noise(point, names, seed)
+    summaries, mismatches, kinks, disagreements = [], [], [], []
+    point.evaluator.evaluations = 0
+    for name in names:
+        if name not in analytic:
+            continue
+        grad = analytic[name]
+        grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
+        itemsize = min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
+        tol = default_tolerance(itemsize, rtol=rtol, atol=atol)
+        tgrad = None if torch_grads is None else torch_grads[name]
+        comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise)
+        faults.extend(input_faults)
+        mismatches.extend(comparison.mismatches)
+        kinks.extend(comparison.kinks)
+        disagreements.extend(comparison.disagreements)
+        summaries.append(
+            InputSummary(
+                name=name,
+                shape=tuple(prepared.values[name].shape),
+                dtype=str(prepared.dtypes[name]),
+                checked=int(grad.size),
+                mismatches=len(comparison.mismatches),
+                kinks=len(comparison.kinks),
+                worst_numeric=comparison.worst_numeric,
+                worst_torch=comparison.worst_torch,
+                gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
+                tolerance=tol,
+            )
+        )
+    ok = not mismatches and not faults
+    return CheckResult(
+        ok=ok,
+        inputs=tuple(summaries),
+        mismatches=tuple(mismatches),
+        kinks=tuple(kinks),
+        disagreements=tuple(disagreements),
+        faults=tuple(faults),
+        oracles=oracles,
+        notes=tuple(notes),
+        mode="full",
+        evaluations=point.evaluator.evaluations,
+        seed=seed,
+        output_shape=point.output_shape,
+    )
+
+
+def assert_gradients(
+    forward: Callable[..., Any],
+    backward: Callable[..., Mapping[str, Any]] | None,
+    inputs: Mapping[str, Any],
+    *,
+    wrt: str | Iterable[str] | None = None,
+    seed: int = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    mode: str = "auto",
+) -> CheckResult:
+    """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
+
+    Returns the CheckResult when the check passes.
+    """
+    result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode)
+    if not result.ok:
+        raise GradientMismatch(result)
+    return result

@@ -1,0 +1,153 @@
+"""Analytic against the oracles, per input: one tolerance rule, no I/O, never raises.
+
+All arrays here are flat float64 views of one input's gradient, so element ``i`` is the same
+element in every array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradcheck.result import Disagreement, Kink, Mismatch, Tolerance
+
+__all__ = [
+    "InputComparison",
+    "allowed",
+    "compare_input",
+    "default_tolerance",
+    "relative_error",
+]
+
+# (rtol, floor relative to the input's largest gradient), by the lowest precision involved.
+_DEFAULTS = {
+    8: (1e-7, 1e-12),  # float64: a gradient wrong by a relative 1e-6 must fail
+    4: (1e-3, 1e-4),  # float32
+    2: (3e-2, 1e-2),  # float16 / bfloat16
+}
+
+
+def default_tolerance(itemsize: int, *, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+    """The tolerance for a gradient computed at ``itemsize`` bytes of float precision.
+
+    ``rtol``/``atol`` override the defaults; None keeps the default (0 means zero).
+    """
+    default_rtol, floor = _DEFAULTS.get(itemsize, _DEFAULTS[2] if itemsize < 4 else _DEFAULTS[8])
+    return Tolerance(rtol=default_rtol if rtol is None else rtol, atol=atol, floor=floor)
+
+
+def absolute_floor(tol: Tolerance, scale: float) -> float:
+    """``atol`` if given, else the floor relative to the input's largest gradient ``scale``."""
+    return tol.atol if tol.atol is not None else tol.floor * scale
+
+
+def allowed(
+    analytic: np.ndarray, reference: np.ndarray, error: np.ndarray | float, tol: Tolerance, scale: float
+) -> np.ndarray:
+    """Per-element allowance ``rtol * max(|a|, |ref|) + atol + error`` (the one rule)."""
+    magnitude = np.maximum(np.abs(analytic), np.abs(reference))
+    return tol.rtol * magnitude + absolute_floor(tol, scale) + error
+
+
+def relative_error(analytic: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """``|a - ref| / max(|a|, |ref|, 1e-3 * scale)``: elements far smaller than the input's
+    largest gradient are measured against a thousandth of it, so rounding in near-zero
+    elements does not read as a large relative error."""
+    denom = np.maximum(np.maximum(np.abs(analytic), np.abs(reference)), 1e-3 * scale)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(analytic - reference) / denom
+    return np.where(denom > 0, rel, 0.0)
+
+
+@dataclass(frozen=True)
+class InputComparison:
+    """Comparison of one input's analytic gradient with the oracles."""
+
+    mismatches: tuple[Mismatch, ...]
+    kinks: tuple[Kink, ...]
+    disagreements: tuple[Disagreement, ...]
+    worst_numeric: float | None
+    worst_torch: float | None
+    mismatch_mask: np.ndarray
+
+
+def compare_input(
+    name: str,
+    shape: tuple[int, ...],
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    numeric_error: np.ndarray,
+    kink: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    torch: np.ndarray | None,
+    tol: Tolerance,
+) -> InputComparison:
+    """Compare flat gradients of one input.
+
+    Args:
+        name, shape: the input (for element indices in the findings).
+        analytic: the backward's gradient, flat ``(n,)``.
+        numeric, numeric_error: the numeric estimate and its error estimate, ``(n,)``.
+        kink: True where the function has a kink (those elements are not compared).
+        left, right: one-sided derivatives, ``(n,)`` (used only at kinks).
+        torch: autograd's gradient ``(n,)``, or None if that oracle did not run.
+        tol: tolerance settings for this input's precision.
+    """
+    finite = np.isfinite(numeric)
+    scale = float(
+        max(
+            np.max(np.abs(analytic), initial=0.0),
+            np.max(np.abs(numeric[finite & ~kink]), initial=0.0),
+            np.max(np.abs(torch), initial=0.0) if torch is not None else 0.0,
+        )
+    )
+    compared = finite & ~kink
+    bad_numeric = compared & (np.abs(analytic - numeric) > allowed(analytic, numeric, numeric_error, tol, scale))
+    rel_numeric = relative_error(analytic, numeric, scale)
+    worst_numeric = float(np.max(rel_numeric[compared])) if compared.any() else None
+
+    bad_torch = np.zeros_like(bad_numeric)
+    disagree = np.zeros_like(bad_numeric)
+    worst_torch = None
+    rel_torch = None
+    if torch is not None:
+        bad_torch = ~kink & (np.abs(analytic - torch) > allowed(analytic, torch, 0.0, tol, scale))
+        rel_torch = relative_error(analytic, torch, scale)
+        worst_torch = float(np.max(rel_torch[~kink])) if (~kink).any() else None
+        disagree = compared & (np.abs(numeric - torch) > allowed(numeric, torch, numeric_error, tol, scale))
+
+    bad = bad_numeric | bad_torch
+    order = np.flatnonzero(bad)
+    rel_any = rel_numeric if rel_torch is None else np.maximum(np.where(compared, rel_numeric, 0), rel_torch)
+    order = order[np.argsort(-rel_any[order], kind="stable")]
+    allowance = allowed(analytic, numeric if torch is None else torch, numeric_error if torch is None else 0.0, tol, scale)
+
+    def at(i: int) -> tuple[int, ...]:
+        return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
+
+    mismatches = tuple(
+        Mismatch(
+            input=name,
+            index=at(i),
+            analytic=float(analytic[i]),
+            numeric=float(numeric[i]) if finite[i] else None,
+            numeric_error=float(numeric_error[i]) if finite[i] else None,
+            torch=None if torch is None else float(torch[i]),
+            relative_error=float(rel_any[i]),
+            tolerance=float(allowance[i]),
+            against=tuple(o for o, flag in (("numeric", bad_numeric[i]), ("torch", bad_torch[i])) if flag),
+        )
+        for i in order.tolist()
+    )
+    kinks = tuple(
+        Kink(name, at(i), float(analytic[i]), float(left[i]), float(right[i]),
+             None if torch is None else float(torch[i]))
+        for i in np.flatnonzero(kink).tolist()
+    )
+    disagreements = tuple(
+        Disagreement(name, at(i), float(numeric[i]), float(numeric_error[i]), float(torch[i]))
+        for i in np.flatnonzero(disagree).tolist()
+    ) if torch is not None else ()
+    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad)

@@ -1,0 +1,138 @@
+"""Evaluate the forward pass: the one place that calls it and the one perturbation loop.
+
+The checked quantity is the scalar ``L(x) = sum(dout * forward(x))``: for a scalar loss
+``dout = 1`` and ``L`` is the loss; for an array output, ``dout`` is a fixed random upstream
+gradient and ``grad L`` is the vector-Jacobian product the backward pass computes.
+
+``Evaluator`` keeps one private working copy of every input and perturbs it in place, one
+element at a time, restoring it after each call: no whole array is allocated per element.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Evaluator", "ForwardFailure", "as_float_array", "describe_exception"]
+
+
+class ForwardFailure(Exception):
+    """The forward under test raised or returned something unusable (a bug, not misuse)."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``TypeError: message (file.py:12 in fn)``: the innermost frame of the user's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def as_float_array(value: Any) -> np.ndarray:
+    """A forward's output (number, numpy or torch array) as a float64 numpy array.
+
+    Raises:
+        ForwardFailure: the value is not numeric.
+    """
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # an exotic object the forward returned
+        raise ForwardFailure(f"returned {type(value).__name__}, not an array or number") from exc
+    if array.dtype.kind not in "fiu":
+        raise ForwardFailure(
+            f"returned {type(value).__name__} of dtype {array.dtype}, not a real array or number"
+        )
+    return array
+
+
+class Evaluator:
+    """Calls ``forward`` on private copies of the inputs and contracts the output with ``dout``.
+
+    Args:
+        forward: the function under test, called as ``forward(**inputs)``.
+        inputs: name -> numpy array; copied into the working set.
+        convert: turns the working numpy arrays into what ``forward`` takes (identity for
+            numpy forwards; ``torch.from_numpy`` views for torch callables).
+    """
+
+    def __init__(
+        self,
+        forward: Callable[..., Any],
+        inputs: dict[str, np.ndarray],
+        *,
+        convert: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
+        self.forward = forward
+        self.work = {name: np.array(a, copy=True) for name, a in inputs.items()}
+        self.convert = convert
+        self.dout: np.ndarray | float = 1.0
+        self.evaluations = 0
+        self._args = self._make_args()
+
+    def _make_args(self) -> dict[str, Any]:
+        if self.convert is None:
+            return self.work
+        return {name: self.convert(a) for name, a in self.work.items()}
+
+    def output(self) -> np.ndarray:
+        """``forward(**inputs)`` at the current working point, as a float64-compatible array.
+
+        Raises:
+            ForwardFailure: the forward raised or returned a non-numeric value.
+        """
+        self.evaluations += 1
+        try:
+            out = self.forward(**self._args)
+        except Exception as exc:  # the code under test failed: a finding, not a harness error
+            raise ForwardFailure(f"raised {describe_exception(exc)}") from exc
+        return as_float_array(out)
+
+    def value(self) -> float:
+        """``L = sum(dout * forward(x))`` at the current working point."""
+        out = self.output()
+        if np.ndim(self.dout) == 0:
+            return float(np.sum(out, dtype=np.float64)) * float(self.dout)
+        return float(np.dot(np.ravel(self.dout), np.ravel(out).astype(np.float64, copy=False)))
+
+    def perturbed_values(
+        self, name: str, flat_index: np.ndarray, deltas: np.ndarray
+    ) -> np.ndarray:
+        """``L(x + deltas[k] * e_{flat_index[k]})`` for each k, perturbing input ``name``.
+
+        Returns NaN where the forward failed or gave a non-finite value at that point.
+        """
+        target = self.work[name]
+        flat = target.reshape(-1)  # a view: the working copy is contiguous
+        values = np.empty(len(flat_index), dtype=np.float64)
+        for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist())):
+            original = flat[i]
+            flat[i] = original + d
+            try:
+                values[k] = self.value()
+            except ForwardFailure:
+                values[k] = np.nan
+            finally:
+                flat[i] = original
+        return values
+
+    def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
+        """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed."""
+        originals = {name: self.work[name].copy() for name in direction}
+        values = np.empty(len(steps), dtype=np.float64)
+        for k, t in enumerate(steps.tolist()):
+            for name, v in direction.items():
+                np.add(originals[name], t * v, out=self.work[name])
+            try:
+                values[k] = self.value()
+            except ForwardFailure:
+                values[k] = np.nan
+        for name, a in originals.items():
+            self.work[name][...] = a
+        return values

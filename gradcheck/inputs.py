@@ -1,0 +1,146 @@
+"""Validate and copy the caller's inputs once, where they enter the harness.
+
+Everything downstream works on private float64 (or integer) numpy copies, so nothing the caller
+passed is ever mutated. Numbers become 0-d arrays; torch tensors are detached and copied.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcheck.errors import GradcheckError
+
+__all__ = ["PreparedInputs", "prepare_inputs", "resolve_wrt"]
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Private copies of the inputs.
+
+    Attributes:
+        values: name -> numpy array (caller's dtype, a copy); the backward sees these.
+        widened: name -> numpy array where floating inputs are widened to float64; the
+            numeric oracle perturbs these.
+        floating: names of floating inputs, in the caller's order.
+        dtypes: name -> the caller's dtype (numpy).
+        from_torch: True if the caller passed torch tensors.
+    """
+
+    values: dict[str, np.ndarray]
+    widened: dict[str, np.ndarray]
+    floating: tuple[str, ...]
+    dtypes: dict[str, np.dtype]
+    from_torch: bool
+
+
+def _to_array(name: str, value: Any) -> tuple[np.ndarray, bool]:
+    """Copy one input to a numpy array; the flag says whether it came from torch."""
+    if isinstance(value, bool) or isinstance(value, np.bool_):
+        raise GradcheckError(
+            f"input {name!r} is a bool ({value!r}); pass a float to check it or an int to hold it"
+        )
+    if isinstance(value, numbers.Real):
+        return np.asarray(value, dtype=np.float64 if not isinstance(value, numbers.Integral) else np.int64), False
+    module = type(value).__module__
+    if module.startswith("torch"):
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().clone().numpy(), True
+    if isinstance(value, np.ndarray | np.generic):
+        return np.array(value, copy=True), False
+    raise GradcheckError(
+        f"input {name!r} must be a number or an array, got {type(value).__name__}: {value!r:.80}"
+    )
+
+
+def prepare_inputs(inputs: Any) -> PreparedInputs:
+    """Validate ``inputs`` (a mapping name -> number or array) and copy it.
+
+    Raises:
+        GradcheckError: ``inputs`` is not a mapping, is empty, has a non-string or
+            non-identifier name, a value that is neither a number nor an array, a complex,
+            boolean or object array, or a floating value that is not finite.
+    """
+    if not isinstance(inputs, Mapping):
+        raise GradcheckError(
+            f"inputs must be a mapping of name -> array, got {type(inputs).__name__}: {inputs!r:.80}"
+        )
+    if not inputs:
+        raise GradcheckError("inputs is empty: there is nothing to check")
+    values: dict[str, np.ndarray] = {}
+    widened: dict[str, np.ndarray] = {}
+    floating: list[str] = []
+    dtypes: dict[str, np.dtype] = {}
+    from_torch = False
+    for name, value in inputs.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise GradcheckError(f"input names must be identifiers (they become keyword arguments), got {name!r}")
+        array, was_torch = _to_array(name, value)
+        from_torch = from_torch or was_torch
+        kind = array.dtype.kind
+        if kind == "f":
+            if not np.all(np.isfinite(array)):
+                bad = np.argwhere(~np.isfinite(array))
+                where = tuple(int(i) for i in bad[0]) if array.ndim else ()
+                raise GradcheckError(
+                    f"input {name!r} has {len(bad) if array.ndim else 1} non-finite value(s), "
+                    f"first at index {where}: {array[where]!r}"
+                )
+            floating.append(name)
+            widened[name] = array.astype(np.float64, copy=True)
+        elif kind in "iu":
+            widened[name] = array
+        elif kind == "b":
+            raise GradcheckError(
+                f"input {name!r} is a boolean array; pass floats to check it or ints to hold it"
+            )
+        else:
+            raise GradcheckError(
+                f"input {name!r} has dtype {array.dtype}, which cannot be checked "
+                "(use a real floating or an integer dtype)"
+            )
+        values[name] = array
+        dtypes[name] = array.dtype
+    return PreparedInputs(values, widened, tuple(floating), dtypes, from_torch)
+
+
+def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The names to check: ``wrt`` validated, or every floating input when ``wrt`` is None.
+
+    Raises:
+        GradcheckError: ``wrt`` names a missing or an integer input, repeats a name, is empty,
+            or there is no floating input to check.
+    """
+    if wrt is None:
+        if not prepared.floating:
+            raise GradcheckError(
+                "no floating inputs to check: inputs are "
+                + ", ".join(f"{n!r} ({d})" for n, d in prepared.dtypes.items())
+            )
+        return prepared.floating
+    names = (wrt,) if isinstance(wrt, str) else wrt
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise GradcheckError(f"wrt must be a name or a sequence of names, got wrt={wrt!r}") from None
+    if not names:
+        raise GradcheckError("wrt=() names no input to check")
+    for name in names:
+        if name not in prepared.values:
+            raise GradcheckError(
+                f"wrt names {name!r}, but inputs are {list(prepared.values)}"
+            )
+        if name not in prepared.floating:
+            raise GradcheckError(
+                f"wrt names {name!r}, an integer input ({prepared.dtypes[name]}) that is held "
+                "constant; only floating inputs can be checked"
+            )
+    if len(set(names)) != len(names):
+        raise GradcheckError(f"wrt repeats a name: wrt={names!r}")
+    return names

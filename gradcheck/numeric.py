@@ -1,0 +1,219 @@
+"""The numeric oracle: central differences with an error estimate, and kink detection.
+
+Per element of a checked input ``x`` (with ``L`` the contracted forward, see ``evaluate``):
+
+1. **Central pass** (2 evaluations): ``D(h) = (L(x+h) - L(x-h)) / 2h`` with a step scaled to the
+   element (``h = eps**(1/3) * max(|x_i|, rms(x))``, rounded so that ``x +- h`` is exact). The same
+   two values give the second difference ``jump = (L(x+h) - 2 L(x) + L(x-h)) / h``, which is
+   ``h L''`` where ``L`` is smooth and the derivative jump where it has a kink.
+2. **Refinement**, only for suspect elements (2 more evaluations at ``2h``):
+   Richardson extrapolation ``R = (4 D(h) - D(2h)) / 3`` with error estimate
+   ``|D(h) - D(2h)| + 4 sigma / h``; and one-sided Richardson derivatives
+   ``g+ = 2 g+(h) - g+(2h)``, ``g- = 2 g-(h) - g-(2h)``. Where ``L`` is smooth, ``g+ - g-`` is
+   ``O(h^3)``; at a kink it is the jump in slope. An element is a kink when
+   ``|g+ - g-|`` exceeds both the noise and a quarter of how much the one-sided slopes moved
+   between the two steps.
+
+``sigma`` is the noise level of ``L`` (rounding in the forward), measured from high-order
+differences of ``L`` along a random direction at a tiny step (Moré and Wild's ECnoise idea), and
+never below ``eps * |L|``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from math import factorial
+from typing import Any
+
+import numpy as np
+
+from gradcheck.evaluate import Evaluator, ForwardFailure
+from gradcheck.inputs import prepare_inputs, resolve_wrt
+
+__all__ = [
+    "CentralPass",
+    "Refinement",
+    "central_pass",
+    "estimate_noise",
+    "machine_eps",
+    "numeric_gradient",
+    "refine",
+    "step_sizes",
+]
+
+
+def machine_eps(dtype: np.dtype) -> float:
+    """Unit roundoff of a floating dtype; float64's for anything else."""
+    dtype = np.dtype(dtype)
+    return float(np.finfo(dtype).eps) if dtype.kind == "f" else float(np.finfo(np.float64).eps)
+
+
+def step_sizes(x: np.ndarray, eps: float) -> np.ndarray:
+    """Per-element steps ``eps**(1/3) * max(|x_i|, rms(x))``, exact in float64 arithmetic.
+
+    Args:
+        x: float64 array, any shape.
+        eps: unit roundoff of the forward's output dtype.
+    Returns:
+        float64 array of ``x``'s shape with ``(x + h) - x == h`` exactly.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    scale = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    if not np.isfinite(scale) or scale == 0.0:
+        scale = 1.0
+    h = eps ** (1.0 / 3.0) * np.maximum(np.abs(x), scale)
+    return (x + h) - x
+
+
+@dataclass(frozen=True)
+class CentralPass:
+    """Results of one central difference per element of one input (flat arrays).
+
+    Attributes:
+        gradient: ``D(h)``, shape ``(n,)``.
+        jump: second difference ``(L+ - 2 L0 + L-) / h``, shape ``(n,)``.
+        step: ``h``, shape ``(n,)``.
+        plus, minus: ``L(x + h)``, ``L(x - h)``, shape ``(n,)``; NaN where the forward failed.
+    """
+
+    gradient: np.ndarray
+    jump: np.ndarray
+    step: np.ndarray
+    plus: np.ndarray
+    minus: np.ndarray
+
+
+def central_pass(ev: Evaluator, name: str, f0: float, eps: float) -> CentralPass:
+    """One central difference per element of input ``name`` (2 evaluations per element)."""
+    x = ev.work[name].reshape(-1)
+    h = step_sizes(x, eps)
+    n = x.size
+    idx = np.arange(n)
+    plus = ev.perturbed_values(name, np.concatenate([idx, idx]), np.concatenate([h, -h]))
+    plus, minus = plus[:n], plus[n:]
+    with np.errstate(invalid="ignore"):
+        gradient = (plus - minus) / (2.0 * h)
+        jump = (plus - 2.0 * f0 + minus) / h
+    return CentralPass(gradient, jump, h, plus, minus)
+
+
+def estimate_noise(
+    ev: Evaluator, names: Iterable[str], f0: float, scale: float, eps: float, rng: np.random.Generator
+) -> float:
+    """Noise level ``sigma`` of ``L`` near the point (absolute, same units as ``L``).
+
+    Evaluates ``L`` at 8 points ``x + k t v`` (k = -4..4, k != 0) along a random direction with a
+    tiny relative step, and takes the largest of the normalised 3rd..6th differences, which for a
+    smooth ``L`` contain rounding only. Never less than ``eps * scale``.
+    """
+    direction = {}
+    for name in names:
+        x = ev.work[name]
+        mag = np.maximum(np.abs(x), float(np.sqrt(np.mean(x * x))) if x.size else 1.0)
+        mag = np.where(mag > 0, mag, 1.0)
+        direction[name] = rng.choice([-1.0, 1.0], size=x.shape) * mag
+    t = 100.0 * eps
+    ks = np.array([-4, -3, -2, -1, 1, 2, 3, 4], dtype=np.float64)
+    values = ev.direction_values(direction, ks * t)
+    floor = eps * scale
+    if not np.all(np.isfinite(values)):
+        return floor
+    f = np.concatenate([values[:4], [f0], values[4:]])
+    sigma = 0.0
+    for k in range(3, 7):
+        diffs = np.diff(f, n=k)
+        gamma = factorial(k) ** 2 / factorial(2 * k)
+        sigma = max(sigma, float(np.sqrt(gamma * np.mean(diffs * diffs))))
+    return max(sigma, floor)
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """Refined estimates for selected elements (flat indices) of one input.
+
+    Attributes:
+        index: flat indices refined, shape ``(k,)``.
+        gradient: Richardson estimate ``R``, shape ``(k,)``.
+        error: its error estimate, shape ``(k,)``.
+        kink: True where the one-sided slopes disagree (not differentiable there).
+        left, right: one-sided derivative estimates ``g-``, ``g+``, shape ``(k,)``.
+    """
+
+    index: np.ndarray
+    gradient: np.ndarray
+    error: np.ndarray
+    kink: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+def refine(
+    ev: Evaluator, name: str, index: np.ndarray, central: CentralPass, f0: float, sigma: float
+) -> Refinement:
+    """Second step (``2h``), Richardson extrapolation and the kink test for ``index``."""
+    h = central.step[index]
+    k = len(index)
+    both = ev.perturbed_values(name, np.concatenate([index, index]), np.concatenate([2 * h, -2 * h]))
+    plus2, minus2 = both[:k], both[k:]
+    plus1, minus1 = central.plus[index], central.minus[index]
+    with np.errstate(invalid="ignore"):
+        d1 = (plus1 - minus1) / (2 * h)
+        d2 = (plus2 - minus2) / (4 * h)
+        gradient = (4 * d1 - d2) / 3
+        noise = sigma / h
+        error = np.abs(d1 - d2) + 4 * noise
+        right1, right2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h)
+        left1, left2 = (f0 - minus1) / h, (f0 - minus2) / (2 * h)
+        right = 2 * right1 - right2
+        left = 2 * left1 - left2
+        moved = np.abs(right2 - right1) + np.abs(left2 - left1)
+        gap = np.abs(right - left)
+        kink = (gap > 12 * noise) & (gap > 0.25 * moved)
+    return Refinement(index, gradient, error, kink, left, right)
+
+
+def numeric_gradient(
+    forward: Callable[..., Any],
+    inputs: Mapping[str, Any],
+    dout: Any = None,
+    wrt: str | Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Central-difference gradients of ``sum(dout * forward(**inputs))``, in float64.
+
+    Args:
+        forward: ``forward(**inputs) -> float | array``.
+        inputs: name -> number or array; integer inputs are held constant.
+        dout: upstream gradient with the output's shape; ``None`` means ones (for a scalar
+            output, the plain gradient).
+        wrt: names to differentiate; ``None`` means every floating input.
+    Returns:
+        name -> float64 array with that input's shape. Elements at a kink (where the function
+        is not differentiable) hold the central difference, the mean of the one-sided slopes.
+    Raises:
+        GradcheckError: misuse (see ``check_gradients``); ``ValueError`` if the forward fails
+            at the point, or ``dout``'s shape does not match the output.
+    """
+    from gradcheck.errors import GradcheckError
+
+    if not callable(forward):
+        raise GradcheckError(f"forward must be callable, got forward={forward!r}")
+    prepared = prepare_inputs(inputs)
+    names = resolve_wrt(prepared, wrt)
+    ev = Evaluator(forward, prepared.widened)
+    try:
+        out = ev.output()
+    except ForwardFailure as exc:
+        raise GradcheckError(f"forward failed at the point: {exc}") from None
+    if dout is not None:
+        dout = np.asarray(dout, dtype=np.float64)
+        if dout.shape != out.shape:
+            raise GradcheckError(f"dout has shape {dout.shape}, but forward returns shape {out.shape}")
+        ev.dout = dout
+    f0 = ev.value()
+    eps = machine_eps(out.dtype)
+    gradients = {}
+    for name in names:
+        central = central_pass(ev, name, f0, eps)
+        gradients[name] = central.gradient.reshape(prepared.values[name].shape)
+    return gradients

@@ -1,0 +1,197 @@
+"""What a check found, as plain data: verdicts, mismatches, kinks, faults and notes.
+
+``CheckResult`` is what ``check_gradients`` returns. ``str(result)`` is a report a person reads
+in a terminal (rendered by ``gradcheck.report``); ``result.to_dict()`` is JSON-ready.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "CheckResult",
+    "Diagnosis",
+    "Disagreement",
+    "InputSummary",
+    "Kink",
+    "Mismatch",
+    "Tolerance",
+]
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats that JSON can carry (NaN and inf become None), tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an analytic gradient element may sit from an oracle's value.
+
+    An element passes when ``|analytic - reference| <= rtol * max(|analytic|, |reference|)
+    + atol + error``, where ``error`` is the numeric oracle's own error estimate (0 for torch)
+    and ``atol`` defaults to ``floor * (largest gradient magnitude of that input)``.
+
+    Attributes:
+        rtol: relative tolerance.
+        atol: absolute tolerance, or None for the scaled floor.
+        floor: the floor relative to the input's largest gradient, used when atol is None.
+    """
+
+    rtol: float
+    atol: float | None
+    floor: float
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The most likely kind of bug behind an input's mismatches.
+
+    Attributes:
+        kind: "scale", "sign", "transpose", "swapped", "zero", "mask" or "additive".
+        summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
+        params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.
+        evidence: how well the pattern fits, e.g. "fits 48/48 elements, residual 3e-12".
+    """
+
+    kind: str
+    summary: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    evidence: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One gradient element that disagrees with an oracle.
+
+    ``numeric``/``torch`` are None when that oracle did not run; ``against`` lists the oracles
+    the analytic value disagrees with.
+    """
+
+    input: str
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float | None
+    numeric_error: float | None
+    torch: float | None
+    relative_error: float
+    tolerance: float
+    against: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kink:
+    """An element where the function is not differentiable along that coordinate.
+
+    ``left``/``right`` are the one-sided derivatives; the analytic value is not compared.
+    """
+
+    input: str
+    index: tuple[int, ...]
+    analytic: float
+    left: float
+    right: float
+    torch: float | None
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An element where the two oracles disagree with each other (away from kinks)."""
+
+    input: str
+    index: tuple[int, ...]
+    numeric: float
+    numeric_error: float
+    torch: float
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """The verdict for one checked input.
+
+    Attributes:
+        name, shape, dtype: the input.
+        checked: elements checked (per-element mode) or directions (directional mode).
+        mismatches, kinks: counts.
+        worst_numeric, worst_torch: largest relative error against each oracle (None if the
+            oracle did not run or nothing was compared).
+        gradient_norm: Euclidean norm of the analytic gradient.
+        tolerance: the tolerance used for this input.
+        diagnosis: the likely bug, when there are mismatches and a pattern fits.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    checked: int
+    mismatches: int
+    kinks: int
+    worst_numeric: float | None
+    worst_torch: float | None
+    gradient_norm: float
+    tolerance: Tolerance
+    diagnosis: Diagnosis | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Everything one ``check_gradients`` call found.
+
+    Attributes:
+        ok: True when no mismatch and no fault was found.
+        inputs: one summary per checked input (empty if a fault stopped the check early).
+        mismatches: every mismatching element, worst first within each input.
+        kinks: elements where the function is not differentiable (not compared).
+        disagreements: elements where numeric and torch disagree with each other.
+        faults: bugs in the code under test that prevented or spoiled the check (the forward
+            or backward raising, a missing key, a wrong shape, non-finite values, mutation of
+            inputs, nondeterminism).
+        oracles: the oracles that ran, e.g. ("numeric", "torch").
+        notes: remarks such as why the torch oracle did not run.
+        mode: "full" (every element) or "directional".
+        evaluations: forward evaluations spent by the numeric oracle.
+        seed: the seed of the random upstream gradient and directions.
+        output_shape: shape of the forward's output (() for a scalar loss).
+    """
+
+    ok: bool
+    inputs: tuple[InputSummary, ...] = ()
+    mismatches: tuple[Mismatch, ...] = ()
+    kinks: tuple[Kink, ...] = ()
+    disagreements: tuple[Disagreement, ...] = ()
+    faults: tuple[str, ...] = ()
+    oracles: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    mode: str = "full"
+    evaluations: int = 0
+    seed: int = 0
+    output_shape: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        from gradcheck.report import result_lines
+
+        return "\n".join(result_lines(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with the same fields (NaN/inf become null)."""
+        data = asdict(self)
+        return _jsonable(data)
