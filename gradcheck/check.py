@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.compare import allowed, compare_input, default_tolerance
+from gradcheck.directional import check_input_directional
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.evaluate import Evaluator, ForwardFailure, as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
@@ -34,6 +35,7 @@ from gradcheck.torch_oracle import torch_gradients
 __all__ = ["assert_gradients", "check_gradients"]
 
 MODES = ("auto", "full", "directional")
+AUTO_FULL_LIMIT = 20_000  # "auto" checks every element up to this many, directions beyond
 
 
 def _validate_options(forward: Any, backward: Any, seed: Any, rtol: Any, atol: Any, mode: Any) -> None:
@@ -370,6 +372,9 @@ def check_gradients(
     noise = _Noise(point, names, seed)
     summaries, mismatches, kinks, disagreements = [], [], [], []
     point.evaluator.evaluations = 0
+    total = sum(prepared.values[n].size for n in names)
+    used = mode if mode != "auto" else ("full" if total <= AUTO_FULL_LIMIT else "directional")
+    directions_rng = np.random.default_rng([seed, 2])
     for name in names:
         if name not in analytic:
             continue
@@ -378,8 +383,16 @@ def check_gradients(
         itemsize = min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
         tol = default_tolerance(itemsize, rtol=rtol, atol=atol)
         tgrad = None if torch_grads is None else torch_grads[name]
-        comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise)
-        faults.extend(input_faults)
+        checked = int(grad.size)
+        if used == "full":
+            comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise)
+            faults.extend(input_faults)
+        else:
+            comparison, checked, input_notes = check_input_directional(
+                point.evaluator, name, point.value, point.eps, noise.measured(),
+                grad, tgrad, tol, directions_rng,
+            )
+            notes.extend(input_notes)
         mismatches.extend(comparison.mismatches)
         kinks.extend(comparison.kinks)
         disagreements.extend(comparison.disagreements)
@@ -388,8 +401,8 @@ def check_gradients(
                 name=name,
                 shape=tuple(prepared.values[name].shape),
                 dtype=str(prepared.dtypes[name]),
-                checked=int(grad.size),
-                mismatches=len(comparison.mismatches),
+                checked=checked,
+                mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
                 kinks=len(comparison.kinks),
                 worst_numeric=comparison.worst_numeric,
                 worst_torch=comparison.worst_torch,
@@ -407,7 +420,7 @@ def check_gradients(
         faults=tuple(faults),
         oracles=oracles,
         notes=tuple(notes),
-        mode="full",
+        mode=used,
         evaluations=point.evaluator.evaluations,
         seed=seed,
         output_shape=point.output_shape,

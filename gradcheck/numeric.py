@@ -39,6 +39,7 @@ __all__ = [
     "machine_eps",
     "numeric_gradient",
     "refine",
+    "richardson",
     "step_sizes",
 ]
 
@@ -148,16 +149,16 @@ class Refinement:
     right: np.ndarray
 
 
-def refine(
-    ev: Evaluator, name: str, index: np.ndarray, central: CentralPass, f0: float, sigma: float
-) -> Refinement:
-    """Second step (``2h``), Richardson extrapolation and the kink test for ``index``."""
-    h = central.step[index]
-    k = len(index)
-    both = ev.perturbed_values(name, np.concatenate([index, index]), np.concatenate([2 * h, -2 * h]))
-    plus2, minus2 = both[:k], both[k:]
-    plus1, minus1 = central.plus[index], central.minus[index]
-    with np.errstate(invalid="ignore"):
+def richardson(
+    f0: float, plus1: np.ndarray, minus1: np.ndarray, plus2: np.ndarray, minus2: np.ndarray,
+    h: np.ndarray, sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Estimates from ``L(x +- h)``, ``L(x +- 2h)`` (all arrays of the same shape).
+
+    Returns ``(gradient, error, kink, left, right)``: the Richardson estimate, its error
+    estimate, the kink flag, and the one-sided Richardson slopes (see the module docstring).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
         d1 = (plus1 - minus1) / (2 * h)
         d2 = (plus2 - minus2) / (4 * h)
         gradient = (4 * d1 - d2) / 3
@@ -170,6 +171,19 @@ def refine(
         moved = np.abs(right2 - right1) + np.abs(left2 - left1)
         gap = np.abs(right - left)
         kink = (gap > 12 * noise) & (gap > 0.25 * moved)
+    return gradient, error, kink, left, right
+
+
+def refine(
+    ev: Evaluator, name: str, index: np.ndarray, central: CentralPass, f0: float, sigma: float
+) -> Refinement:
+    """Second step (``2h``), Richardson extrapolation and the kink test for ``index``."""
+    h = central.step[index]
+    k = len(index)
+    both = ev.perturbed_values(name, np.concatenate([index, index]), np.concatenate([2 * h, -2 * h]))
+    gradient, error, kink, left, right = richardson(
+        f0, central.plus[index], central.minus[index], both[:k], both[k:], h, sigma
+    )
     return Refinement(index, gradient, error, kink, left, right)
 
 

@@ -1,0 +1,244 @@
+"""Directional mode: check large inputs along random directions, then localize what fails.
+
+For an input ``x`` with analytic gradient ``a``, a direction ``v`` (Gaussian, scaled per element
+like the per-element steps) gives the numeric directional derivative ``dL/dt`` at ``x + t v``
+from four evaluations (``t = +-h, +-2h``), with the same Richardson estimate, error estimate and
+kink test as the per-element oracle (``numeric.richardson``); it must match ``a . v``.
+
+* A direction whose one-sided slopes disagree crosses a kink: another is drawn, and the crossing
+  is reported. If every draw crosses one (a kink sits exactly at the point), the direction is
+  split instead, so that kink-free blocks of coordinates are still checked.
+* A failing direction is localized by bisection: the direction restricted to each half of its
+  coordinates is checked again, recursing into failing halves down to single elements, which
+  become mismatches (or kinks) with their own numeric value. The search has a budget.
+* The torch oracle, when it ran, is compared element by element (it costs no evaluation);
+  elements where it disagrees are checked numerically one by one (a sample, if many), so a
+  different choice of subgradient at a kink is not mistaken for a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error
+from gradcheck.evaluate import Evaluator
+from gradcheck.numeric import richardson
+from gradcheck.result import Kink, Mismatch, Tolerance
+
+__all__ = ["DIRECTIONS", "check_input_directional"]
+
+DIRECTIONS = 6  # random directions per input
+MAX_LEAVES = 5  # elements localized per input before the search stops
+MAX_PROBES = 400  # directional probes (4 evaluations each) per input for localization
+TORCH_SAMPLE = 32  # torch-disagreeing elements verified one by one
+MAX_STORED = 1000  # mismatches kept per input (the worst); the count covers all
+
+
+@dataclass
+class _Probe:
+    """One directional probe: numeric ``dL/dt`` vs ``a . v`` on a set of coordinates."""
+
+    status: str  # "pass", "fail" or "kink"
+    expected: float
+    numeric: float
+    error: float
+    left: float
+    right: float
+    rel: float
+    allowance: float
+
+
+@dataclass
+class _Search:
+    ev: Evaluator
+    name: str
+    f0: float
+    h: float
+    sigma: float
+    a: np.ndarray
+    weights: np.ndarray  # per-element scale of the direction
+    tol: Tolerance
+    scale: float
+    probes: int = 0
+    leaves: list = field(default_factory=list)
+
+    def probe(self, v: np.ndarray) -> _Probe:
+        """Check the directional derivative along flat direction ``v``."""
+        self.probes += 1
+        shape = self.ev.work[self.name].shape
+        values = self.ev.direction_values(
+            {self.name: v.reshape(shape)}, np.array([self.h, -self.h, 2 * self.h, -2 * self.h])
+        )
+        g, e, k, left, right = richardson(
+            self.f0, values[0:1], values[1:2], values[2:3], values[3:4], np.array([self.h]), self.sigma
+        )
+        expected = float(np.dot(self.a, v))
+        numeric, error = float(g[0]), float(e[0])
+        terms = float(np.sum(np.abs(v)))
+        allowance = float(
+            self.tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(self.tol, self.scale) * terms + error
+        )
+        rel = float(relative_error(np.array([expected]), np.array([numeric]), self.scale * terms)[0])
+        if not np.isfinite(numeric):
+            status = "kink"  # the forward failed along this direction: treated as unusable
+        elif k[0]:
+            status = "kink"
+        else:
+            status = "fail" if abs(expected - numeric) > allowance else "pass"
+        return _Probe(status, expected, numeric, error, float(left[0]), float(right[0]), rel, allowance)
+
+    def leaf(self, i: int) -> tuple[str, _Probe]:
+        """Per-element check of flat element ``i`` (direction ``weights[i] e_i``)."""
+        v = np.zeros_like(self.a)
+        v[i] = self.weights[i]
+        return "leaf", self.probe(v)
+
+    def localize(self, v: np.ndarray, coords: np.ndarray) -> None:
+        """Bisect the failing (or kink-crossing) direction ``v`` restricted to ``coords``."""
+        if len(self.leaves) >= MAX_LEAVES or self.probes >= MAX_PROBES:
+            return
+        if len(coords) == 1:
+            i = int(coords[0])
+            _, p = self.leaf(i)
+            if p.status != "pass":
+                self.leaves.append((i, p))
+            return
+        half = len(coords) // 2
+        for part in (coords[:half], coords[half:]):
+            if len(self.leaves) >= MAX_LEAVES or self.probes >= MAX_PROBES:
+                return
+            w = np.zeros_like(v)
+            w[part] = v[part]
+            if self.probe(w).status != "pass":
+                self.localize(w, part)
+
+
+def check_input_directional(
+    ev: Evaluator,
+    name: str,
+    f0: float,
+    eps: float,
+    sigma: float,
+    analytic: np.ndarray,
+    torch_grad: np.ndarray | None,
+    tol: Tolerance,
+    rng: np.random.Generator,
+    *,
+    directions: int = DIRECTIONS,
+) -> tuple[InputComparison, int, list[str]]:
+    """Directional check of one input; returns the comparison, directions checked, notes."""
+    shape = analytic.shape
+    a = analytic.reshape(-1).astype(np.float64)
+    t = None if torch_grad is None else torch_grad.reshape(-1)
+    x = ev.work[name].reshape(-1)
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    weights = np.maximum(np.abs(x), rms if rms > 0 else 1.0)
+    scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
+    search = _Search(ev, name, f0, eps ** (1.0 / 3.0), sigma, a, weights, tol, scale)
+    notes: list[str] = []
+    order = rng.permutation(a.size)
+    torch_bad = None if t is None else np.abs(a - t) > allowed(a, t, 0.0, tol, scale)
+    # torch pins wrong elements for free; bisect only when it cannot.
+    bisect = torch_bad is None or not torch_bad.any()
+    passed = failed = crossed = 0
+    worst = 0.0
+    kink_directions = []
+    draws = 0
+    while passed + failed < directions and draws < 3 * directions:
+        draws += 1
+        v = rng.standard_normal(a.size) * weights
+        p = search.probe(v)
+        if p.status == "kink":
+            crossed += 1
+            kink_directions.append(v)
+            continue
+        worst = max(worst, p.rel)
+        if p.status == "fail":
+            failed += 1
+            if bisect and len(search.leaves) < MAX_LEAVES:
+                search.localize(v, order)
+        else:
+            passed += 1
+    if crossed:
+        notes.append(f"{name}: {crossed} random direction(s) crossed a kink and were drawn again")
+    if passed + failed == 0 and kink_directions:
+        notes.append(f"{name}: every direction crossed a kink; split the coordinates to check around it")
+        search.localize(kink_directions[0], order)
+
+    mismatches: list[Mismatch] = []
+    kinks: list[Kink] = []
+    seen: set[int] = set()
+
+    def at(i: int) -> tuple[int, ...]:
+        return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
+
+    def record(i: int, p: _Probe, against: tuple[str, ...]) -> None:
+        seen.add(i)
+        w = weights[i]
+        tv = None if t is None else float(t[i])
+        if p.status == "kink":
+            kinks.append(Kink(name, at(i), float(a[i]), p.left / w, p.right / w, tv))
+        else:
+            mismatches.append(Mismatch(name, at(i), float(a[i]), p.numeric / w, p.error / w, tv,
+                                       p.rel, p.allowance / w, against))
+
+    for i, p in search.leaves:
+        if i not in seen:
+            record(i, p, ("numeric",) + (("torch",) if t is not None and abs(a[i] - t[i]) > allowed(a[i:i+1], t[i:i+1], 0.0, tol, scale)[0] else ()))
+
+    worst_torch = None
+    extra_count = 0
+    rest_mask = np.zeros(0, dtype=np.int64)
+    if t is not None:
+        bad = torch_bad
+        worst_torch = float(np.max(relative_error(a, t, scale), initial=0.0))
+        suspects = np.flatnonzero(bad)
+        sample = suspects if len(suspects) <= TORCH_SAMPLE else rng.choice(suspects, TORCH_SAMPLE, replace=False)
+        verdicts = []
+        for i in sample.tolist():
+            if i in seen:
+                continue
+            _, p = search.leaf(i)
+            verdicts.append(p.status)
+            if p.status != "pass":
+                record(i, p, ("numeric", "torch") if p.status == "fail" else ("torch",))
+        rest = [i for i in suspects.tolist() if i not in seen]
+        if rest:
+            if not verdicts or any(v != "kink" for v in verdicts):
+                rest = np.array(rest)
+                rel = relative_error(a[rest], t[rest], scale)
+                keep = rest[np.argsort(-rel, kind="stable")[:MAX_STORED]]
+                allowance = allowed(a[keep], t[keep], 0.0, tol, scale)
+                rel_keep = relative_error(a[keep], t[keep], scale)
+                for j, i in enumerate(keep.tolist()):
+                    mismatches.append(Mismatch(name, at(i), float(a[i]), None, None, float(t[i]),
+                                               float(rel_keep[j]), float(allowance[j]), ("torch",)))
+                extra_count = len(rest) - len(keep)
+                rest_mask = rest
+            else:
+                notes.append(
+                    f"{name}: {len(rest)} more element(s) disagree with torch where the sampled ones "
+                    "were kinks; not compared"
+                )
+    mismatches.sort(key=lambda m: -m.relative_error)
+    mask = np.zeros(a.size, dtype=bool)
+    for m in mismatches:
+        if m.index or not shape:
+            mask[np.ravel_multi_index(m.index, shape) if shape else 0] = True
+    mask[rest_mask] = True
+    if failed and not mismatches:
+        notes.append(f"{name}: {failed} direction(s) failed but no single element could be localized within the budget")
+    if extra_count:
+        notes.append(f"{name}: the worst {MAX_STORED} of {len(mismatches) + extra_count} mismatching elements are listed")
+    comparison = InputComparison(tuple(mismatches), tuple(kinks), (), worst, worst_torch, mask)
+    checked = passed + failed
+    ok_dirs = failed == 0
+    if not ok_dirs and not mismatches:
+        # A failing direction is a mismatch even when it could not be pinned to an element.
+        comparison = InputComparison(
+            (Mismatch(name, (), float("nan"), None, None, None, worst, float("nan"), ("numeric",)),),
+            tuple(kinks), (), worst, worst_torch, mask,
+        )
+    return comparison, checked, notes

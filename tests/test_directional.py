@@ -1,0 +1,88 @@
+"""Directional mode: sensitivity, localization, kinks, and the mode the result reports."""
+
+import numpy as np
+import pytest
+
+import gradcheck
+
+WRT = ("W1", "W2")
+
+
+def _net_forward(X, y, W1, W2):
+    """Two-layer ReLU softmax net, numpy only (so only the numeric oracle runs)."""
+    Z1 = np.maximum(X @ W1, 0)
+    L = Z1 @ W2
+    L = L - L.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(L).sum(axis=1)) - L[np.arange(len(y)), y])
+
+
+def _net_backward(dout, X, y, W1, W2):
+    m = X.shape[0]
+    Z1 = np.maximum(X @ W1, 0)
+    L = Z1 @ W2
+    E = np.exp(L - L.max(axis=1, keepdims=True))
+    G2 = E / E.sum(axis=1, keepdims=True)
+    G2[np.arange(m), y] -= 1
+    G1 = (Z1 > 0) * (G2 @ W2.T)
+    return {"W1": dout * X.T @ G1 / m, "W2": dout * Z1.T @ G2 / m}
+
+
+def _net(seed, m=32, n=40, d=30, k=5):
+    rng = np.random.default_rng(seed)
+    return {
+        "X": rng.standard_normal((m, n)),
+        "y": rng.integers(0, k, m),
+        "W1": rng.standard_normal((n, d)) / np.sqrt(n),
+        "W2": rng.standard_normal((d, k)) / np.sqrt(d),
+    }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correct_relu_net_passes(seed):
+    result = gradcheck.check_gradients(_net_forward, _net_backward, _net(seed), mode="directional", wrt=WRT)
+    assert result.ok, str(result)
+    assert result.mode == "directional"
+    assert all(s.checked >= 1 for s in result.inputs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_relative_error_of_1e_6_is_caught(seed):
+    def scaled(dout, **kw):
+        return {k: v * (1 + 1e-6) for k, v in _net_backward(dout, **kw).items()}
+
+    result = gradcheck.check_gradients(_net_forward, scaled, _net(seed), mode="directional", wrt=WRT)
+    assert not result.ok
+    assert {s.name for s in result.inputs if not s.ok} == {"W1", "W2"}
+
+
+def test_single_wrong_element_is_localized():
+    def one_wrong(dout, **kw):
+        grads = _net_backward(dout, **kw)
+        grads["W1"][7, 3] *= 1.5
+        return grads
+
+    inputs = _net(0)
+    assert abs(_net_backward(1.0, **inputs)["W1"][7, 3]) > 1e-4  # the planted error is visible
+    result = gradcheck.check_gradients(_net_forward, one_wrong, inputs, mode="directional", wrt=WRT)
+    assert not result.ok
+    assert [(m.input, m.index) for m in result.mismatches] == [("W1", (7, 3))]
+    m = result.mismatches[0]
+    assert m.numeric == pytest.approx(m.analytic / 1.5, rel=1e-5)
+
+
+def test_kink_at_the_point_is_no_false_alarm():
+    inputs = _net(1)
+    inputs["W1"][:, 4] = 0.0  # hidden unit 4 sits exactly at the ReLU kink for every example
+    result = gradcheck.check_gradients(_net_forward, _net_backward, inputs, mode="directional", wrt=WRT)
+    assert result.ok, str(result)
+    assert result.kinks and all(k.input == "W1" and k.index[1] == 4 for k in result.kinks)
+
+
+def test_auto_picks_directional_for_large_inputs():
+    inputs = _net(2, m=8, n=200, d=120, k=3)  # 24,360 parameters
+    result = gradcheck.check_gradients(_net_forward, _net_backward, inputs, wrt=WRT)
+    assert result.mode == "directional"
+    assert result.ok, str(result)
+    assert result.evaluations < 500
+    small = gradcheck.check_gradients(_net_forward, _net_backward, _net(2, m=4, n=5, d=3, k=2), wrt=WRT)
+    assert small.mode == "full"
