@@ -162,6 +162,8 @@ def speed(sizes, use_jax):
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     correct = make_backward()
+    ours(net(4, 3, 2, 2), correct)  # warm-up: imports (torch among them) are not timed
+    torch_check(net(4, 3, 2, 2), correct, True)
     for m, n, d, k in sizes:
         inputs = net(m, n, d, k)
         count = n * d + d * k

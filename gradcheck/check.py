@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,15 @@ import numpy as np
 from gradcheck.compare import allowed, compare_input, default_tolerance
 from gradcheck.directional import check_input_directional
 from gradcheck.errors import GradcheckError, GradientMismatch
-from gradcheck.evaluate import Evaluator, ForwardFailure, as_float_array, describe_exception
+from gradcheck.evaluate import (
+    BatchedEvaluator,
+    Evaluator,
+    ForwardFailure,
+    as_float_array,
+    describe_exception,
+)
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
-from gradcheck.numeric import central_pass, estimate_noise, machine_eps, refine
+from gradcheck.numeric import central_pass, estimate_noise, machine_eps, refine, step_sizes
 from gradcheck.result import CheckResult, InputSummary, Kink, Mismatch, Disagreement
 from gradcheck.torch_oracle import torch_gradients
 
@@ -204,6 +211,47 @@ def _call_backward(
     return gradients, faults
 
 
+BATCH_MIN_ELEMENTS = 64  # below this, batching cannot pay for its calibration
+
+
+def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str, ...]) -> _Point:
+    """Switch ``point`` to vmap-batched evaluation when that is faster and gives the same values.
+
+    Calibrates on the largest checked input: 8 loop evaluations against one batch of up to 64.
+    Keeps the loop when the forward cannot be vmapped, disagrees, or batching is not faster.
+    """
+    ev = point.evaluator
+    name = max(names, key=lambda n: ev.work[n].size)
+    if sum(ev.work[n].size for n in names) < BATCH_MIN_ELEMENTS or ev.work[name].dtype != np.float64:
+        return point
+    try:
+        batched = BatchedEvaluator(forward, ev.work)
+        batched.dout = point.dout
+        x = ev.work[name].reshape(-1)
+        idx = np.arange(min(64, x.size))
+        deltas = step_sizes(x, point.eps)[idx]
+        start = time.perf_counter()
+        looped = ev.perturbed_values(name, idx[:8], deltas[:8])
+        loop_cost = (time.perf_counter() - start) / 8
+        batched.perturbed_values(name, idx, deltas)  # warm-up: first vmap call traces
+        start = time.perf_counter()
+        values = batched.perturbed_values(name, idx, deltas)
+        batch_cost = (time.perf_counter() - start) / len(idx)
+        value = batched.value()
+    except Exception:  # the forward does not vmap: keep the loop
+        return point
+    same = np.all(np.abs(values[:8] - looped) <= 1e3 * point.eps * max(point.scale, 1e-300))
+    if not same or batch_cost > 0.7 * loop_cost:
+        return point
+    point.notes.append(
+        f"perturbations evaluated in batches with torch.func.vmap "
+        f"({loop_cost / batch_cost:.0f}x faster per evaluation than one at a time)"
+    )
+    point.evaluator = batched
+    point.value = value
+    return point
+
+
 class _Noise:
     """The forward's noise level, measured once per check and only if needed."""
 
@@ -369,6 +417,9 @@ def check_gradients(
         else:
             notes.append(f"torch oracle not used: {autograd.reason}")
 
+    if "torch" in oracles or on_torch:
+        point = _batched_point(point, forward, names)
+        notes.extend(n for n in point.notes if n not in notes)
     noise = _Noise(point, names, seed)
     summaries, mismatches, kinks, disagreements = [], [], [], []
     point.evaluator.evaluations = 0
