@@ -6,6 +6,9 @@ Public API (everything else is internal):
 * ``assert_gradients(...)``: the same, raising ``GradientMismatch`` unless the check passes
 * ``numeric_gradient(forward, inputs, dout=None, wrt=None) -> {name: array}``
 * ``Case`` and ``register`` for cases the report and the pytest plugin run
+* ``gradient_test``: a decorator turning a forward/backward pair (or a Case) into a
+  Hypothesis-driven pytest test
+* ``module_forward``: a ``torch.nn.Module`` as a forward of its inputs and parameters
 """
 
 from gradcheck.case import Case
@@ -14,6 +17,8 @@ from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.numeric import numeric_gradient
 from gradcheck.registry import register
 from gradcheck.result import CheckResult
+from gradcheck.testing import gradient_test
+from gradcheck.torch_callables import module_forward
 
 __all__ = [
     "Case",
@@ -22,6 +27,8 @@ __all__ = [
     "GradientMismatch",
     "assert_gradients",
     "check_gradients",
+    "gradient_test",
+    "module_forward",
     "numeric_gradient",
     "register",
 ]

@@ -78,7 +78,9 @@ class Case:
                 f"inputs, got inputs={self.inputs!r}"
             )
         if self.wrt is not None:
-            if isinstance(self.wrt, str) or not all(isinstance(w, str) for w in self.wrt):
+            if isinstance(self.wrt, str) or not isinstance(self.wrt, tuple | list) or not all(
+                isinstance(w, str) for w in self.wrt
+            ):
                 raise GradcheckError(
                     f"Case {self.name!r}: wrt must be a tuple of input names, got wrt={self.wrt!r}"
                 )

@@ -368,6 +368,14 @@ def check_gradients(
             ``backward`` never raise; they are reported in the result.
     """
     _validate_options(forward, backward, seed, rtol, atol, mode)
+    if backward is None and type(forward).__module__.startswith("torch"):
+        import torch
+
+        if isinstance(forward, torch.nn.Module):
+            from gradcheck.torch_callables import module_forward
+
+            # The module's parameters become checked inputs, in float64.
+            forward, inputs = module_forward(forward, inputs)
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, wrt)
     seed = int(seed)
@@ -431,7 +439,8 @@ def check_gradients(
             continue
         grad = analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
-        itemsize = min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
+        # Autograd's gradient (backward=None) is computed on float64 copies.
+        itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
         tol = default_tolerance(itemsize, rtol=rtol, atol=atol)
         tgrad = None if torch_grads is None else torch_grads[name]
         checked = int(grad.size)
@@ -493,6 +502,7 @@ def assert_gradients(
 
     Returns the CheckResult when the check passes.
     """
+    __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode)
     if not result.ok:
         raise GradientMismatch(result)

@@ -108,18 +108,31 @@ class Evaluator:
 
         Returns NaN where the forward failed or gave a non-finite value at that point.
         """
-        target = self.work[name]
-        flat = target.reshape(-1)  # a view: the working copy is contiguous
+        flat = self.work[name].reshape(-1)  # a view: the working copy is contiguous
         values = np.empty(len(flat_index), dtype=np.float64)
+        forward, args, value = self.forward, self._args, self.value
+        scalar = np.ndim(self.dout) == 0
+        weight = float(self.dout) if scalar else 0.0
         for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist())):
             original = flat[i]
             flat[i] = original + d
             try:
-                values[k] = self.value()
-            except ForwardFailure:
+                if scalar:
+                    # Hot path: a scalar loss needs no contraction.
+                    out = forward(**args)
+                    values[k] = (
+                        float(out) * weight
+                        if isinstance(out, float | np.floating)
+                        else float(np.sum(as_float_array(out), dtype=np.float64)) * weight
+                    )
+                else:
+                    self.evaluations -= 1  # value() counts it
+                    values[k] = value()
+            except Exception:  # a failing forward at a perturbed point is a finding: NaN
                 values[k] = np.nan
             finally:
                 flat[i] = original
+        self.evaluations += len(values)
         return values
 
     def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
