@@ -19,12 +19,13 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from gradcheck.compare import allowed, compare_input, default_tolerance
+from gradcheck.diagnose import diagnose
 from gradcheck.directional import check_input_directional
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.evaluate import (
@@ -430,6 +431,7 @@ def check_gradients(
         notes.extend(n for n in point.notes if n not in notes)
     noise = _Noise(point, names, seed)
     summaries, mismatches, kinks, disagreements = [], [], [], []
+    evidence: dict[str, dict[str, np.ndarray]] = {"analytic": {}, "reference": {}, "usable": {}, "wrong": {}}
     point.evaluator.evaluations = 0
     total = sum(prepared.values[n].size for n in names)
     used = mode if mode != "auto" else ("full" if total <= AUTO_FULL_LIMIT else "directional")
@@ -455,6 +457,12 @@ def check_gradients(
             notes.extend(input_notes)
         mismatches.extend(comparison.mismatches)
         kinks.extend(comparison.kinks)
+        if comparison.reference is not None and comparison.mismatch_mask.any():
+            shape = grad.shape
+            evidence["analytic"][name] = grad.astype(np.float64)
+            evidence["reference"][name] = comparison.reference.reshape(shape)
+            evidence["usable"][name] = comparison.usable.reshape(shape)
+            evidence["wrong"][name] = comparison.mismatch_mask.reshape(shape)
         disagreements.extend(comparison.disagreements)
         summaries.append(
             InputSummary(
@@ -470,6 +478,10 @@ def check_gradients(
                 tolerance=tol,
             )
         )
+    if evidence["wrong"]:
+        found = diagnose(evidence["analytic"], evidence["reference"], evidence["usable"],
+                         evidence["wrong"], prepared.values)
+        summaries = [replace(s, diagnosis=found.get(s.name)) for s in summaries]
     ok = not mismatches and not faults
     return CheckResult(
         ok=ok,

@@ -70,6 +70,8 @@ class InputComparison:
     worst_numeric: float | None
     worst_torch: float | None
     mismatch_mask: np.ndarray
+    reference: np.ndarray | None = None  # best oracle value per element (flat), for diagnosis
+    usable: np.ndarray | None = None  # elements compared against it (flat)
 
 
 def compare_input(
@@ -153,4 +155,6 @@ def compare_input(
         Disagreement(name, at(i), float(numeric[i]), float(numeric_error[i]), float(torch[i]))
         for i in np.flatnonzero(disagree).tolist()
     ) if torch is not None else ()
-    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad)
+    reference = numeric if torch is None else torch
+    usable = compared if torch is None else ~kink
+    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad, reference, usable)

@@ -232,7 +232,10 @@ def check_input_directional(
         notes.append(f"{name}: {failed} direction(s) failed but no single element could be localized within the budget")
     if extra_count:
         notes.append(f"{name}: the worst {MAX_STORED} of {len(mismatches) + extra_count} mismatching elements are listed")
-    comparison = InputComparison(tuple(mismatches), tuple(kinks), (), worst, worst_torch, mask)
+    comparison = InputComparison(
+        tuple(mismatches), tuple(kinks), (), worst, worst_torch, mask,
+        t, None if t is None else np.ones(a.size, dtype=bool),
+    )
     checked = passed + failed
     ok_dirs = failed == 0
     if not ok_dirs and not mismatches:
