@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -68,6 +68,8 @@ def test_transpose_of_square_matrices(r):
 @given(reference_matrices())
 def test_swapped_with_another_input_of_the_same_shape(r):
     other = r[::-1, ::-1] + 1.0
+    c = float(np.dot(other.ravel(), r.ravel()) / np.dot(r.ravel(), r.ravel()))
+    assume(not np.allclose(other, c * r, rtol=1e-4, atol=1e-4))  # else a factor explains it
     d = run(other, r, extra={"h": other})
     assert d.kind == "swapped" and d.params["with"] == "h"
 
