@@ -1,76 +1,604 @@
 """Name the likely bug behind a gradient mismatch: a pure function of the gradients.
 
 For each input with mismatches, the analytic gradient ``a`` is tested against the reference
-``r`` (torch where it ran, else numeric) for the mistakes people make in backward passes, in
-this order; the first that fits every compared element is reported, with its evidence:
+``r`` (torch where it ran, else numeric) for the mistakes people make in backward passes. Each
+explanation is a candidate; a candidate is accepted when it fits every compared element to the
+fit tolerance (up to 2% of outliers, and never more than a tenth of the mismatching elements),
+and among the accepted ones the simplest wins, then the one with fewer outliers, then the one
+with the smaller residual. By rank, simplest first:
 
-* ``zero``: ``a`` is zero (everywhere, or exactly on the wrong elements) where ``r`` is not;
-* ``sign`` / ``scale``: ``a = c r`` for a constant ``c``, named when it matches a small integer
-  or its reciprocal, an axis size of an input (the batch size ``m``...) or a ratio of sizes
-  (an actual over a nominal minibatch size);
-* ``transpose``: ``a`` holds ``r``'s values in the transposed layout (square matrices);
-* ``swapped``: ``a`` is the reference gradient of another input of the same shape;
-* ``mask``: ``a`` is exact except on a subset: whole rows, whole columns, or other elements;
-* ``additive``: ``a - r`` is a simple term: a constant, constant along rows or columns, or an
-  outer product (rank one).
+0. ``zero``: ``a`` is zero everywhere the reference is not;
+1. ``sign`` / ``scale`` with a named factor, ``transpose``, ``swapped``: no free parameter;
+2. ``scale`` with an unnamed factor, ``additive`` terms with one free parameter (a constant, a
+   multiple of a one-hot of integer labels, a multiple of an input such as a missing ``lam*W``);
+3. ``zero`` / ``mask`` on a described subset (rows, columns, where an input is positive, where
+   the reference is zero...), exact elsewhere;
+4. ``additive`` terms with many parameters (constant along rows or columns, rank one);
+5. ``mask`` on an undescribed subset of at most half the elements, exact elsewhere;
+6. ``additive``: the reference is zero everywhere, the analytic gradient is not.
 
-Nothing fitting means "no simple pattern": no entry is returned for that input.
+Named factors are, simplest first: -1; the integers 2..10 and their reciprocals; the inputs'
+axis sizes and their reciprocals (``m`` for a batch axis: the first axis of a matrix or of an
+integer label vector); ratios of two axis sizes; an axis size over an integer or an integer
+over an axis size (an actual over a nominal minibatch size), only when the factor is known
+precisely enough to pin that integer; and each of these negated. A batch axis of size 3 or more
+names its factor ahead of the small integers, since a factor equal to the batch size is most
+likely that.
+
+Tolerances are relative to each element's magnitude plus a floor relative to the reference's
+largest magnitude; they come from the lowest float precision among the inputs (float64: 1e-6,
+so the numeric oracle's own error of about 1e-8 never breaks a fit) and shrink for mismatches
+smaller than that. Nothing fitting means "no simple pattern": no entry for that input.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping
-from fractions import Fraction
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from gradcheck.result import Diagnosis
 
-__all__ = ["diagnose"]
+__all__ = ["KINDS", "diagnose"]
 
-FIT = 1e-5  # residual allowed, relative to the reference's largest magnitude
+KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive")
+
+# Fit tolerance relative to an element's magnitude, by the lowest float precision among the
+# inputs; the absolute floor is a tenth of it times the reference's largest magnitude.
+_REL = {8: 1e-6, 4: 1e-3, 2: 3e-2}
+SMALL_INTEGERS = range(2, 11)
+AGREES = 1e-9  # relative gap below which an element agrees with the reference
+OUTLIER_SHARE = 0.02  # of the compared elements a model may miss (the oracle's odd failure)
+OUTLIER_SHARE_OF_WRONG = 0.1  # ... and never more than this share of the mismatches
+MAX_PERMUTED_NDIM = 4  # axis permutations are tried up to this many dimensions
+LISTED = 8  # indices listed in a description
+RANK_ONE_SWEEPS = 8
 
 
-def _named_sizes(inputs: Mapping[str, np.ndarray]) -> dict[int, str]:
-    """Axis sizes > 1 of the inputs, each with a name like ``X.shape[0]``."""
-    sizes: dict[int, str] = {}
+# ---------------------------------------------------------------------------------------------
+# Named factors
+
+
+@dataclass(frozen=True)
+class _Axis:
+    size: int
+    label: str  # e.g. "X.shape[0]"
+    batch: bool  # first axis of a matrix-like input or of an integer label vector
+
+    @property
+    def symbol(self) -> str:
+        return "m" if self.batch else "n"
+
+
+def _axes(inputs: Mapping[str, Any]) -> dict[int, _Axis]:
+    """Each axis size > 1 among the inputs, with its best name (a batch axis first)."""
+    found: dict[int, _Axis] = {}
     for name, value in inputs.items():
-        for axis, size in enumerate(np.shape(value)):
-            if size > 1 and size not in sizes:
-                sizes[size] = f"{name}.shape[{axis}]"
-    return sizes
+        value = np.asarray(value)
+        for k, size in enumerate(value.shape):
+            size = int(size)
+            if size < 2:
+                continue
+            batch = k == 0 and (value.ndim >= 2 or value.dtype.kind in "iu")
+            axis = _Axis(size, f"{name}.shape[{k}]", batch)
+            if size not in found or (batch and not found[size].batch):
+                found[size] = axis
+    return found
 
 
-def _name_factor(c: float, sizes: dict[int, str]) -> str:
-    """A readable name for the factor ``c``: "2", "1/m (X.shape[0] = 64)", "37/100"..."""
-    for k in range(2, 5):
-        if abs(c - k) <= 1e-6 * k:
-            return str(k)
-        if abs(c - 1 / k) <= 1e-6 / k:
-            return f"1/{k}"
-    for size, label in sorted(sizes.items()):
-        if abs(c - size) <= 1e-6 * size:
-            return f"m = {size} ({label})"
-        if abs(c - 1 / size) <= 1e-6 / size:
-            return f"1/m, m = {size} ({label})"
-    frac = Fraction(c).limit_denominator(1000)
-    if frac.denominator > 1 and abs(float(frac) - c) <= 1e-9 * abs(c):
-        num, den = frac.numerator, frac.denominator
-        parts = [sizes.get(abs(num), str(num)), sizes.get(den, str(den))]
-        return f"{num}/{den} ({parts[0]}/{parts[1]})" if any(p in sizes for p in (abs(num), den)) else f"{num}/{den}"
-    return f"{c:.6g}"
+@dataclass(frozen=True)
+class _Factor:
+    value: float
+    named: str  # e.g. "2", "1/m (X.shape[0] = 64)", "37/100 (X.shape[0] = 37 over 100)"
+    why: str  # the likely cause, in parentheses
+    axes: tuple[str, ...] = ()
 
 
-def _fits(a: np.ndarray, model: np.ndarray, scale: float) -> tuple[bool, float]:
-    """Whether ``model`` explains ``a`` on every element, and the largest relative residual."""
-    if a.size == 0 or scale == 0:
-        return False, np.inf
-    residual = float(np.max(np.abs(a - model))) / scale
-    return residual <= FIT, residual
+def _magnitudes(mag: float, axes: dict[int, _Axis], rel: float) -> list[_Factor]:
+    """Named positive factors within 5% of ``mag``, simplest first."""
+    out: list[_Factor] = []
+
+    def near(v: float) -> bool:
+        return abs(v - mag) <= 0.05 * mag
+
+    def same_size(v: float) -> tuple[str, ...]:
+        return tuple(ax.label if math.isclose(s, v) else f"1/{ax.label}"
+                     for s, ax in axes.items() if math.isclose(s, v) or math.isclose(1 / s, v))
+
+    batch_first = [ax for ax in axes.values() if ax.batch and ax.size >= 3]
+    for ax in batch_first:
+        if near(ax.size):
+            out.append(_Factor(float(ax.size), f"m ({ax.label} = {ax.size})",
+                               f"a division by the batch size missing: a sum where the loss "
+                               f"takes the mean over {ax.label}?", (ax.label,)))
+        if near(1 / ax.size):
+            out.append(_Factor(1 / ax.size, f"1/m ({ax.label} = {ax.size})",
+                               "divided by the batch size once too often, or a mean where a sum "
+                               "was meant?", (ax.label,)))
+    for k in SMALL_INTEGERS:
+        if near(k):
+            why = "a 1/2 missing, or a term counted twice?" if k == 2 else f"a 1/{k} missing, or a term counted {k} times?"
+            out.append(_Factor(float(k), str(k), why, same_size(k)))
+        if near(1 / k):
+            why = ("a factor 2 missing (the 2 of a square's derivative?), or divided by 2 once too often?"
+                   if k == 2 else f"a factor {k} missing, or divided by {k} once too often?")
+            out.append(_Factor(1 / k, f"1/{k}", why, same_size(1 / k)))
+    for size, ax in axes.items():
+        sym, label = ax.symbol, ax.label
+        if near(size):
+            out.append(_Factor(float(size), f"{sym} ({label} = {size})",
+                               f"a division by {label} missing: a sum where a mean was meant?", (label,)))
+        if near(1 / size):
+            out.append(_Factor(1 / size, f"1/{sym} ({label} = {size})",
+                               f"divided by {label} once too often, or a mean where a sum was meant?", (label,)))
+    for (s1, ax1), (s2, ax2) in itertools.permutations(axes.items(), 2):
+        if near(s1 / s2):
+            out.append(_Factor(s1 / s2, f"{s1}/{s2} ({ax1.label}/{ax2.label})",
+                               f"divided by {ax2.label} = {s2} where {ax1.label} = {s1} was meant?",
+                               (ax1.label, ax2.label)))
+    # An actual over a nominal minibatch size (always below 1): an axis size over an integer,
+    # or an integer over an axis size; only when the factor is precise enough to pin the integer.
+    for size, ax in axes.items():
+        for k in {round(size / mag), round(size / mag) - 1, round(size / mag) + 1}:
+            if k > size and rel * k <= 0.01 and near(size / k):
+                out.append(_Factor(size / k, f"{size}/{k} ({ax.label} = {size} over {k})",
+                                   f"divided by {k} where {ax.label} = {size} was meant: a nominal "
+                                   "minibatch size instead of the actual one?", (ax.label,)))
+        for k in {round(mag * size), round(mag * size) - 1, round(mag * size) + 1}:
+            if 2 <= k < size and rel * size <= 0.01 and near(k / size):
+                out.append(_Factor(k / size, f"{k}/{size} ({k} over {ax.label} = {size})",
+                                   f"divided by {ax.label} = {size} where {k} was meant: the padded "
+                                   "batch size instead of the actual one?", (ax.label,)))
+    unique: list[_Factor] = []
+    for f in out:
+        if not any(math.isclose(f.value, u.value, rel_tol=1e-12) for u in unique):
+            unique.append(f)
+    return unique
 
 
-def _evidence(count: int, residual: float) -> str:
-    return f"fits {count}/{count} compared elements, largest residual {residual:.1e} of the gradient scale"
+def _named_factors(c: float, axes: dict[int, _Axis], rel: float) -> list[_Factor]:
+    """Named factors (signed) near ``c``, simplest first; -1 is first when it is near."""
+    if not math.isfinite(c) or c == 0:
+        return []
+    mag = abs(c)
+    if c > 0:
+        return _magnitudes(mag, axes, rel)
+    out = [_Factor(-1.0, "-1", "a minus sign missing or extra, e.g. y - p where p - y was meant?")] if abs(mag - 1) <= 0.05 else []
+    for f in _magnitudes(mag, axes, rel):
+        out.append(_Factor(-f.value, f"-{f.named}", f"the sign is flipped too; {f.why}", f.axes))
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One input's problem and its candidate explanations
+
+
+@dataclass
+class _Problem:
+    name: str
+    a: np.ndarray  # analytic
+    r: np.ndarray  # reference (NaN where not usable)
+    usable: np.ndarray
+    wrong: np.ndarray  # usable elements that mismatch
+    right: np.ndarray  # usable elements that match
+    scale: float  # largest |reference| over the usable elements (or |analytic| if that is 0)
+    rel: float  # fit tolerance relative to an element's magnitude
+    floor: float  # absolute part of the fit tolerance
+    inputs: Mapping[str, np.ndarray]
+    references: Mapping[str, tuple[np.ndarray, np.ndarray]]  # other inputs: (reference, usable)
+    axes: dict[int, _Axis]
+
+    def tol(self, model: np.ndarray) -> np.ndarray:
+        return self.rel * np.maximum(np.abs(self.a), np.abs(model)) + self.floor
+
+    def significant(self, x: np.ndarray) -> np.ndarray:
+        return np.abs(x) > self.floor
+
+    def index(self, flat: int) -> list[int]:
+        return [int(i) for i in np.unravel_index(flat, self.a.shape)] if self.a.ndim else []
+
+
+@dataclass
+class _Candidate:
+    rank: int
+    kind: str
+    summary: str
+    params: dict[str, Any]
+    model: np.ndarray | None = None  # the analytic gradient this explanation predicts
+    defined: np.ndarray | None = None  # where the prediction is known
+    dof: int = 0  # free parameters fitted to the data
+    evidence: str = ""
+    outliers: int = 0
+    residual: float = 0.0
+    alternatives: list[str] = field(default_factory=list)
+
+
+def _judge(p: _Problem, c: _Candidate) -> bool:
+    """Fit a model candidate to the data: fill in its evidence, or say it does not fit."""
+    if c.model is None or c.defined is None:
+        return False
+    defined = c.defined & np.isfinite(c.model)
+    n = int(defined.sum())
+    if n == 0 or (c.dof and n < c.dof + 2):
+        return False
+    err = np.where(defined, np.abs(p.a - np.where(defined, c.model, 0.0)), np.inf)
+    inlier = defined & (err <= p.tol(np.where(defined, c.model, 0.0)))
+    wrong = p.wrong & defined
+    n_wrong = int(wrong.sum())
+    if n_wrong == 0 or not np.any(inlier & wrong):
+        return False
+    misses = n - int(inlier.sum())
+    if misses > min(int(OUTLIER_SHARE * n), int(OUTLIER_SHARE_OF_WRONG * n_wrong)):
+        return False
+    residual = float(np.max(err[inlier])) / p.scale
+    c.outliers, c.residual = misses, residual
+    to = "exactly" if residual == 0 else f"to {residual:.0e} of the reference's scale"
+    c.evidence = f"fits {n - misses}/{n} compared elements {to}"
+    if misses:
+        shown = [tuple(p.index(i)) for i in np.flatnonzero(defined & ~inlier)[:3]]
+        c.evidence += f"; {misses} do not, e.g. at {', '.join(map(str, shown))}"
+    return True
+
+
+def _fit_factor(p: _Problem, x: np.ndarray, y: np.ndarray, where: np.ndarray) -> float:
+    """A robust least-squares ``c`` with ``y ~ c x`` on ``where``: median ratio, then refit."""
+    strong = where & (np.abs(x) > 0.1 * np.max(np.abs(np.where(where, x, 0.0)), initial=0.0))
+    if not strong.any():
+        return math.nan
+    c0 = float(np.median(y[strong] / x[strong]))
+    close = where & (np.abs(y - c0 * x) <= p.tol(c0 * x))
+    use = close if close.any() else where
+    denom = float(np.dot(x[use], x[use]))
+    return float(np.dot(x[use], y[use]) / denom) if denom > 0 else c0
+
+
+def _scale_candidates(p: _Problem) -> list[_Candidate]:
+    rz = np.where(p.usable, p.r, 0.0)
+    out = [_Candidate(0, "zero", "analytic is zero everywhere, but the reference is not (a gradient "
+                      "never written or never accumulated?)", {"fraction": 1.0}, np.zeros_like(p.a), p.usable)]
+    c = _fit_factor(p, rz, p.a, p.usable)
+    if not math.isfinite(c) or c == 0:
+        return out
+    for f in _named_factors(c, p.axes, p.rel):
+        if f.value == -1.0:
+            out.append(_Candidate(1, "sign", "analytic = -reference: the sign is flipped "
+                                  f"({f.why})", {"factor": -1.0, "named": "-1"}, -rz, p.usable))
+            continue
+        also = [a for a in f.axes if a not in f.named]
+        named = f.named + (f" (= {', '.join(also)})" if also else "")
+        params: dict[str, Any] = {"factor": f.value, "named": f.named}
+        if f.axes:
+            params["axes"] = list(f.axes)
+        out.append(_Candidate(1, "scale", f"analytic = {named} x reference: off by a factor of "
+                              f"{named} ({f.why})", params, f.value * rz, p.usable))
+    if np.count_nonzero(p.usable & p.significant(rz)) >= 3:  # a free factor needs data to pin it
+        out.append(_Candidate(2, "scale", f"analytic = {_fmt(c)} x reference: off by a constant "
+                              f"factor {_fmt(c)} (no simple name)", {"factor": c, "named": _fmt(c)},
+                              c * rz, p.usable, dof=1))
+    return out
+
+
+def _permutations(shape: tuple[int, ...]) -> list[tuple[tuple[int, ...], str, str]]:
+    """(axes, layout, phrase) for every way to read the reference transposed into ``shape``."""
+    ndim = len(shape)
+    out = []
+    if 2 <= ndim <= MAX_PERMUTED_NDIM:
+        for perm in itertools.permutations(range(ndim)):
+            if perm != tuple(range(ndim)) and tuple(shape[k] for k in perm) == shape:
+                out.append((perm, "transposed", "transposed"))
+    if ndim >= 2 and shape[::-1] != shape:
+        out.append((tuple(range(ndim))[::-1], "transposed, then reshaped",
+                    "transposed and reshaped to the input's shape"))
+        out.append((tuple(range(ndim))[::-1], "column-major",
+                    "read in column-major (Fortran) order"))
+    return out
+
+
+def _transpose_candidates(p: _Problem) -> list[_Candidate]:
+    out = []
+    shape = p.a.shape
+    rz = np.where(p.usable, p.r, 0.0)
+    for perm, layout, phrase in _permutations(shape):
+        if layout == "transposed":
+            model, defined = np.transpose(rz, perm), np.transpose(p.usable, perm)
+        elif layout == "column-major":
+            model = rz.reshape(-1).reshape(shape, order="F")
+            defined = p.usable.reshape(-1).reshape(shape, order="F")
+        else:
+            model, defined = np.transpose(rz).reshape(shape), np.transpose(p.usable).reshape(shape)
+        if len(shape) == 2 and layout == "transposed":
+            hint = "a product in the wrong order, e.g. X.T @ dD where dD @ X.T was meant?"
+        elif layout == "transposed":
+            hint = f"axes {list(perm)}: a swapaxes or permute missing or extra?"
+        else:
+            hint = "a .T before a reshape, or a layout mix-up between row- and column-major?"
+        out.append(_Candidate(1, "transpose", f"analytic is the reference {phrase} ({hint})",
+                              {"axes": list(perm), "layout": layout}, model, defined))
+    return out
+
+
+def _swapped_candidates(p: _Problem) -> list[_Candidate]:
+    out = []
+    for other, (ref, use) in p.references.items():
+        if other == p.name or ref.shape != p.a.shape:
+            continue
+        out.append(_Candidate(1, "swapped", f"analytic is the reference gradient of {other!r}: the "
+                              f"gradients of {p.name!r} and {other!r} are swapped (returned under each "
+                              "other's names?)", {"with": other}, np.where(use, ref, 0.0), use.copy()))
+    return out
+
+
+def _additive(p: _Problem, rank: int, term: np.ndarray, defined: np.ndarray, dof: int,
+              summary: str, params: dict[str, Any]) -> _Candidate:
+    size = float(np.max(np.abs(np.where(defined, term, 0.0)), initial=0.0))
+    params = {**params, "size": size, "relative": size / p.scale}
+    return _Candidate(rank, "additive", summary, params, np.where(p.usable, p.r, 0.0) + term,
+                      defined, dof=dof)
+
+
+def _onehot(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """One-hot of integer ``labels`` over the last axis of ``shape``, if they fit it."""
+    if labels.dtype.kind not in "iu" or len(shape) < 1 or labels.shape != shape[:-1] or labels.size == 0:
+        return None
+    if labels.min() < 0 or labels.max() >= shape[-1]:
+        return None
+    out = np.zeros(shape)
+    np.put_along_axis(out, labels[..., None].astype(np.intp), 1.0, axis=-1)
+    return out
+
+
+def _simple_additive_candidates(p: _Problem) -> list[_Candidate]:
+    """Terms with one free parameter: a constant, a one-hot of labels, a multiple of an input."""
+    u = p.usable
+    d = np.where(u, p.a - np.where(u, p.r, 0.0), 0.0)
+    out = []
+    if u.any():
+        k = float(np.median(d[u]))
+        close = u & (np.abs(d - k) <= p.tol(p.a - d + k))
+        k = float(np.mean(d[close])) if close.any() else k
+        out.append(_additive(p, 2, np.full(p.a.shape, k), u, 1,
+                             f"analytic = reference + {_fmt(k)} on every element (a constant term "
+                             "missing or extra?)", {"term": "constant", "value": k}))
+    for name, value in p.inputs.items():
+        value = np.asarray(value)
+        hot = _onehot(value, p.a.shape)
+        if hot is not None:
+            k = _fit_factor(p, np.where(u, hot, 0.0), d, u)
+            if math.isfinite(k) and k != 0:
+                named = next((f.named for f in _named_factors(k, p.axes, p.rel)
+                              if abs(f.value - k) <= p.rel * abs(k)), _fmt(k))
+                missing = "missing" if k > 0 else "extra"
+                out.append(_additive(p, 2, k * hot, u, 1,
+                                     f"analytic = reference + {named} x one-hot({name}): a "
+                                     f"{'- ' if k > 0 else '+ '}I_{name} term {missing} (the label term "
+                                     "of softmax cross-entropy?)",
+                                     {"term": f"one-hot({name})", "factor": k, "named": named}))
+        if value.shape == p.a.shape and value.dtype.kind in "fiu" and value.size:
+            x = value.astype(np.float64)
+            k = _fit_factor(p, np.where(u, x, 0.0), d, u)
+            if math.isfinite(k) and k != 0:
+                out.append(_additive(p, 2, k * x, u, 1,
+                                     f"analytic = reference + {_fmt(k)} x {name} (a term proportional "
+                                     f"to {name}, such as a regularization gradient, missing or extra?)",
+                                     {"term": f"proportional to {name}", "factor": k}))
+    return out
+
+
+def _axis_label(ndim: int, axis: int) -> tuple[str, str]:
+    if ndim == 2:
+        return ("per row", "constant along each row: a per-sample term?") if axis == 0 else (
+            "per column", "constant down each column: a bias contribution missing or extra?")
+    return f"along axis {axis}", f"it varies only along axis {axis}"
+
+
+def _structured_additive_candidates(p: _Problem) -> list[_Candidate]:
+    """Terms with many parameters: varying along one axis only, or rank one (matrices)."""
+    u = p.usable
+    d = np.where(u, p.a - np.where(u, p.r, 0.0), np.nan)
+    out = []
+    shape = p.a.shape
+    if p.a.ndim >= 2:
+        for axis in range(p.a.ndim):
+            others = tuple(k for k in range(p.a.ndim) if k != axis)
+            if math.prod(shape[k] for k in others) < 2:
+                continue
+            counts = np.sum(u, axis=others, keepdims=True)
+            if np.any(counts == 0):
+                continue
+            term = np.broadcast_to(np.nanmedian(d, axis=others, keepdims=True), shape)
+            term_name, hint = _axis_label(p.a.ndim, axis)
+            out.append(_additive(p, 4, term, u, shape[axis],
+                                 f"analytic - reference depends only on the index along axis {axis} "
+                                 f"({hint})", {"term": term_name}))
+        if p.a.ndim >= 3:
+            for axis in range(p.a.ndim):
+                if shape[axis] < 2 or np.any(np.sum(u, axis=axis) == 0):
+                    continue
+                term = np.broadcast_to(np.nanmedian(d, axis=axis, keepdims=True), shape)
+                out.append(_additive(p, 4, term, u, math.prod(shape) // shape[axis],
+                                     f"analytic - reference is constant along axis {axis} (a "
+                                     "broadcast term missing or extra?)", {"term": f"constant along axis {axis}"}))
+    if p.a.ndim == 2 and min(shape) >= 2:
+        term = _rank_one(np.where(u, d, 0.0), u)
+        if term is not None:
+            out.append(_additive(p, 4, term, u, sum(shape) - 1,
+                                 "analytic - reference is an outer product u v^T (a rank-one term, "
+                                 "such as a bias or a - I_y contribution, missing or extra?)",
+                                 {"term": "rank one"}))
+    return out
+
+
+def _rank_one(d: np.ndarray, usable: np.ndarray) -> np.ndarray | None:
+    """The best rank-one approximation ``x y^T`` of ``d`` on the usable elements.
+
+    Alternating least squares (a power iteration) from the largest row: a term that is rank
+    one is found in one or two sweeps; the fit test then decides whether the result explains
+    the data, so a few sweeps suffice.
+    """
+    w = usable.astype(np.float64)
+    d = d * w
+    norms = np.sum(d * d, axis=1)
+    if not np.all(np.isfinite(norms)) or norms.max(initial=0.0) == 0:
+        return None
+    y = d[int(np.argmax(norms))].copy()
+    x = np.zeros(d.shape[0])
+    for _ in range(RANK_ONE_SWEEPS):
+        x = d @ y / np.maximum(w @ (y * y), 1e-300)
+        y = x @ d / np.maximum((x * x) @ w, 1e-300)
+    return np.outer(x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrong only on a subset
+
+
+def _subset_phrases(p: _Problem, bad: np.ndarray) -> list[tuple[str, dict[str, Any], str]]:
+    """Descriptions (phrase, params, likely cause) that match the subset ``bad`` exactly."""
+    decidable = p.usable & (p.significant(p.a) | p.significant(np.where(p.usable, p.r, 0.0)))
+    target = bad & decidable if (bad & decidable).any() else bad
+    where = decidable | target
+
+    def same(mask: np.ndarray) -> bool:
+        return bool(np.array_equal(mask & where, target))
+
+    out: list[tuple[str, dict[str, Any], str]] = []
+    # A related input's sign first (a ReLU-like mask), then slices, then the values.
+    for name, value in p.inputs.items():
+        value = np.asarray(value)
+        if value.shape != p.a.shape or value.dtype.kind not in "fiu" or value.ndim == 0:
+            continue
+        for op, mask in ((">", value > 0), ("<", value < 0), (">=", value >= 0), ("<=", value <= 0),
+                         ("!=", value != 0), ("==", value == 0)):
+            if same(mask):
+                out.append((f"where {name} {op} 0", {"input": name, "condition": f"{name} {op} 0"},
+                            f"a mask on {name} (ReLU-like) applied wrongly or left out?"))
+                break
+    flat = np.flatnonzero(target)
+    best = None
+    for axis in range(p.a.ndim if p.a.ndim >= 2 else 0):
+        hit = np.unique(np.nonzero(target)[axis])
+        if len(hit) < p.a.shape[axis]:
+            shape = [1] * p.a.ndim
+            shape[axis] = -1
+            mask = np.broadcast_to(np.isin(np.arange(p.a.shape[axis]), hit).reshape(shape), p.a.shape)
+            # A slice is a description only when it holds more than one wrong element each.
+            if same(mask) and len(flat) > len(hit) and (best is None or len(hit) < len(best[1])):
+                best = (axis, hit)
+    if best is not None:
+        axis, hit = best
+        listed = hit.tolist()
+        text = str(listed[:LISTED])[:-1] + (", ...]" if len(listed) > LISTED else "]")
+        if p.a.ndim == 2:
+            key, noun, one = ("rows", "rows", "row") if axis == 0 else ("columns", "columns", "column")
+        else:
+            key, noun, one = "indices", f"indices along axis {axis}", f"index along axis {axis}"
+        phrase = f"on {one} {listed[0]}" if len(listed) == 1 else f"on {noun} {text}"
+        params: dict[str, Any] = {key: listed}
+        if key == "indices":
+            params["axis"] = axis
+        out.append((phrase, params, "an indexing or accumulation bug touching only those?"))
+    elif len(flat) <= 3:
+        idx = [p.index(i) for i in flat]
+        shown = ", ".join(str(tuple(i)) if len(i) != 1 else str(i[0]) for i in idx)
+        out.append((f"on element{'s' if len(idx) > 1 else ''} {shown}", {"elements": idx},
+                    "an indexing bug at those elements?"))
+    rz = np.where(p.usable, p.r, 0.0)
+    for phrase, mask, cause in (
+        ("where the reference is zero", ~p.significant(rz), "a mask, such as ReLU's, left out?"),
+        ("where the reference is positive", rz > p.floor, "a clip or a one-sided mask?"),
+        ("where the reference is negative", rz < -p.floor, "a clip or a one-sided mask?"),
+        ("where analytic is nonzero", p.significant(p.a), "a term that should cancel there?"),
+    ):
+        if same(mask):
+            out.append((phrase, {"condition": phrase.removeprefix("where ")}, cause))
+    return out
+
+
+def _on_subset(p: _Problem, bad: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """What the analytic gradient does on the wrong subset, when that is simple."""
+    rz = np.where(p.usable, p.r, 0.0)
+    if not np.any(p.significant(rz[bad])):
+        return "analytic is nonzero where the reference is zero", {}
+    c = _fit_factor(p, rz, p.a, bad)
+    named = [f for f in _named_factors(c, p.axes, p.rel)]
+    candidates = [(f.value, f.named) for f in named]
+    if bad.sum() >= 3 and math.isfinite(c):
+        candidates.append((c, _fmt(c)))
+    for value, name in candidates:
+        if np.all(np.abs(p.a[bad] - value * rz[bad]) <= p.tol(value * rz)[bad]):
+            return f"analytic = {name} x reference", {"factor": value, "named": name}
+    d = (p.a - rz)[bad]
+    k = float(np.median(d))
+    if bad.sum() >= 3 and np.all(np.abs(d - k) <= p.tol(rz + k)[bad]):
+        return f"analytic = reference + {_fmt(k)}", {"offset": k}
+    return "", {}
+
+
+def _subset_candidates(p: _Problem) -> list[_Candidate]:
+    bad = p.wrong
+    n = int(p.usable.sum())
+    n_bad = int(bad.sum())
+    rz = np.where(p.usable, p.r, 0.0)
+    if n_bad == 0 or not np.any(p.right & (p.significant(p.a) | p.significant(rz))):
+        return []  # nothing right to contrast with: not a subset
+    rest = float(np.max(np.abs(p.a - rz)[p.right]) / p.scale)
+    exact = "exactly" if rest == 0 else f"to {rest:.0e} of its scale"
+    phrases = _subset_phrases(p, bad)
+    where = [ph for ph, _, _ in phrases]
+    out = []
+    expected = int((p.usable & p.significant(rz)).sum())
+    if np.all(~p.significant(p.a[bad])):
+        params: dict[str, Any] = {"fraction": n_bad / max(expected, 1), "count": n_bad}
+        for _, extra, _ in phrases:
+            for key, value in extra.items():
+                params.setdefault(key, value)
+        if where:
+            params["where"] = where
+        text = f" ({'; '.join(where)})" if where else ""
+        out.append(_Candidate(3, "zero", f"analytic is zero on {n_bad} of {expected} elements where the "
+                              f"reference is not{text}, exact elsewhere (a mask applied too widely, or an "
+                              "accumulation missing there?)", params,
+                              evidence=f"the other {int(p.right.sum())} compared elements match the "
+                              f"reference {exact}"))
+        return out
+    inside, inside_params = _on_subset(p, bad)
+    params = {"fraction": n_bad / n, "count": n_bad, **inside_params}
+    if inside:
+        params["on_subset"] = inside
+    there = f"; there {inside}" if inside else ""
+    evidence = (f"{n_bad}/{n} compared elements are wrong; the other {int(p.right.sum())} match "
+                f"the reference {exact}")
+    if phrases:
+        phrase, _, cause = phrases[0]
+        for _, extra, _ in phrases:
+            for key, value in extra.items():
+                params.setdefault(key, value)
+        also = f" (also: {'; '.join(where[1:])})" if len(where) > 1 else ""
+        out.append(_Candidate(3, "mask", f"wrong only {phrase}{also}, exact elsewhere{there} ({cause})",
+                              {**params, "where": where}, evidence=evidence))
+    elif n_bad <= 0.5 * n:
+        out.append(_Candidate(5, "mask", f"wrong only on a scattered {n_bad / n:.0%} of the elements, "
+                              f"exact on the rest{there}", {**params, "where": [f"fraction {n_bad / n:.2g}"]},
+                              evidence=evidence))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The function
+
+
+def _precision(inputs: Mapping[str, Any]) -> float:
+    sizes = [np.asarray(v).dtype.itemsize for v in inputs.values() if np.asarray(v).dtype.kind == "f"]
+    smallest = min(sizes, default=8)
+    return _REL.get(smallest, _REL[2] if smallest < 4 else _REL[8])
 
 
 def _diagnose_one(
@@ -78,112 +606,68 @@ def _diagnose_one(
     a: np.ndarray,
     r: np.ndarray,
     usable: np.ndarray,
-    wrong: np.ndarray,
-    references: Mapping[str, np.ndarray],
-    sizes: dict[int, str],
+    mismatched: np.ndarray,
+    inputs: Mapping[str, np.ndarray],
+    references: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    axes: dict[int, _Axis],
 ) -> Diagnosis | None:
-    au, ru = a[usable], r[usable]
-    n = int(usable.sum())
-    scale = float(np.max(np.abs(ru), initial=0.0))
-    if n == 0 or scale == 0:
-        if n and np.any(au != 0):
-            return Diagnosis("additive", "the gradient should be zero here but is not",
-                             {"term": "nonzero where the reference is zero"}, f"{n} compared elements")
+    usable = usable & np.isfinite(r) & np.isfinite(a)
+    if not usable.any():
         return None
+    rz = np.where(usable, r, 0.0)
+    scale = float(np.max(np.abs(rz)))
+    reference_zero = scale == 0
+    if reference_zero:
+        scale = float(np.max(np.abs(np.where(usable, a, 0.0))))
+        if scale == 0:
+            return None
+    base = _precision(inputs)
+    gap = np.abs(a - rz)
+    # Mismatches are the harness's, plus any element off by more than the fit tolerance
+    # (directional checks localize only some of them).
+    wrong = usable & (mismatched | (gap > base * np.maximum(np.abs(a), np.abs(rz)) + 0.1 * base * scale))
+    # ... but never an element that agrees with the reference to well within any tolerance
+    # (flagged against another oracle: the mismatch is there, not a bug to name here).
+    wrong &= gap > AGREES * np.maximum(np.abs(a), np.abs(rz)) + 1e-3 * AGREES * scale
+    if not wrong.any():
+        return None  # the mismatches are with an oracle other than the reference
+    bug = float(np.median(gap[wrong] / np.maximum(np.maximum(np.abs(a), np.abs(rz)), 1e-3 * scale)[wrong]))
+    rel = min(base, max(1e-12, 0.01 * bug))
+    p = _Problem(name, a, np.where(usable, r, np.nan), usable, wrong, usable & ~wrong, scale, rel,
+                 0.1 * rel * scale, inputs, references, axes)
 
-    # Zero where it should not be.
-    if np.all(np.abs(au) <= 1e-12 * scale):
-        return Diagnosis("zero", "the gradient is zero everywhere, but should not be: a missing "
-                         "accumulation or a gradient never written?", {"fraction": 1.0}, _evidence(n, 0.0))
-
-    # A constant factor (including -1).
-    c = float(np.dot(au, ru) / np.dot(ru, ru))
-    ok, residual = _fits(au, c * ru, scale)
-    if ok and abs(c - 1) > 1e-7:
-        if abs(c + 1) <= 1e-6:
-            return Diagnosis("sign", "the sign is flipped: analytic = -reference", {"factor": -1.0},
-                             _evidence(n, residual))
-        named = _name_factor(c, sizes)
-        return Diagnosis("scale", f"off by a constant factor: analytic = {named} x reference",
-                         {"factor": c, "named": named}, _evidence(n, residual))
-
-    # Transposed layout of a square matrix (a non-square transpose is a shape fault).
-    if a.ndim == 2 and a.shape[0] == a.shape[1] > 1 and usable.all():
-        ok, residual = _fits(a, r.T, scale)
-        if ok:
-            return Diagnosis("transpose", "analytic is the reference transposed (e.g. X.T @ dD "
-                             "where dD @ X.T was meant)", {}, _evidence(n, residual))
-
-    # Gradients of two inputs swapped.
-    for other, ref_other in references.items():
-        if other != name and ref_other.shape == r.shape:
-            ok, residual = _fits(au, ref_other[usable], scale)
-            if ok:
-                return Diagnosis("swapped", f"analytic is the gradient of {other!r}: the two "
-                                 "gradients are swapped", {"with": other}, _evidence(n, residual))
-
-    # Wrong only on a subset, exact elsewhere: named as such when the subset is a minority;
-    # a majority is first tested for an additive structure below.
-    subset = _subset(a, r, usable, wrong, scale, n)
-    if subset is not None and subset.params.get("fraction", 1.0) <= 0.5:
-        return subset
-    additive = _additive(a, r, usable, scale, n)
-    return additive if additive is not None else subset
-
-
-def _subset(
-    a: np.ndarray, r: np.ndarray, usable: np.ndarray, wrong: np.ndarray, scale: float, n: int
-) -> Diagnosis | None:
-    """``zero`` or ``mask`` when ``a`` is exact except on the wrong elements."""
-    right = usable & ~wrong
-    if right.any() and (usable & wrong).any():
-        ok_rest, residual = _fits(a[right], r[right], scale)
-        if ok_rest:
-            bad = usable & wrong
-            if np.all(np.abs(a[bad]) <= 1e-12 * scale):
-                return Diagnosis("zero", f"zero on {int(bad.sum())} of {n} elements that should "
-                                 "not be zero (a mask or an accumulation missing there?)",
-                                 {"fraction": float(bad.sum() / n)}, f"the other {int(right.sum())} elements are exact")
-            params: dict[str, object] = {"fraction": float(bad.sum() / n)}
-            where = f"{int(bad.sum())} of {n} elements"
-            if a.ndim == 2:
-                rows = np.flatnonzero(bad.any(axis=1))
-                cols = np.flatnonzero(bad.any(axis=0))
-                if len(rows) < a.shape[0] and np.all(wrong[rows] | ~usable[rows]):
-                    params["rows"] = rows.tolist()
-                    where = f"rows {rows.tolist()[:10]}"
-                elif len(cols) < a.shape[1] and np.all(wrong[:, cols] | ~usable[:, cols]):
-                    params["columns"] = cols.tolist()
-                    where = f"columns {cols.tolist()[:10]}"
-            if np.all(r[bad] == 0):
-                where += ", all where the reference is zero (a mask left out?)"
-            return Diagnosis("mask", f"wrong only on a subset: {where}; exact elsewhere",
-                             params, f"the other {int(right.sum())} elements are exact")
-    return None
-
-
-def _additive(a: np.ndarray, r: np.ndarray, usable: np.ndarray, scale: float, n: int) -> Diagnosis | None:
-    """``additive`` when ``a - r`` is a constant, constant along rows or columns, or rank one."""
-    d = np.where(usable, a - r, 0.0)
-    du = d[usable]
-    if usable.all():
-        if np.all(np.abs(du - du.mean()) <= FIT * scale):
-            return Diagnosis("additive", f"off by a constant {du.mean():.6g} on every element "
-                             "(a missing or extra bias-like term?)", {"term": "constant", "value": float(du.mean())},
-                             _evidence(n, float(np.max(np.abs(du - du.mean()))) / scale))
-        if d.ndim == 2 and min(d.shape) > 1:
-            if np.all(np.abs(d - d.mean(axis=1, keepdims=True)) <= FIT * scale):
-                return Diagnosis("additive", "off by a term constant along each row",
-                                 {"term": "per row"}, _evidence(n, 0.0))
-            if np.all(np.abs(d - d.mean(axis=0, keepdims=True)) <= FIT * scale):
-                return Diagnosis("additive", "off by a term constant along each column (a missing "
-                                 "- I_y or bias contribution?)", {"term": "per column"}, _evidence(n, 0.0))
-            s = np.linalg.svd(d, compute_uv=False)
-            if s[0] > 0 and s[1] <= FIT * s[0]:
-                return Diagnosis("additive", "off by an outer-product (rank-one) term, such as a "
-                                 "missing - I_y or a missing bias contribution",
-                                 {"term": "rank one", "size": float(s[0])}, _evidence(n, float(s[1] / s[0])))
-    return None
+    candidates: list[_Candidate] = []
+    if not reference_zero:
+        candidates += _scale_candidates(p) + _transpose_candidates(p) + _swapped_candidates(p)
+    candidates += _simple_additive_candidates(p)
+    accepted = [c for c in candidates if _judge(p, c)]
+    if not accepted and not reference_zero:
+        accepted = _subset_candidates(p)
+        structured = [c for c in _structured_additive_candidates(p) if _judge(p, c)]
+        accepted = [c for c in accepted if c.rank < 4] + structured + [c for c in accepted if c.rank >= 4]
+    if not accepted and reference_zero:
+        n = int(usable.sum())
+        return Diagnosis("additive", "the reference is zero everywhere but analytic is not (a gradient "
+                         f"flowing into {name!r}, which does not affect the output here?)",
+                         {"term": "the whole gradient", "size": scale},
+                         f"the reference is zero on all {n} compared elements")
+    if not accepted:
+        return None
+    # Simplest first, then fewer outliers and free parameters; among the rest, a residual
+    # decides only when it is over 1000 times smaller (near the reference's noise, residuals
+    # say nothing), else the candidate tried first (the simpler reading) wins.
+    top = min((c.rank, c.outliers, c.dof) for c in accepted)
+    tied = [c for c in accepted if (c.rank, c.outliers, c.dof) == top]
+    least = max(min(c.residual for c in tied), 1e-13)
+    best = next(c for c in tied if c.residual <= 1000 * least)
+    others = [c.kind for c in accepted if c is not best and c.rank == best.rank
+              and c.outliers == best.outliers and c.kind != best.kind and best.model is not None]
+    params = dict(best.params)
+    evidence = best.evidence
+    if others:
+        params["alternatives"] = sorted(set(others))
+        evidence += f"; also consistent with: {', '.join(params['alternatives'])}"
+    return Diagnosis(best.kind, best.summary, params, evidence)
 
 
 def diagnose(
@@ -193,26 +677,48 @@ def diagnose(
     mismatched: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
 ) -> dict[str, Diagnosis]:
-    """The likely bug for each input that has mismatches.
+    """The likely bug behind each input's mismatches; no I/O, never raises on finite arrays.
 
     Args:
-        analytic: name -> the backward's gradient (input's shape, float64).
-        reference: name -> the best oracle value per element (same shape).
-        usable: name -> bool mask of the elements that were compared (not kinks).
+        analytic: name -> the backward's gradient (the input's shape, float64).
+        reference: name -> the best oracle value per element (torch where it ran, else
+            numeric), same shape.
+        usable: name -> bool mask of the elements compared against the reference (False at
+            kinks and failed evaluations); a missing name means every element.
         mismatched: name -> bool mask of the mismatching elements.
-        inputs: every input's value (for named factors such as the batch size).
+        inputs: every input's value by name, integer labels included: axis sizes name factors
+            (the batch size ``m``), integer labels give one-hot terms, inputs of the same shape
+            describe masks ("where x > 0") and proportional terms, and their lowest float
+            precision sets the fit tolerance.
     Returns:
-        name -> Diagnosis, only for inputs with mismatches that a pattern explains.
+        name -> Diagnosis, only for inputs with at least one mismatch that a pattern explains
+        (see the module docstring for the kinds and their order); no entry means no simple
+        pattern.
     """
-    sizes = _named_sizes(inputs)
-    found = {}
+    axes = _axes(inputs)
+    prepared: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for name, wrong in mismatched.items():
-        if not np.any(wrong) or name not in analytic or name not in reference:
+        if name not in analytic or name not in reference:
             continue
         a = np.asarray(analytic[name], dtype=np.float64)
         r = np.asarray(reference[name], dtype=np.float64)
-        mask = np.asarray(usable[name], dtype=bool) & np.isfinite(r)
-        result = _diagnose_one(name, a, r, mask, np.asarray(wrong, dtype=bool), reference, sizes)
-        if result is not None:
-            found[name] = result
+        use = np.asarray(usable[name], dtype=bool) if name in usable else np.ones(r.shape, dtype=bool)
+        wrong = np.asarray(wrong, dtype=bool)
+        if not (a.shape == r.shape == use.shape == wrong.shape):
+            continue
+        prepared[name] = (a, r, use, wrong)
+    with np.errstate(all="ignore"):
+        references = {}
+        for n, ref in reference.items():
+            ref = np.asarray(ref, dtype=np.float64)
+            use = np.asarray(usable[n], dtype=bool) if n in usable else np.ones(ref.shape, dtype=bool)
+            if use.shape == ref.shape:
+                references[n] = (ref, use & np.isfinite(ref))
+        found = {}
+        for name, (a, r, use, wrong) in prepared.items():
+            if not wrong.any():
+                continue
+            result = _diagnose_one(name, a, r, use, wrong, inputs, references, axes)
+            if result is not None:
+                found[name] = result
     return found

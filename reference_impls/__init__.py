@@ -1,0 +1,17 @@
+"""The classic backprop examples, with hand-written backward passes, as gradcheck cases.
+
+One module per family of the reference notes (gates, staged, matmul, twolayer, regression,
+sigmoid_chain, softplus) and ``gallery``, known-buggy variants the harness must catch. Importing
+the package registers every case with gradcheck; the ``gradcheck.cases`` entry point names it.
+"""
+
+from gradcheck.registry import register
+from reference_impls import gallery, gates, matmul, regression, sigmoid_chain, softplus, staged, twolayer
+
+CORRECT = (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
+           *sigmoid_chain.CASES, *softplus.CASES)
+GALLERY = gallery.CASES
+
+register(*CORRECT, *GALLERY)
+
+__all__ = ["CORRECT", "GALLERY"]

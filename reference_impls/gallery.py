@@ -1,0 +1,171 @@
+"""Known-buggy backward passes: realistic mistakes the harness must catch.
+
+Each variant reuses a correct forward and changes only the backward; ``bug`` says what is wrong
+and ``expected_diagnosis`` the kind of wrong the harness should name (None: no simple pattern).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gradcheck.case import Case
+from gradcheck.strategies import float_arrays
+from reference_impls import gates, matmul, regression, staged, twolayer
+from reference_impls._common import onehot_np, sigmoid_np, softmax_np
+
+
+def _published_batch_gradients(X, y, W1, W2, batch):
+    """The notes' nn_epoch step: nominal ``batch`` divisor and an unshifted exp."""
+    Z1 = np.maximum(0, X @ W1)
+    with np.errstate(over="ignore", invalid="ignore"):  # reproduced as published
+        exp_logits = np.exp(Z1 @ W2)
+        probs = exp_logits / np.sum(exp_logits, axis=1, keepdims=True)
+    G2 = probs - onehot_np(y, W2.shape[1])
+    G1 = (Z1 > 0) * (G2 @ W2.T)
+    return X.T @ G1 / batch, Z1.T @ G2 / batch
+
+
+def nn_epoch_nominal_batch(dout, X, y, W1, W2):
+    dW1, dW2 = _published_batch_gradients(X, y, W1, W2, twolayer.NOMINAL_BATCH)
+    return {"W1": dout * dW1, "W2": dout * dW2}
+
+
+def unshifted_softmax(dout, X, y, W1, W2):
+    dW1, dW2 = _published_batch_gradients(X, y, W1, W2, X.shape[0])
+    return {"W1": dout * dW1, "W2": dout * dW2}
+
+
+def missing_minus_iy(dout, X, y, W1, W2):
+    Z1 = np.maximum(X @ W1, 0)
+    G2 = softmax_np(Z1 @ W2)  # - I_y forgotten
+    G1 = (Z1 > 0) * (G2 @ W2.T)
+    m = X.shape[0]
+    return {"W1": dout * X.T @ G1 / m, "W2": dout * Z1.T @ G2 / m}
+
+
+def missing_one_over_m(dout, X, y, W1, W2):
+    dW1, dW2 = twolayer.batch_gradients(X, y, W1, W2, 1)
+    return {"W1": dout * dW1, "W2": dout * dW2}
+
+
+def relu_mask_left_out(dout, X, y, W1, W2):
+    Z1 = np.maximum(X @ W1, 0)
+    G2 = softmax_np(Z1 @ W2) - onehot_np(y, W2.shape[1])
+    G1 = G2 @ W2.T  # 1{Z1 > 0} * forgotten
+    m = X.shape[0]
+    return {"W1": dout * X.T @ G1 / m, "W2": dout * Z1.T @ G2 / m}
+
+
+def staged_assign_at_fork(dout, x, y):
+    grads = staged.f_xy_backward(dout, x, y)
+    # dx = 1 * dnum instead of dx += 1 * dnum: the earlier contributions to dx are lost
+    invden = 1.0 / (sigmoid_np(x) + (x + y) ** 2)
+    return {"x": invden * dout, "y": grads["y"]}
+
+
+def transposed_dW(dout, W, X):
+    grads = matmul.matmul_backward(dout, W, X)
+    return {"W": grads["W"].T, "X": grads["X"]}
+
+
+def sigmoid_s_not_s1ms(dout, x):
+    return {"x": dout * sigmoid_np(x)}
+
+
+def add_splits_gradient(dout, x, y):
+    return {"x": 0.5 * dout * np.ones_like(x), "y": 0.5 * dout * np.ones_like(y)}
+
+
+def regression_residual_sign(dout, x, y, w, b):
+    r = y - (x @ w + b)  # (y - a) instead of (a - y)
+    return {"w": dout * x.T @ r / x.shape[0], "b": dout * np.asarray(np.mean(r))}
+
+
+def multiply_swapped(dout, x, y):
+    return {"x": dout * x, "y": dout * y}
+
+
+def bias_not_summed(dout, x, y, W1, b1, W2, b2):
+    grads = regression.two_layer_backward(dout, x, y, W1, b1, W2, b2)
+    e = (np.maximum(x @ W1 + b1, 0) @ W2 + b2 - y) * dout
+    grads["b2"] = e[0]  # only the first example's contribution
+    return grads
+
+
+def reciprocal_missing_sign(dout, x):
+    return {"x": dout / (x * x)}
+
+
+@st.composite
+def square_matmul(draw):
+    n = draw(st.integers(2, 4))
+    return {"W": draw(float_arrays((n, n), max_magnitude=3.0)), "X": draw(float_arrays((n, n), max_magnitude=3.0))}
+
+
+@st.composite
+def short_batch(draw):
+    inputs = draw(twolayer.net_inputs(max_m=twolayer.NOMINAL_BATCH - 1, kinks=False))
+    return inputs
+
+
+def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """A fixed, non-degenerate point for a family (every axis >= 2), where a bug's pattern
+    shows: the gallery's diagnosis is checked here."""
+    rng = np.random.default_rng(seed)
+
+    def a(*shape, low=0.2, high=2.0):
+        return rng.uniform(low, high, shape) * rng.choice([-1.0, 1.0], shape)
+
+    if family in ("net", "short", "overflow"):
+        m = 5 if family == "short" else 6
+        W2 = a(5, 3) * (400.0 if family == "overflow" else 1.0)
+        return {"X": a(m, 4), "y": rng.integers(0, 3, m), "W1": a(4, 5), "W2": W2}
+    if family == "square":
+        return {"W": a(3, 3), "X": a(3, 3)}
+    if family == "single":
+        return {"x": a(5, 3), "y": a(5), "w": a(3), "b": a()}
+    if family == "two_layer":
+        return {"x": a(5, 3), "y": a(5, 2), "W1": a(3, 4), "b1": a(4), "W2": a(4, 2), "b2": a(2)}
+    if family == "one":
+        return {"x": a(2, 3, low=0.3)}
+    return {"x": a(2, 3, low=0.3), "y": a(2, 3, low=0.3)}
+
+
+def _bug(name, base, backward, bug, expected, point, inputs=None):
+    return Case(name=f"gallery.{name}", forward=base.forward, backward=backward,
+                inputs=inputs if inputs is not None else base.inputs, wrt=base.wrt, bug=bug,
+                expected_diagnosis=expected, family="gallery", description=bug,
+                points=(representative(point),))
+
+
+_by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES)}
+_net = _by_name["twolayer.softmax_net"]
+
+CASES = (
+    _bug("nn_epoch_short_batch", _by_name["twolayer.nn_epoch_batch"], nn_epoch_nominal_batch,
+         "the notes' nn_epoch divides by the nominal batch on a shorter final minibatch", "scale", "short",
+         inputs=short_batch()),
+    _bug("nn_epoch_overflow", _net, unshifted_softmax,
+         "the notes' nn_epoch exponentiates logits without subtracting their maximum (overflow)", None, "overflow",
+         inputs=twolayer.net_inputs(logit_scale=400.0, kinks=False)),
+    _bug("softmax_missing_iy", _net, missing_minus_iy, "softmax gradient without - I_y", None, "net"),
+    _bug("missing_1_over_m", _net, missing_one_over_m, "dW1, dW2 not divided by the batch size m", "scale", "net"),
+    _bug("relu_mask_left_out", _net, relu_mask_left_out, "G1 = G2 W2^T without the ReLU mask 1{Z1 > 0}", None, "net"),
+    _bug("staged_assign_at_fork", _by_name["staged.f_xy"], staged_assign_at_fork,
+         "dx = ... instead of dx += ... where x forks in the staged f", None, "pair"),
+    _bug("transposed_dW", _by_name["matmul.dW_dX"], transposed_dW, "dW computed as X dD^T (the transpose)",
+         "transpose", "square", inputs=square_matmul()),
+    _bug("sigmoid_s_not_s1ms", _by_name["gates.sigmoid"], sigmoid_s_not_s1ms,
+         "sigmoid gate's local gradient taken as s instead of s (1 - s)", None, "one"),
+    _bug("add_splits_gradient", _by_name["gates.add"], add_splits_gradient,
+         "add gate splits the upstream gradient in half between its inputs", "scale", "pair"),
+    _bug("regression_residual_sign", _by_name["regression.single_neuron"], regression_residual_sign,
+         "residual taken as y - a instead of a - y", "sign", "single"),
+    _bug("multiply_swapped", _by_name["gates.multiply"], multiply_swapped,
+         "multiply gate returns x for dx and y for dy (local gradients not swapped)", "swapped", "pair"),
+    _bug("bias_not_summed", _by_name["regression.two_layer"], bias_not_summed,
+         "db2 takes the first example's term instead of summing over the batch", None, "two_layer"),
+    _bug("reciprocal_missing_sign", _by_name["gates.reciprocal"], reciprocal_missing_sign,
+         "1/x gate's local gradient 1/x^2 instead of -1/x^2", "sign", "one"),
+)

@@ -1,0 +1,110 @@
+"""Chains of sigmoid neurons (seed 003), cost C0 = sum (a_L - y)^2.
+
+One neuron per layer: z_l = w_l a_{l-1} + b_l, a_l = sigmoid(z_l);
+dC0/dw_L = a_{L-1} s'(z_L) 2 (a_L - y), dC0/db_L = s'(z_L) 2 (a_L - y),
+dC0/da_{L-1} = w_L s'(z_L) 2 (a_L - y), iterated backwards.
+Several neurons per layer: the same with W_l (n_{l-1}, n_l): a neuron's gradient sums over all
+paths, dC0/da_{l-1} = W_l (delta_l). Deep chains show vanishing gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gradcheck.case import Case
+from gradcheck.strategies import float_arrays
+from reference_impls._common import sigmoid, sigmoid_np, xp_of
+
+DEPTH = 4  # layers in the one-neuron chain
+WIDE = 3  # layers in the wide chain
+
+
+def one_per_layer(a0, y, w1, b1, w2, b2, w3, b3, w4, b4):
+    xp = xp_of(a0, w1)
+    a = a0
+    for w, b in ((w1, b1), (w2, b2), (w3, b3), (w4, b4)):
+        a = sigmoid(xp, w * a + b)
+    return (a - y) * (a - y)
+
+
+def one_per_layer_backward(dout, a0, y, **params):
+    """Iterate backwards: da = 2 (a_L - y), then per layer dz = s'(z) da, dw = a_prev dz,
+    db = dz, da_prev = w dz."""
+    ws = [params[f"w{l}"] for l in range(1, DEPTH + 1)]
+    bs = [params[f"b{l}"] for l in range(1, DEPTH + 1)]
+    acts, zs = [a0], []
+    for w, b in zip(ws, bs):
+        zs.append(w * acts[-1] + b)
+        acts.append(sigmoid_np(zs[-1]))
+    da = 2 * (acts[-1] - y) * dout
+    grads = {}
+    for l in reversed(range(DEPTH)):
+        s = sigmoid_np(zs[l])
+        dz = s * (1 - s) * da
+        grads[f"w{l + 1}"] = acts[l] * dz
+        grads[f"b{l + 1}"] = dz
+        da = ws[l] * dz
+    grads["a0"] = da
+    return grads
+
+
+def wide(a0, y, W1, b1, W2, b2, W3, b3):
+    """a0 (n0,), W_l (n_{l-1}, n_l), b_l (n_l,), y (n3,): sum_j (a_j - y_j)^2."""
+    xp = xp_of(a0, W1)
+    a = a0
+    for W, b in ((W1, b1), (W2, b2), (W3, b3)):
+        a = sigmoid(xp, a @ W + b)
+    return xp.sum((a - y) * (a - y))
+
+
+def wide_backward(dout, a0, y, **params):
+    """delta_L = 2 (a_L - y) s'(z_L); dW_l = outer(a_{l-1}, delta_l), db_l = delta_l,
+    da_{l-1} = W_l delta_l (the sum over all paths through layer l)."""
+    Ws = [params[f"W{l}"] for l in range(1, WIDE + 1)]
+    bs = [params[f"b{l}"] for l in range(1, WIDE + 1)]
+    acts, zs = [a0], []
+    for W, b in zip(Ws, bs):
+        zs.append(acts[-1] @ W + b)
+        acts.append(sigmoid_np(zs[-1]))
+    da = 2 * (acts[-1] - y) * dout
+    grads = {}
+    for l in reversed(range(WIDE)):
+        s = sigmoid_np(zs[l])
+        delta = s * (1 - s) * da
+        grads[f"W{l + 1}"] = np.outer(acts[l], delta)
+        grads[f"b{l + 1}"] = delta
+        da = Ws[l] @ delta
+    grads["a0"] = da
+    return grads
+
+
+def scalar():
+    return float_arrays((), max_magnitude=3.0)
+
+
+ONE_NAMES = [f"{p}{l}" for l in range(1, DEPTH + 1) for p in ("w", "b")]
+
+
+@st.composite
+def wide_inputs(draw):
+    sizes = [draw(st.integers(1, 4)) for _ in range(WIDE + 1)]
+    out = {"a0": draw(float_arrays((sizes[0],), max_magnitude=2.0)),
+           "y": draw(float_arrays((sizes[-1],), min_magnitude=0.05, max_magnitude=0.95))}
+    for l in range(1, WIDE + 1):
+        out[f"W{l}"] = draw(float_arrays((sizes[l - 1], sizes[l]), max_magnitude=3.0))
+        out[f"b{l}"] = draw(float_arrays((sizes[l],), max_magnitude=2.0, zeros=True))
+    return out
+
+
+CASES = (
+    Case(name="sigmoid_chain.one_per_layer", forward=one_per_layer, backward=one_per_layer_backward,
+         inputs=st.fixed_dictionaries({"a0": scalar(), "y": float_arrays((), min_magnitude=0.05, max_magnitude=0.95),
+                                       **{n: scalar() for n in ONE_NAMES}}),
+         wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)), family="sigmoid_chain",
+         description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2"),
+    Case(name="sigmoid_chain.wide", forward=wide, backward=wide_backward, inputs=wide_inputs(),
+         wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
+         layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
+         description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2"),
+)

@@ -1,0 +1,72 @@
+"""Staged computation (seed 001, "Backprop in practice: Staged computation").
+
+f(x, y) = (x + sigmoid(y)) / (sigmoid(x) + (x + y)^2), forward in the notes' stages and backward
+stage by stage in reverse, accumulating with ``+=`` where x and y fork into several stages.
+Elementwise on arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.case import Case
+from reference_impls._common import sigmoid, sigmoid_np, xp_of
+from reference_impls.gates import pair
+
+PUBLISHED = {"x": np.asarray(3.0), "y": np.asarray(-4.0)}
+
+
+def f_xy(x, y):
+    xp = xp_of(x, y)
+    sigy = sigmoid(xp, y)
+    num = x + sigy
+    sigx = sigmoid(xp, x)
+    xpy = x + y
+    xpysqr = xpy * xpy
+    den = sigx + xpysqr
+    invden = 1.0 / den
+    return num * invden
+
+
+def f_xy_backward(dout, x, y):
+    """Backprop through f = num * invden, stage by stage (shapes: all like x)."""
+    sigy = sigmoid_np(y)
+    num = x + sigy
+    sigx = sigmoid_np(x)
+    xpy = x + y
+    xpysqr = xpy**2
+    den = sigx + xpysqr
+    invden = 1.0 / den
+    # f = num * invden
+    dnum = invden * dout
+    dinvden = num * dout
+    # invden = 1 / den
+    dden = (-1.0 / den**2) * dinvden
+    # den = sigx + xpysqr
+    dsigx = 1.0 * dden
+    dxpysqr = 1.0 * dden
+    # xpysqr = xpy ** 2
+    dxpy = (2 * xpy) * dxpysqr
+    # xpy = x + y
+    dx = 1.0 * dxpy
+    dy = 1.0 * dxpy
+    # sigx = sigmoid(x)
+    dx += ((1 - sigx) * sigx) * dsigx
+    # num = x + sigy
+    dx += 1.0 * dnum
+    dsigy = 1.0 * dnum
+    # sigy = sigmoid(y)
+    dy += ((1 - sigy) * sigy) * dsigy
+    return {"x": dx, "y": dy}
+
+
+def inputs_away_from_the_pole():
+    """x, y of one shape; (x + y)^2 + sigmoid(x) > 0 always, so any values do."""
+    return pair("x", "y")
+
+
+CASES = (
+    Case(name="staged.f_xy", forward=f_xy, backward=f_xy_backward, inputs=inputs_away_from_the_pole(),
+         description="(x + sigmoid(y)) / (sigmoid(x) + (x + y)^2), staged", family="staged",
+         points=(PUBLISHED,)),
+)
