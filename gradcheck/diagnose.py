@@ -505,7 +505,7 @@ def _subset_phrases(p: _Problem, bad: np.ndarray) -> list[tuple[str, dict[str, A
         if key == "indices":
             params["axis"] = axis
         out.append((phrase, params, "an indexing or accumulation bug touching only those?"))
-    elif len(flat) <= 3:
+    elif len(flat) <= 3 and 2 * len(flat) <= int(where.sum()):  # a few elements, a minority
         idx = [p.index(i) for i in flat]
         shown = ", ".join(str(tuple(i)) if len(i) != 1 else str(i[0]) for i in idx)
         out.append((f"on element{'s' if len(idx) > 1 else ''} {shown}", {"elements": idx},

@@ -109,6 +109,16 @@ def short_batch(draw):
     return inputs
 
 
+@st.composite
+def overflowing_logits(draw):
+    """Two-layer net inputs scaled so that the largest logit is past 1000: e^1000 overflows."""
+    inputs = draw(twolayer.net_inputs(kinks=False).filter(
+        lambda d: np.max(np.maximum(d["X"] @ d["W1"], 0) @ d["W2"]) > 0.1))
+    top = np.max(np.maximum(inputs["X"] @ inputs["W1"], 0) @ inputs["W2"])
+    inputs["W2"] = inputs["W2"] * (draw(st.floats(1000.0, 2000.0)) / top)
+    return inputs
+
+
 def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed, non-degenerate point for a family (every axis >= 2), where a bug's pattern
     shows: the gallery's diagnosis is checked here."""
@@ -148,9 +158,10 @@ CASES = (
          inputs=short_batch()),
     _bug("nn_epoch_overflow", _net, unshifted_softmax,
          "the notes' nn_epoch exponentiates logits without subtracting their maximum (overflow)", None, "overflow",
-         inputs=twolayer.net_inputs(logit_scale=400.0, kinks=False)),
+         inputs=overflowing_logits()),
     _bug("softmax_missing_iy", _net, missing_minus_iy, "softmax gradient without - I_y", None, "net"),
-    _bug("missing_1_over_m", _net, missing_one_over_m, "dW1, dW2 not divided by the batch size m", "scale", "net"),
+    _bug("missing_1_over_m", _net, missing_one_over_m, "dW1, dW2 not divided by the batch size m", "scale", "net",
+         inputs=twolayer.net_inputs(min_m=2)),
     _bug("relu_mask_left_out", _net, relu_mask_left_out, "G1 = G2 W2^T without the ReLU mask 1{Z1 > 0}", None, "net"),
     _bug("staged_assign_at_fork", _by_name["staged.f_xy"], staged_assign_at_fork,
          "dx = ... instead of dx += ... where x forks in the staged f", None, "pair"),
@@ -165,7 +176,8 @@ CASES = (
     _bug("multiply_swapped", _by_name["gates.multiply"], multiply_swapped,
          "multiply gate returns x for dx and y for dy (local gradients not swapped)", "swapped", "pair"),
     _bug("bias_not_summed", _by_name["regression.two_layer"], bias_not_summed,
-         "db2 takes the first example's term instead of summing over the batch", None, "two_layer"),
+         "db2 takes the first example's term instead of summing over the batch", None, "two_layer",
+         inputs=regression.two_layer_inputs(min_m=2)),
     _bug("reciprocal_missing_sign", _by_name["gates.reciprocal"], reciprocal_missing_sign,
          "1/x gate's local gradient 1/x^2 instead of -1/x^2", "sign", "one"),
 )

@@ -56,8 +56,9 @@ def single_inputs(draw):
 
 
 @st.composite
-def two_layer_inputs(draw):
-    m, n, h, k = (draw(st.integers(1, 4)) for _ in range(4))
+def two_layer_inputs(draw, min_m=1):
+    """x (m, n), y (m, k), W1 (n, h), b1 (h,), W2 (h, k), b2 (k,); m in min_m..4, n, h, k in 1..4."""
+    m, n, h, k = draw(st.integers(min_m, 4)), *(draw(st.integers(1, 4)) for _ in range(3))
     return {"x": draw(float_arrays((m, n), max_magnitude=3.0, zeros=True)),
             "y": draw(float_arrays((m, k), max_magnitude=3.0)),
             "W1": draw(float_arrays((n, h), max_magnitude=2.0)),

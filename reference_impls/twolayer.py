@@ -66,11 +66,11 @@ def nn_epoch_published(X, y, W1, W2, lr=0.1, batch=100):
 
 
 @st.composite
-def net_inputs(draw, max_m=6, kinks=True, logit_scale=1.0):
-    """X (m, n), y (m,), W1 (n, d), W2 (d, k) with m, n, d in 1..max_m, k in 2..4. Some W1 have a
+def net_inputs(draw, max_m=6, kinks=True, logit_scale=1.0, min_m=1):
+    """X (m, n), y (m,), W1 (n, d), W2 (d, k) with m in min_m..max_m, n, d in 1..5, k in 2..4. Some W1 have a
     zero column and some X rows are zero (ReLU exactly at its kink); ``logit_scale`` makes
     logits large (a naive softmax overflows at ~1e3)."""
-    m, n, d = draw(st.integers(1, max_m)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    m, n, d = draw(st.integers(min_m, max_m)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     k = draw(st.integers(2, 4))
     X = draw(float_arrays((m, n), max_magnitude=3.0))
     W1 = draw(float_arrays((n, d), max_magnitude=2.0))

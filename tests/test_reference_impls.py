@@ -142,7 +142,7 @@ def test_softmax_cross_entropy_is_finite_for_huge_logits():
 def test_forward_agrees_on_numpy_and_torch(name):
     case = CORRECT[name]
 
-    @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=5, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs)
     def agree(inputs):
         on_numpy = np.asarray(case.forward(**inputs))
@@ -158,7 +158,7 @@ def test_correct_case_passes_both_oracles_on_drawn_examples(name):
     case = CORRECT[name]
     kinks = []
 
-    @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=12, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs, st.integers(0, 2**31 - 1))
     def passes(inputs, seed):
         result = gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt, seed=seed)
