@@ -253,6 +253,9 @@ def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str,
     return point
 
 
+TORCH_ROUNDING = 16  # allowance against torch, in units of (forward noise) / (input scale)
+
+
 class _Noise:
     """The forward's noise level, measured once per check and only if needed."""
 
@@ -279,8 +282,12 @@ def _check_input_full(
     torch_grad: np.ndarray | None,
     tol: Any,
     noise: _Noise,
+    sensitivity: float,
 ) -> tuple[Any, list[str]]:
-    """Per-element check of one input: central pass, refine the suspects, compare."""
+    """Per-element check of one input: central pass, refine the suspects, compare.
+
+    ``sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from torch when it
+    ran): with the forward's noise it sets the rounding allowed against torch."""
     ev = point.evaluator
     central = central_pass(ev, name, point.value, point.eps)
     a = analytic.reshape(-1).astype(np.float64)
@@ -290,13 +297,27 @@ def _check_input_full(
     scale = float(max(np.max(np.abs(a), initial=0.0), np.max(np.abs(d[finite]), initial=0.0),
                       0.0 if t is None else np.max(np.abs(t), initial=0.0)))
 
+    xscale = h / point.eps ** (1.0 / 3.0)  # max(|x_i|, rms(x)), the scale the step follows
+    dout_size = float(np.max(np.abs(point.dout)))
+
+    def rounding(sigma: float) -> np.ndarray:
+        # Rounding in a gradient, over the input's scale: of the forward's noise, or of the
+        # sum of |dL/dx_j x_j| over every input (the size of the terms a backward adds up and
+        # that may cancel). torch and the backward may each be off by that much from the exact
+        # gradient, which shows most where it is exactly 0.
+        # Below eps * |dout| / |x| a gradient moves L by less than one rounding unit of the
+        # upstream gradient over a full relative change of x: a saturated loss (a softmax
+        # with logits hundreds apart) leaves only such crumbs, and two correct computations
+        # may disagree on them entirely.
+        return TORCH_ROUNDING * np.maximum(max(sigma, point.eps * sensitivity), point.eps * dout_size) / xscale
+
     def suspects(sigma: float) -> np.ndarray:
-        err = 4 * sigma / h
+        err = np.maximum(4 * sigma / h, rounding(sigma))
         with np.errstate(invalid="ignore"):
             s = finite & (np.abs(a - d) > allowed(a, d, err, tol, scale))
             s |= finite & (np.abs(central.jump) > 1e-3 * scale + 16 * sigma / h)
             if t is not None:
-                s |= np.abs(a - t) > allowed(a, t, 0.0, tol, scale)
+                s |= np.abs(a - t) > allowed(a, t, rounding(sigma), tol, scale)
                 s |= finite & (np.abs(d - t) > allowed(d, t, err, tol, scale))
         return s
 
@@ -326,7 +347,11 @@ def _check_input_full(
             f"forward fails or returns non-finite values when {name!r} is perturbed at "
             f"{int((~finite).sum())} element(s), first at index {first}; those are not compared"
         )
-    comparison = compare_input(name, analytic.shape, a, numeric, error, kink, left, right, t, tol)
+    # Nor can the numeric oracle resolve less than that rounding (a loss flat at float
+    # precision has a numeric gradient of exactly 0 with no spread to measure).
+    error = np.maximum(error, rounding(sigma))
+    comparison = compare_input(name, analytic.shape, a, numeric, error, kink, left, right, t, tol,
+                               torch_error=rounding(sigma))
     return comparison, faults
 
 
@@ -436,6 +461,15 @@ def check_gradients(
     total = sum(prepared.values[n].size for n in names)
     used = mode if mode != "auto" else ("full" if total <= AUTO_FULL_LIMIT else "directional")
     directions_rng = np.random.default_rng([seed, 2])
+    # The largest gradient anywhere, from the oracle when it ran: an input whose true gradient
+    # is exactly zero is compared with a rounding floor relative to it.
+    scales = torch_grads if torch_grads is not None else analytic
+    global_scale = max((float(np.max(np.abs(np.asarray(scales[n], dtype=np.float64)), initial=0.0))
+                        for n in names if n in scales), default=0.0)
+    with np.errstate(all="ignore"):
+        sensitivity = sum(float(np.sum(np.abs(np.asarray(scales[n], dtype=np.float64)
+                                              * prepared.widened[n]))) for n in names if n in scales)
+    sensitivity = max(sensitivity, abs(point.value)) if math.isfinite(sensitivity) else abs(point.value)
     for name in names:
         if name not in analytic:
             continue
@@ -443,11 +477,11 @@ def check_gradients(
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
         itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
-        tol = default_tolerance(itemsize, rtol=rtol, atol=atol)
+        tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
         tgrad = None if torch_grads is None else torch_grads[name]
         checked = int(grad.size)
         if used == "full":
-            comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise)
+            comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise, sensitivity)
             faults.extend(input_faults)
         else:
             comparison, checked, input_notes = check_input_directional(

@@ -143,6 +143,8 @@ def _magnitudes(mag: float, axes: dict[int, _Axis], rel: float) -> list[_Factor]
     # An actual over a nominal minibatch size (always below 1): an axis size over an integer,
     # or an integer over an axis size; only when the factor is precise enough to pin the integer.
     for size, ax in axes.items():
+        if not 1e-9 < mag < 1e9:  # no minibatch ratio is that extreme
+            break
         for k in {round(size / mag), round(size / mag) - 1, round(size / mag) + 1}:
             if k > size and rel * k <= 0.01 and near(size / k):
                 out.append(_Factor(size / k, f"{size}/{k} ({ax.label} = {size} over {k})",

@@ -99,33 +99,50 @@ def central_pass(ev: Evaluator, name: str, f0: float, eps: float) -> CentralPass
     return CentralPass(gradient, jump, h, plus, minus)
 
 
+NOISE_STEP_FACTOR = (np.sqrt(5.0) - 1.0) / 2.0  # irrational-ish, so steps are not dyadic
+NOISE_DIRECTIONS = 3  # random directions per step size (8 evaluations each)
+
+
 def estimate_noise(
     ev: Evaluator, names: Iterable[str], f0: float, scale: float, eps: float, rng: np.random.Generator
 ) -> float:
     """Noise level ``sigma`` of ``L`` near the point (absolute, same units as ``L``).
 
-    Evaluates ``L`` at 8 points ``x + k t v`` (k = -4..4, k != 0) along a random direction with a
-    tiny relative step, and takes the largest of the normalised 3rd..6th differences, which for a
-    smooth ``L`` contain rounding only. Never less than ``eps * scale``.
+    Evaluates ``L`` at 8 points ``x + k t v`` (k = -4..4, k != 0) along random directions, and
+    takes the largest of the normalised 3rd and 4th differences on each side of the point, which
+    for an ``L`` smooth on either side contain rounding only. Two relative steps: ``t ~ 100 eps`` and ``t ~ sqrt(eps)``; the larger one
+    sees rounding that the tiny one steps over (an intermediate much larger than ``L``, as in
+    ``log(1 + d)`` with ``d`` small, rounds in steps that moves of ``100 eps`` never cross),
+    while its truncation (third derivative times ``t^3``) stays far below rounding. Never less
+    than ``eps * scale``.
     """
-    direction = {}
-    for name in names:
-        x = ev.work[name]
-        mag = np.maximum(np.abs(x), float(np.sqrt(np.mean(x * x))) if x.size else 1.0)
-        mag = np.where(mag > 0, mag, 1.0)
-        direction[name] = rng.choice([-1.0, 1.0], size=x.shape) * mag
-    t = 100.0 * eps
+    names = list(names)
     ks = np.array([-4, -3, -2, -1, 1, 2, 3, 4], dtype=np.float64)
-    values = ev.direction_values(direction, ks * t)
     floor = eps * scale
-    if not np.all(np.isfinite(values)):
-        return floor
-    f = np.concatenate([values[:4], [f0], values[4:]])
     sigma = 0.0
-    for k in range(3, 7):
-        diffs = np.diff(f, n=k)
-        gamma = factorial(k) ** 2 / factorial(2 * k)
-        sigma = max(sigma, float(np.sqrt(gamma * np.mean(diffs * diffs))))
+    # Along a line, a rounded intermediate moves in an arithmetic progression of roundoff
+    # units; when its increment per step is close to a whole number of units, nine points may
+    # see no rounding at all. Several random directions, and steps with a non-dyadic factor,
+    # make that unlikely.
+    steps = (100.0 * eps * NOISE_STEP_FACTOR, float(np.sqrt(eps)) * NOISE_STEP_FACTOR)
+    for t in [t for _ in range(NOISE_DIRECTIONS) for t in steps]:
+        direction = {}
+        for name in names:
+            x = ev.work[name]
+            mag = np.maximum(np.abs(x), float(np.sqrt(np.mean(x * x))) if x.size else 1.0)
+            mag = np.where(mag > 0, mag, 1.0)
+            direction[name] = rng.uniform(0.5, 1.5, size=x.shape) * rng.choice([-1.0, 1.0], size=x.shape) * mag
+        values = ev.direction_values(direction, ks * t)
+        if not np.all(np.isfinite(values)):
+            continue
+        f = np.concatenate([values[:4], [f0], values[4:]])
+        # Each side of the point on its own: a kink exactly at the point (a ReLU input at 0)
+        # sits at the edge of both windows and adds nothing to their differences.
+        for window in (f[:5], f[4:]):
+            for k in (3, 4):
+                diffs = np.diff(window, n=k)
+                gamma = factorial(k) ** 2 / factorial(2 * k)
+                sigma = max(sigma, float(np.sqrt(gamma * np.mean(diffs * diffs))))
     return max(sigma, floor)
 
 

@@ -15,7 +15,7 @@ from gradcheck.errors import GradcheckError
 
 __all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "Option", "Settings"]
 
-DEFAULT_EXAMPLES = 10
+DEFAULT_EXAMPLES = 25
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,10 @@ def _mismatch_line(m: Mismatch) -> str:
     )
 
 
-def result_lines(result: CheckResult) -> list[str]:
+def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) -> list[str]:
     """The terminal report of one check: a verdict line, a line per input with its worst
-    error, the worst elements of each mismatching input with the likely bug, kinks, faults
-    and notes."""
+    error, the worst ``max_elements`` elements of each mismatching input with the likely bug,
+    kinks, faults and notes."""
     verdict = "PASS" if result.ok else "FAIL"
     oracles = ", ".join(result.oracles) if result.oracles else "none"
     lines = [
@@ -66,7 +66,7 @@ def result_lines(result: CheckResult) -> list[str]:
             lines.append(f"      likely bug ({d.kind}): {d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
         elif summary.mismatches:
             lines.append("      likely bug: no simple pattern")
-        shown = [m for m in result.mismatches if m.input == summary.name][:MAX_ELEMENTS_SHOWN]
+        shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
         lines.extend(_mismatch_line(m) for m in shown)
         if summary.mismatches > len(shown):
             lines.append(f"      ... and {summary.mismatches - len(shown)} more")

@@ -39,17 +39,22 @@ class Tolerance:
 
     An element passes when ``|analytic - reference| <= rtol * max(|analytic|, |reference|)
     + atol + error``, where ``error`` is the numeric oracle's own error estimate (0 for torch)
-    and ``atol`` defaults to ``floor * (largest gradient magnitude of that input)``.
+    and ``atol`` defaults to ``max(floor * (largest gradient magnitude of that input),
+    rounding)``.
 
     Attributes:
         rtol: relative tolerance.
         atol: absolute tolerance, or None for the scaled floor.
         floor: the floor relative to the input's largest gradient, used when atol is None.
+        rounding: an absolute floor for rounding in gradients that should be exactly zero:
+            a few units of roundoff of the largest reference gradient over all checked inputs
+            (an input whose true gradient is 0 has no scale of its own); used when atol is None.
     """
 
     rtol: float
     atol: float | None
     floor: float
+    rounding: float = 0.0
 
 
 @dataclass(frozen=True)

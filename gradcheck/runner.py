@@ -33,6 +33,7 @@ from gradcheck.result import CheckResult
 __all__ = ["CaseRun", "InputShown", "MinimalExample", "RunReport", "case_seed", "run_case", "run_cases"]
 
 MAX_VALUES_SHOWN = 16  # an input with at most this many elements is shown in full
+MAX_SAMPLES = 20  # example inputs kept per case for plots
 
 
 def case_seed(seed: int, name: str) -> int:
@@ -87,11 +88,15 @@ class CaseRun:
         worst_numeric, worst_torch: the largest relative error against each oracle over all
             checks (None when that oracle never ran); ``*_input`` names the input.
         failures: checks that failed (including the re-checks while shrinking).
-        minimal: the smallest failing example, if any check failed.
+        minimal: the smallest failing drawn example (shrunk by Hypothesis), else the first
+            failing fixed point; None when every check passed.
+        at_point: the first failing fixed point (``case.points``), if any: points are chosen
+            to be non-degenerate, so this is where a bug's pattern is clearest.
         error: a case error (its strategy raised, or a misuse found while checking), if any.
         seconds: wall time.
-        sample: inputs and result of one checked example (for plots): the minimal failing
-            example if there is one, else the first example.
+        sample: inputs and result of one checked example: the minimal failing example if
+            there is one, else the first example.
+        samples: the inputs of the first ``MAX_SAMPLES`` examples checked (for plots).
     """
 
     case: Case
@@ -105,9 +110,11 @@ class CaseRun:
     worst_torch_input: str | None = None
     failures: int = 0
     minimal: MinimalExample | None = None
+    at_point: MinimalExample | None = None
     error: str | None = None
     seconds: float = 0.0
     sample: tuple[dict[str, Any], CheckResult] | None = field(default=None, repr=False)
+    samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def caught(self) -> bool:
@@ -226,6 +233,8 @@ def run_case(
             run.examples += 1
             if run.sample is None:
                 run.sample = (dict(inputs), result)
+            if len(run.samples) < MAX_SAMPLES:
+                run.samples.append(dict(inputs))
         run.add(result)
         if progress is not None:
             progress(run)
@@ -235,12 +244,11 @@ def run_case(
         for point in case.points:
             result = check(point)
             if not result.ok:
-                run.minimal = MinimalExample(_shown(point, result), result, "point")
+                run.at_point = run.minimal = MinimalExample(_shown(point, result), result, "point")
                 run.sample = (dict(point), result)
                 break
     except GradcheckError as exc:
         run.error = f"fixed point: {exc}"
-    if run.minimal is not None or run.error is not None:
         run.seconds = time.perf_counter() - start
         return run
 

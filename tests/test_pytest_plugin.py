@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck.errors import GradcheckError
-from gradcheck.options import OPTIONS
+from gradcheck.options import DEFAULT_EXAMPLES, OPTIONS
 from gradcheck.testing import gradient_test
 
 
@@ -119,7 +119,7 @@ def test_help_shows_the_shared_options_in_one_group(pytester: pytest.Pytester) -
     for option in OPTIONS:
         result.stdout.fnmatch_lines([f"*--gradcheck-{option.name}={option.metavar}*"])
     text = " ".join(result.stdout.str().split())
-    assert "Hypothesis examples drawn per case (default: 10)" in text
+    assert f"Hypothesis examples drawn per case (default: {DEFAULT_EXAMPLES})" in text
 
 
 @pytest.mark.parametrize(
@@ -140,10 +140,10 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, flag: str
 
 def test_header_prints_the_seed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
-    run(pytester).stdout.fnmatch_lines(["gradcheck: seed 0 (replay with --gradcheck-seed 0), examples 10, *"])
+    run(pytester).stdout.fnmatch_lines([f"gradcheck: seed 0 (replay with --gradcheck-seed 0), examples {DEFAULT_EXAMPLES}, *"])
     result = run(pytester, "--gradcheck-seed", "7", "--gradcheck-rtol", "1e-4")
     result.stdout.fnmatch_lines(
-        ["gradcheck: seed 7 (replay with --gradcheck-seed 7), examples 10, rtol 0.0001, atol scaled floor"]
+        [f"gradcheck: seed 7 (replay with --gradcheck-seed 7), examples {DEFAULT_EXAMPLES}, rtol 0.0001, atol scaled floor"]
     )
 
 
@@ -320,7 +320,7 @@ def test_decorator_takes_a_case_with_points_and_gallery_bugs(project: pytest.Pyt
 
 def test_decorator_runs_without_the_plugin(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_alone="""
+        test_alone=f"""
         from gradcheck.testing import gradient_test
         from layer import backward, drawn, forward
 
@@ -332,7 +332,7 @@ def test_decorator_runs_without_the_plugin(project: pytest.Pytester) -> None:
             COUNT.append(1)
 
         def test_count():
-            assert len(COUNT) == 10
+            assert len(COUNT) == {DEFAULT_EXAMPLES}
         """
     )
     result = project.runpytest("-p", "no:gradcheck", "-p", "no:cacheprovider")
@@ -385,7 +385,7 @@ def test_example_project_passes(pytester: pytest.Pytester) -> None:
         pytest.skip("the examples/ directory is not part of this installation")
     result = run(pytester, str(EXAMPLE), "--rootdir", str(EXAMPLE))
     result.assert_outcomes(passed=7)
-    assert summary(result)[0] == "gradcheck: 14 checks in 5 tests, all passed; seed 0"
+    assert summary(result)[0] == f"gradcheck: {DEFAULT_EXAMPLES + 4} checks in 5 tests, all passed; seed 0"
 
 
 # --- pytest-xdist -----------------------------------------------------------------------------

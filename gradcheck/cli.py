@@ -1,0 +1,189 @@
+"""The command line: ``python -m gradcheck report`` (also installed as ``gradcheck``).
+
+    python -m gradcheck report [--seed N] [--examples N] [--rtol X] [--atol X]
+                               [--case PATTERN]... [--gallery] [--module pkg.mod]...
+                               [--format table|json|markdown] [--plot DIR] [--list]
+                               [--no-progress]
+
+Cases come from the ``gradcheck.cases`` entry points (the reference implementations by
+default), or only from the modules named by ``--module``. Exit codes: 0 every case passed (with
+``--gallery``: every known bug was caught), 1 a case failed or errored, 2 misuse (a bad flag, an
+unknown case, a module that fails to import, an unwritable plot directory), reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gradcheck.errors import GradcheckError
+from gradcheck.options import OPTIONS, Settings
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_MISUSE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports misuse in one line and exits with 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise GradcheckError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m gradcheck",
+                     description="Check hand-written backward passes against numeric gradients and torch autograd.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    report = commands.add_parser(
+        "report", help="run every registered case through Hypothesis and report what matched",
+        description="Run every registered case (the reference implementations by default) through "
+                    "Hypothesis: each drawn example is checked against the numeric and torch oracles; a "
+                    "failing case is shrunk to its smallest failing example. Exit 0 when all pass, 1 on a "
+                    "mismatch, 2 on misuse.")
+    for option in OPTIONS:
+        report.add_argument(f"--{option.name}", type=option.type, default=option.default,
+                            metavar=option.metavar, help=f"{option.help} (default: {option.default})")
+    report.add_argument("--case", action="append", default=[], metavar="PATTERN",
+                        help="run only cases whose name matches this shell pattern (repeatable), e.g. 'twolayer.*'")
+    report.add_argument("--gallery", action="store_true",
+                        help="run the known-buggy variants instead; passes only when every bug is caught")
+    report.add_argument("--module", action="append", default=[], metavar="pkg.mod",
+                        help="import this module and run the cases it registers (repeatable)")
+    report.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                        help="table (terminal), json (one document, see gradcheck.run_json) or markdown (CI job summaries)")
+    report.add_argument("--plot", metavar="DIR", help="write per-case pictures into DIR (needs matplotlib)")
+    report.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    report.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    return parser
+
+
+def _cases(args: argparse.Namespace) -> list[Any]:
+    from gradcheck.registry import load_entry_points, load_module
+    from gradcheck.runner import select_cases
+
+    if args.module:
+        cases: list[Any] = []
+        for name in args.module:
+            cases.extend(c for c in load_module(name) if c not in cases)
+    else:
+        cases = load_entry_points()
+    return select_cases(cases, args.case, gallery=args.gallery)
+
+
+class _Progress:
+    """Progress on stderr: a rich progress bar on a terminal, a line per case otherwise."""
+
+    def __init__(self, cases: list[Any], examples: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = len(cases)
+        self.done_cases = 0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            units = sum(len(c.points) + examples for c in cases)
+            self.task = self.bar.add_task("gradcheck", total=units)
+            self.bar.start()
+
+    def check(self, run: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=run.case.name)
+
+    def case_done(self, run: Any) -> None:
+        self.done_cases += 1
+        if self.bar is not None:
+            return
+        if self.enabled:
+            print(f"[{self.done_cases}/{self.total}] {run.case.name}: {run.verdict} "
+                  f"({run.examples} examples, {run.seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _report(args: argparse.Namespace) -> int:
+    settings = Settings.from_mapping({o.name: getattr(args, o.name) for o in OPTIONS})
+    plot_dir = None
+    if args.plot is not None:
+        from gradcheck.plots import check_plot_dir, require_matplotlib
+
+        require_matplotlib()
+        plot_dir = check_plot_dir(args.plot)
+    cases = _cases(args)
+    if args.list:
+        for case in cases:
+            print(f"{case.name}\t{case.bug or case.description}")
+        return EXIT_OK
+
+    from gradcheck.runner import RunReport, run_case
+
+    progress = _Progress(cases, settings.examples, enabled=not args.no_progress)
+    start = time.perf_counter()
+    runs = []
+    try:
+        for case in cases:
+            run = run_case(case, settings, progress=progress.check)
+            runs.append(run)
+            progress.case_done(run)
+    finally:
+        progress.close()
+    report = RunReport(settings, args.gallery, runs, time.perf_counter() - start)
+
+    if plot_dir is not None:
+        _plot(report, plot_dir)
+    if args.format == "json":
+        from gradcheck.run_json import run_to_dict
+
+        print(json.dumps(run_to_dict(report), indent=2, allow_nan=False))
+    elif args.format == "markdown":
+        from gradcheck.run_table import markdown
+
+        print(markdown(report))
+    else:
+        from rich.console import Console
+
+        from gradcheck.run_table import terminal
+
+        console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+        terminal(report, console)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _plot(report: Any, directory: Any) -> None:
+    from gradcheck.plots import plot_case
+
+    written = 0
+    for run in report.runs:
+        if not run.samples:
+            continue
+        try:
+            written += len(plot_case(run.case, run.samples, directory))
+        except Exception as exc:  # a picture is a bonus: say why it is missing, go on
+            print(f"gradcheck: no plot for {run.case.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"gradcheck: wrote {written} plot(s) to {directory}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_MISUSE
+        return _report(args)
+    except GradcheckError as exc:
+        print(f"gradcheck: error: {exc}", file=sys.stderr)
+        return EXIT_MISUSE
+    except KeyboardInterrupt:
+        print("gradcheck: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,145 @@
+"""A run of cases -> one JSON-ready document (``python -m gradcheck report --format json``).
+
+Schema (``schema_version`` 1; keys are stable, new keys may be added):
+
+    {
+      "schema_version": 1,
+      "tool": "gradcheck",
+      "ok": bool,                       # every case passed (gallery: every bug caught)
+      "gallery": bool,                  # the run checked the known-buggy variants
+      "seed": int, "examples": int,     # run settings: seed, drawn examples per case
+      "rtol": float | null, "atol": float | null,
+      "versions": {"gradcheck", "python", "numpy", "torch", "hypothesis": str | null},
+      "seconds": float,
+      "summary": {"cases", "passed", "failed", "errors", "examples", "kinks": int},
+      "examples": int,                  # examples checked over all cases
+      "kinks": int,                     # kinks met over all cases
+      "errors": [{"case": str, "error": str}],
+      "failures": [{"case": str, "minimal_example": EXAMPLE}],   # cases with a failing check
+      "cases": [CASE, ...]
+    }
+
+    CASE = {"name", "description", "family": str, "bug": str | null,
+            "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
+            | "error", "ok": bool, "seed": int, "examples": int, "oracles": [str],
+            "kinks": int, "failures": int, "seconds": float, "error": str | null,
+            "worst_relative_error": {"numeric": float | null, "torch": float | null},
+            "worst_input": {"numeric": str | null, "torch": str | null},
+            "diagnoses": [{"input": str, "kind": str, "summary": str, "params": {...},
+                           "evidence": str}],
+            "minimal_example": EXAMPLE | null, "at_point": EXAMPLE | null}
+
+    EXAMPLE = {"source": "drawn" | "point",
+               "inputs": [{"name", "shape", "dtype", "values" (small inputs) | null,
+                           "at": [{"index": [int], "value": float}]}],
+               "result": CheckResult.to_dict()}
+
+Non-finite floats become null, so the document is strict JSON.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from gradcheck.result import _jsonable
+from gradcheck.runner import CaseRun, MinimalExample, RunReport
+
+__all__ = ["SCHEMA_VERSION", "run_to_dict", "versions"]
+
+SCHEMA_VERSION = 1
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of gradcheck, Python and the libraries the oracles use."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("gradcheck", "numpy", "torch", "hypothesis"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _example(example: MinimalExample | None) -> dict[str, Any] | None:
+    if example is None:
+        return None
+    return {
+        "source": example.source,
+        "inputs": [
+            {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "values": i.values,
+             "at": [{"index": list(index), "value": value} for index, value in i.at]}
+            for i in example.inputs
+        ],
+        "result": example.result.to_dict(),
+    }
+
+
+def diagnoses(run: CaseRun) -> list[dict[str, Any]]:
+    """The likely bugs named in a case's failing example (its fixed point first)."""
+    example = run.at_point or run.minimal
+    if example is None:
+        return []
+    return [{"input": s.name, **s.diagnosis.to_dict()}
+            for s in example.result.inputs if s.diagnosis is not None]
+
+
+def case_to_dict(run: CaseRun) -> dict[str, Any]:
+    case = run.case
+    return {
+        "name": case.name,
+        "description": case.description,
+        "family": case.family,
+        "bug": case.bug,
+        "expected_diagnosis": case.expected_diagnosis,
+        "verdict": run.verdict,
+        "ok": run.ok,
+        "seed": run.seed,
+        "examples": run.examples,
+        "oracles": list(run.oracles),
+        "kinks": run.kinks,
+        "failures": run.failures,
+        "seconds": round(run.seconds, 4),
+        "error": run.error,
+        "worst_relative_error": {"numeric": run.worst_numeric, "torch": run.worst_torch},
+        "worst_input": {"numeric": run.worst_numeric_input, "torch": run.worst_torch_input},
+        "diagnoses": diagnoses(run),
+        "minimal_example": _example(run.minimal),
+        "at_point": _example(run.at_point),
+    }
+
+
+def run_to_dict(report: RunReport) -> dict[str, Any]:
+    """The whole run as the documented JSON document."""
+    runs = report.runs
+    cases = [case_to_dict(run) for run in runs]
+    settings = report.settings
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "gradcheck",
+        "ok": report.ok,
+        "gallery": report.gallery,
+        "seed": settings.seed,
+        "examples": sum(run.examples for run in runs),
+        "examples_per_case": settings.examples,
+        "rtol": settings.rtol,
+        "atol": settings.atol,
+        "versions": versions(),
+        "seconds": round(report.seconds, 3),
+        "summary": {
+            "cases": len(runs),
+            "passed": sum(run.ok for run in runs),
+            "failed": sum(not run.ok and run.error is None for run in runs),
+            "errors": sum(run.error is not None for run in runs),
+            "examples": sum(run.examples for run in runs),
+            "kinks": sum(run.kinks for run in runs),
+        },
+        "kinks": sum(run.kinks for run in runs),
+        "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],
+        "failures": [{"case": c["name"], "minimal_example": c["minimal_example"]}
+                     for c in cases if c["minimal_example"] is not None],
+        "cases": cases,
+    }
+    return _jsonable(document)

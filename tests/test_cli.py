@@ -1,0 +1,177 @@
+"""``python -m gradcheck report`` run as a user runs it: a subprocess, its output and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gradcheck import cli
+
+
+def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "gradcheck", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+USER_MODULE = '''
+import numpy as np
+from hypothesis import strategies as st
+import gradcheck
+from gradcheck.strategies import float_arrays
+
+def cube(x):
+    return (x ** 3).sum()
+
+def cube_backward(dout, x):
+    return {"x": 3 * x ** 2 * dout}
+
+def cube_backward_wrong(dout, x):
+    return {"x": 2 * x ** 2 * dout}  # should be 3 x^2
+
+inputs = st.fixed_dictionaries({"x": float_arrays((3,))})
+gradcheck.register(
+    gradcheck.Case(name="mine.cube", forward=cube, backward=cube_backward, inputs=inputs),
+    gradcheck.Case(name="mine.cube_wrong", forward=cube, backward=cube_backward_wrong, inputs=inputs),
+)
+'''
+
+
+@pytest.fixture(scope="module")
+def user_module(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("user")
+    (root / "mycases.py").write_text(textwrap.dedent(USER_MODULE))
+    return root
+
+
+def test_table_has_a_row_per_case_and_a_summary():
+    run = gradcheck("report", "--case", "gates.*", "--examples", "3")
+    assert run.returncode == 0, run.stderr
+    for name in ("gates.add", "gates.multiply", "gates.max", "gates.sigmoid"):
+        assert name in run.stdout
+    for column in ("examples", "oracles", "kinks", "worst vs numeric", "worst vs torch", "verdict"):
+        assert column in run.stdout
+    assert "gradcheck report OK: 8 cases, 8 passed, 0 failed, 0 errors" in run.stdout
+    assert "seed 0" in run.stdout
+    assert "[8/8] gates.sigmoid: pass" in run.stderr  # progress, off the report's stream
+
+
+def test_json_document_has_the_documented_schema():
+    run = gradcheck("report", "--case", "twolayer.*", "--case", "staged.*", "--examples", "3",
+                    "--seed", "7", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    assert document["schema_version"] == 1 and document["ok"] is True and document["seed"] == 7
+    assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
+    names = [c["name"] for c in document["cases"]]
+    # In the order of the patterns, then of registration.
+    assert names == ["twolayer.softmax_net", "twolayer.nn_epoch_batch", "twolayer.llayer_relu", "staged.f_xy"]
+    for case in document["cases"]:
+        assert case["verdict"] == "pass" and case["oracles"] == ["numeric", "torch"]
+        assert case["examples"] >= 3 and case["minimal_example"] is None
+        assert set(case["worst_relative_error"]) == {"numeric", "torch"}
+    assert document["errors"] == [] and document["failures"] == []
+
+
+def test_markdown_is_a_table_for_job_summaries():
+    run = gradcheck("report", "--case", "matmul.*", "--examples", "2", "--format", "markdown")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("### gradcheck report")
+    assert "| case | examples | oracles | kinks | worst vs numeric | worst vs torch | verdict | note |" in lines
+    assert any(line.startswith("| `matmul.dW_dX` |") and "pass" in line for line in lines)
+
+
+def test_gallery_passes_only_when_every_bug_is_caught_and_says_how():
+    run = gradcheck("report", "--gallery", "--examples", "5", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    assert document["gallery"] is True and document["ok"] is True
+    assert len(document["cases"]) >= 13
+    for case in document["cases"]:
+        assert case["verdict"] == "caught" and case["bug"]
+        expected = case["expected_diagnosis"]
+        if expected is not None:
+            assert expected in {d["kind"] for d in case["diagnoses"]}, case["name"]
+    table = gradcheck("report", "--gallery", "--case", "gallery.transposed_dW", "--examples", "5")
+    assert table.returncode == 0
+    assert "caught" in table.stdout and "transpose" in table.stdout and "bug: dW computed as" in table.stdout
+
+
+def test_user_module_cases_run_and_a_failure_is_shrunk(user_module):
+    run = gradcheck("report", "--module", "mycases", "--examples", "20", "--format", "json",
+                    pythonpath=user_module)
+    assert run.returncode == 1, run.stderr
+    document = json.loads(run.stdout)
+    assert [c["name"] for c in document["cases"]] == ["mine.cube", "mine.cube_wrong"]
+    (failure,) = document["failures"]
+    assert failure["case"] == "mine.cube_wrong"
+    example = failure["minimal_example"]
+    assert example["source"] == "drawn" and example["inputs"][0]["shape"] == [3]
+    (diagnosis,) = document["cases"][1]["diagnoses"]
+    assert diagnosis["kind"] == "scale" and diagnosis["params"]["factor"] == pytest.approx(2 / 3)
+    table = gradcheck("report", "--module", "mycases", "--examples", "20", pythonpath=user_module)
+    assert table.returncode == 1
+    assert "smallest failing example (shrunk)" in table.stdout and "FAIL" in table.stdout
+    assert "replay: python -m gradcheck report --case mine.cube_wrong --seed 0" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "--case", "no.such.case"], "--case 'no.such.case' matches no case"),
+        (["report", "--module", "no_such_module_anywhere"], "could not import case module 'no_such_module_anywhere'"),
+        (["report", "--examples", "0"], "examples must be a positive integer"),
+        (["report", "--format", "yaml"], "argument --format: invalid choice: 'yaml'"),
+        (["report", "--case", "gallery.*"], "matches only gallery cases"),
+    ],
+)
+def test_misuse_gets_one_line_and_exit_code_2(args, message):
+    run = gradcheck(*args)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("gradcheck: error: ") and message in line
+    assert "Traceback" not in run.stderr
+
+
+def test_unwritable_plot_directory_is_misuse(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    run = gradcheck("report", "--case", "gates.add", "--plot", str(blocker))
+    assert run.returncode == 2 and "exists and is not a directory" in run.stderr
+    run = gradcheck("report", "--case", "gates.add", "--plot", str(blocker / "sub"))
+    assert run.returncode == 2 and "is not writable" in run.stderr
+
+
+def test_plots_are_written_per_case(tmp_path):
+    out = tmp_path / "plots"
+    run = gradcheck("report", "--case", "sigmoid_chain.one_per_layer", "--case", "gates.exp",
+                    "--examples", "4", "--plot", str(out))
+    assert run.returncode == 0, run.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["gates.exp.steps.png", "sigmoid_chain.one_per_layer.layers.png",
+                     "sigmoid_chain.one_per_layer.steps.png"]
+    assert all((out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert cli.main(["report", "--case", "gates.add", "--plot", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'gradcheck[plot]'" in err
+
+
+def test_list_and_no_command():
+    run = gradcheck("report", "--list", "--case", "softplus.*")
+    assert run.returncode == 0 and run.stdout.startswith("softplus.squiggle\t")
+    run = gradcheck()
+    assert run.returncode == 2 and "report" in run.stderr

@@ -1,0 +1,146 @@
+"""The case runner: per-case seeds, shrinking to a minimal example, gallery verdicts, errors,
+and the JSON document of a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from gradcheck import Case, GradcheckError
+from gradcheck import strategies as gs
+from gradcheck.options import Settings
+from gradcheck.run_json import SCHEMA_VERSION, run_to_dict
+from gradcheck.run_table import markdown, rows, summary_line
+from gradcheck.runner import case_seed, run_case, run_cases, select_cases
+
+vectors = st.fixed_dictionaries({"x": gs.float_arrays(gs.shapes(min_dims=1, max_dims=1, max_side=6))})
+
+
+def square(x):
+    return (x * x).sum()
+
+
+def square_backward(dout, x):
+    return {"x": 2 * x * dout}
+
+
+def wrong_from_the_third(dout, x):
+    """Correct on vectors of up to two elements; drops the third element's gradient."""
+    g = 2 * x * dout
+    if g.size >= 3:
+        g = g.copy()
+        g[2] = 0.0
+    return {"x": g}
+
+
+CORRECT = Case(name="t.square", forward=square, backward=square_backward, inputs=vectors,
+               points=({"x": np.array([1.0, -2.0])},))
+BUGGY = Case(name="t.third", forward=square, backward=wrong_from_the_third, inputs=vectors)
+
+
+def test_case_seed_depends_only_on_the_run_seed_and_the_name():
+    assert case_seed(0, "a") == case_seed(0, "a")
+    assert case_seed(0, "a") != case_seed(0, "b")
+    assert case_seed(0, "a") != case_seed(1, "a")
+
+
+def test_correct_case_passes_every_example_and_counts_them():
+    run = run_case(CORRECT, Settings(examples=7))
+    assert run.ok and run.verdict == "pass" and run.minimal is None
+    assert run.examples == 7 + 1  # drawn examples plus the fixed point
+    assert run.oracles == ("numeric", "torch")
+    assert run.worst_torch is not None and run.worst_torch < 1e-12
+
+
+def test_failure_is_shrunk_to_the_smallest_failing_example():
+    run = run_case(BUGGY, Settings(examples=50))
+    assert not run.ok and run.verdict == "FAIL"
+    example = run.minimal
+    assert example is not None and example.source == "drawn"
+    (x,) = example.inputs
+    assert x.shape == (3,)  # the smallest vector on which the bug shows
+    assert not example.result.ok
+    assert [m.index for m in example.result.mismatches] == [(2,)]
+
+
+def test_same_seed_same_run_whatever_the_order():
+    settings = Settings(seed=5, examples=5)
+    first = run_cases([CORRECT, BUGGY], settings)
+    second = run_cases([BUGGY, CORRECT], settings)
+    by_name = {r.case.name: r for r in second.runs}
+    for run in first.runs:
+        other = by_name[run.case.name]
+        assert (run.seed, run.examples, run.worst_numeric, run.worst_torch) == (
+            other.seed, other.examples, other.worst_numeric, other.worst_torch)
+
+
+def test_gallery_case_passes_when_caught_and_is_missed_when_correct():
+    caught = run_case(Case(name="g.third", forward=square, backward=wrong_from_the_third,
+                           inputs=vectors, bug="drops a gradient"), Settings(examples=30))
+    assert caught.ok and caught.verdict == "caught"
+    missed = run_case(Case(name="g.none", forward=square, backward=square_backward,
+                           inputs=vectors, bug="claimed, but not a bug"), Settings(examples=5))
+    assert not missed.ok and missed.verdict == "MISSED"
+
+
+def test_a_failing_fixed_point_is_kept_as_the_point_example():
+    case = Case(name="t.point", forward=square, backward=wrong_from_the_third, inputs=vectors,
+                points=({"x": np.array([1.0, 2.0, 3.0, 4.0])},))
+    run = run_case(case, Settings(examples=30))
+    assert run.at_point is not None and run.at_point.source == "point"
+    assert run.minimal is not None and run.minimal.source == "drawn"
+
+
+def test_strategy_errors_and_misuse_are_case_errors_not_crashes():
+    def broken(_):
+        raise RuntimeError("strategy exploded")
+
+    exploding = Case(name="t.explodes", forward=square, backward=square_backward,
+                     inputs=st.just(None).map(broken))
+    run = run_case(exploding, Settings(examples=3))
+    assert run.verdict == "error" and "strategy exploded" in run.error
+    misuse = Case(name="t.misuse", forward=square, backward=square_backward,
+                  inputs=st.just({"x": np.array([np.inf])}))
+    run = run_case(misuse, Settings(examples=3))
+    assert run.verdict == "error" and "finite" in run.error
+
+
+def test_select_cases_by_pattern_and_kind():
+    gallery = Case(name="g.third", forward=square, backward=wrong_from_the_third, inputs=vectors, bug="b")
+    cases = [CORRECT, BUGGY, gallery]
+    assert select_cases(cases, [], gallery=False) == [CORRECT, BUGGY]
+    assert select_cases(cases, ["t.sq*"], gallery=False) == [CORRECT]
+    assert select_cases(cases, [], gallery=True) == [gallery]
+    with pytest.raises(GradcheckError, match="matches no case"):
+        select_cases(cases, ["nothing*"], gallery=False)
+    with pytest.raises(GradcheckError, match="run them with --gallery"):
+        select_cases(cases, ["g.*"], gallery=False)
+
+
+def test_run_document_is_strict_json_with_the_documented_keys():
+    report = run_cases([CORRECT, BUGGY], Settings(examples=20))
+    document = json.loads(json.dumps(run_to_dict(report), allow_nan=False))
+    assert document["schema_version"] == SCHEMA_VERSION and document["ok"] is False
+    assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
+    assert set(document["versions"]) >= {"gradcheck", "python", "numpy", "torch", "hypothesis"}
+    assert [c["name"] for c in document["cases"]] == ["t.square", "t.third"]
+    assert document["summary"] == {"cases": 2, "passed": 1, "failed": 1, "errors": 0,
+                                   "examples": document["examples"], "kinks": document["kinks"]}
+    (failure,) = document["failures"]
+    assert failure["case"] == "t.third"
+    inputs = failure["minimal_example"]["inputs"]
+    assert inputs[0]["shape"] == [3] and len(inputs[0]["values"]) == 3
+    assert failure["minimal_example"]["result"]["mismatches"][0]["index"] == [2]
+
+
+def test_table_rows_summary_and_markdown_agree_with_the_runs():
+    report = run_cases([CORRECT, BUGGY], Settings(examples=20))
+    table = rows(report)
+    assert [r[0] for r in table] == ["t.square", "t.third"]
+    assert [r[6] for r in table] == ["pass", "FAIL"]
+    assert "1 passed, 1 failed" in summary_line(report)
+    text = markdown(report)
+    assert "| `t.third` |" in text and "❌ FAIL" in text and "smallest failing example" in text
