@@ -36,7 +36,7 @@ from gradcheck.evaluate import (
     describe_exception,
 )
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
-from gradcheck.numeric import central_pass, estimate_noise, machine_eps, refine, step_sizes
+from gradcheck.numeric import NOISE_DIRECTIONS, central_pass, estimate_noise, machine_eps, refine, step_sizes
 from gradcheck.result import CheckResult, InputSummary, Kink, Mismatch, Disagreement
 from gradcheck.torch_oracle import torch_gradients
 
@@ -259,10 +259,11 @@ TORCH_ROUNDING = 16  # allowance against torch, in units of (forward noise) / (i
 class _Noise:
     """The forward's noise level, measured once per check and only if needed."""
 
-    def __init__(self, point: _Point, names: tuple[str, ...], seed: int) -> None:
+    def __init__(self, point: _Point, names: tuple[str, ...], seed: int, directions: int) -> None:
         self.point = point
         self.names = names
         self.seed = seed
+        self.directions = directions
         self.model = point.eps * point.scale
         self._measured: float | None = None
 
@@ -270,7 +271,8 @@ class _Noise:
         if self._measured is None:
             rng = np.random.default_rng([self.seed, 1])
             self._measured = estimate_noise(
-                self.point.evaluator, self.names, self.point.value, self.point.scale, self.point.eps, rng
+                self.point.evaluator, self.names, self.point.value, self.point.scale, self.point.eps, rng,
+                self.directions,
             )
         return self._measured
 
@@ -454,12 +456,15 @@ def check_gradients(
     if "torch" in oracles or on_torch:
         point = _batched_point(point, forward, names)
         notes.extend(n for n in point.notes if n not in notes)
-    noise = _Noise(point, names, seed)
+    noise = None  # set once the mode is known
     summaries, mismatches, kinks, disagreements = [], [], [], []
     evidence: dict[str, dict[str, np.ndarray]] = {"analytic": {}, "reference": {}, "usable": {}, "wrong": {}}
     point.evaluator.evaluations = 0
     total = sum(prepared.values[n].size for n in names)
     used = mode if mode != "auto" else ("full" if total <= AUTO_FULL_LIMIT else "directional")
+    # Large inputs (directional mode) measure the noise along one line per step size: each
+    # evaluation is costly there, and the directional test re-draws directions anyway.
+    noise = _Noise(point, names, seed, NOISE_DIRECTIONS if used == "full" else 1)
     directions_rng = np.random.default_rng([seed, 2])
     # The largest gradient anywhere, from the oracle when it ran: an input whose true gradient
     # is exactly zero is compared with a rounding floor relative to it.

@@ -104,7 +104,8 @@ NOISE_DIRECTIONS = 3  # random directions per step size (8 evaluations each)
 
 
 def estimate_noise(
-    ev: Evaluator, names: Iterable[str], f0: float, scale: float, eps: float, rng: np.random.Generator
+    ev: Evaluator, names: Iterable[str], f0: float, scale: float, eps: float, rng: np.random.Generator,
+    directions: int = NOISE_DIRECTIONS,
 ) -> float:
     """Noise level ``sigma`` of ``L`` near the point (absolute, same units as ``L``).
 
@@ -123,9 +124,9 @@ def estimate_noise(
     # Along a line, a rounded intermediate moves in an arithmetic progression of roundoff
     # units; when its increment per step is close to a whole number of units, nine points may
     # see no rounding at all. Several random directions, and steps with a non-dyadic factor,
-    # make that unlikely.
+    # make that unlikely (``directions`` lines per step size, 8 evaluations each).
     steps = (100.0 * eps * NOISE_STEP_FACTOR, float(np.sqrt(eps)) * NOISE_STEP_FACTOR)
-    for t in [t for _ in range(NOISE_DIRECTIONS) for t in steps]:
+    for t in [t for _ in range(directions) for t in steps]:
         direction = {}
         for name in names:
             x = ev.work[name]

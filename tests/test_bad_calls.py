@@ -1,0 +1,180 @@
+"""Misuse of the harness raises GradcheckError naming the problem; a bug in the code under test
+is a failed check with a reason, never an uncaught exception; the caller's arrays are never
+mutated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import GradcheckError
+
+
+def forward(x):
+    return (x**2).sum()
+
+
+def backward(dout, x):
+    return {"x": 2 * x * dout}
+
+
+X = np.array([1.0, 2.0])
+
+MISUSE = [
+    ("inputs not a mapping", lambda: gradcheck.check_gradients(forward, backward, [X]),
+     "inputs must be a mapping of name -> array, got list"),
+    ("no inputs", lambda: gradcheck.check_gradients(forward, backward, {}),
+     "inputs is empty: there is nothing to check"),
+    ("forward not callable", lambda: gradcheck.check_gradients(3, backward, {"x": X}),
+     "forward must be callable, got forward=3"),
+    ("backward not callable", lambda: gradcheck.check_gradients(forward, "b", {"x": X}),
+     "backward must be callable or None, got backward='b'"),
+    ("wrt names a missing input", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, wrt="y"),
+     "wrt names 'y', but inputs are ['x']"),
+    ("wrt names an integer input",
+     lambda: gradcheck.check_gradients(lambda x, n: forward(x), backward, {"x": X, "n": np.array([1])}, wrt="n"),
+     "wrt names 'n', an integer input (int64) that is held constant"),
+    ("wrt repeats a name", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, wrt=["x", "x"]),
+     "wrt repeats a name: wrt=('x', 'x')"),
+    ("wrt is empty", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, wrt=[]),
+     "wrt=() names no input to check"),
+    ("NaN in an input", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1.0, np.nan])}),
+     "input 'x' has 1 non-finite value(s), first at index (1,)"),
+    ("infinite number", lambda: gradcheck.check_gradients(forward, backward, {"x": float("inf")}),
+     "input 'x' has 1 non-finite value(s)"),
+    ("a string input", lambda: gradcheck.check_gradients(forward, backward, {"x": "abc"}),
+     "input 'x' must be a number or an array, got str: 'abc'"),
+    ("an object input", lambda: gradcheck.check_gradients(forward, backward, {"x": object()}),
+     "input 'x' must be a number or an array, got object"),
+    ("a ragged list", lambda: gradcheck.check_gradients(forward, backward, {"x": [[1.0, 2.0], [3.0]]}),
+     "input 'x' must be a number or an array, got list"),
+    ("complex values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}),
+     "input 'x' has dtype complex128, which cannot be checked"),
+    ("boolean values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([True])}),
+     "input 'x' is a boolean array"),
+    ("a name that is not an identifier", lambda: gradcheck.check_gradients(forward, backward, {"1x": X}),
+     "input names must be identifiers (they become keyword arguments), got '1x'"),
+    ("no floating input", lambda: gradcheck.check_gradients(lambda n: 1.0, backward, {"n": np.array([1])}),
+     "no floating inputs to check: inputs are 'n' (int64)"),
+    ("unknown mode", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, mode="fast"),
+     "mode must be one of ('auto', 'full', 'directional'), got mode='fast'"),
+    ("negative rtol", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, rtol=-1),
+     "rtol must be None or a finite number >= 0, got rtol=-1"),
+    ("NaN atol", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, atol=float("nan")),
+     "atol must be None or a finite number >= 0, got atol=nan"),
+    ("negative seed", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, seed=-1),
+     "seed must be a non-negative integer, got seed=-1"),
+    ("numeric_gradient without a forward", lambda: gradcheck.numeric_gradient(None, {"x": X}),
+     "forward must be callable, got forward=None"),
+    ("numeric_gradient with a dout of the wrong shape",
+     lambda: gradcheck.numeric_gradient(forward, {"x": X}, dout=np.ones(3)),
+     "dout has shape (3,), but forward returns shape ()"),
+    ("assert_gradients misused like check_gradients", lambda: gradcheck.assert_gradients(forward, backward, None),
+     "inputs must be a mapping of name -> array, got NoneType"),
+]
+
+
+@pytest.mark.parametrize(("what", "call", "message"), MISUSE, ids=[m[0] for m in MISUSE])
+def test_misuse_raises_a_gradcheck_error_naming_the_problem(what, call, message):
+    with pytest.raises(GradcheckError) as info:
+        call()
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+# --- bugs in the code under test: failed checks with a reason ---------------------------------
+
+
+def matmul_sum(x, W):
+    return (x @ W).sum()
+
+
+def matmul_backward(dout, x, W):
+    D = np.full((x.shape[0], W.shape[1]), dout)
+    return {"x": D @ W.T, "W": x.T @ D}
+
+
+INPUTS = {"x": np.arange(6.0).reshape(2, 3) / 7 + 0.1, "W": np.arange(12.0).reshape(3, 4) / 5 - 1}
+
+
+def raising_backward(dout, x, W):
+    raise KeyError("boom")
+
+
+def raising_forward(x, W):
+    raise ValueError("bad forward")
+
+
+def mutating_forward(x, W):
+    x *= 2
+    return (x @ W).sum()
+
+
+def mutating_backward(dout, x, W):
+    grads = matmul_backward(dout, x, W)
+    x[0, 0] = 5.0
+    return grads
+
+
+class Drifting:
+    """A forward that returns a slightly different value on every call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x, W):
+        self.calls += 1
+        return (x @ W).sum() + 1e-3 * self.calls
+
+
+FAULTS = [
+    ("backward raises", matmul_sum, raising_backward, "backward raised KeyError: 'boom'"),
+    ("a gradient is missing", matmul_sum, lambda d, x, W: {"x": matmul_backward(d, x, W)["x"]},
+     "backward returned no gradient for 'W'"),
+    ("an extra gradient", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "z": 1.0},
+     "backward returned gradients for ['z'], which are not inputs"),
+    ("a transposed gradient", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "W": matmul_backward(d, x, W)["W"].T},
+     "has shape (4, 3), but 'W' has shape (3, 4) (it looks transposed)"),
+    ("a gradient of the wrong shape", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "W": np.zeros(5)},
+     "backward's gradient for 'W' has shape (5,), but 'W' has shape (3, 4)"),
+    ("non-finite gradient values", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "x": np.full((2, 3), np.inf)},
+     "backward's gradient for 'x' has 6 non-finite value(s)"),
+    ("backward returns a list", matmul_sum, lambda d, x, W: [1, 2],
+     "backward returned list, not a dict mapping input names to gradients"),
+    ("a string gradient", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "x": "a"},
+     "backward's gradient for 'x' returned str"),
+    ("backward mutates its input", matmul_sum, mutating_backward, "backward mutates its input 'x' in place"),
+    ("forward raises", raising_forward, matmul_backward, "forward raised ValueError: bad forward"),
+    ("forward returns NaN", lambda x, W: np.nan * (x @ W).sum(), matmul_backward,
+     "forward returns 1 non-finite value(s) at the given point"),
+    ("forward returns a string", lambda x, W: "s", matmul_backward, "forward returned str"),
+    ("forward mutates its input", mutating_forward, matmul_backward,
+     "forward mutates its input 'x' in place; a forward must not change its inputs"),
+    ("forward is nondeterministic", Drifting(), matmul_backward, "forward is nondeterministic: two calls at the same point gave"),
+]
+
+
+@pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_bugs_under_test_fail_the_check_with_a_reason(what, fwd, bwd, reason):
+    inputs = {k: v.copy() for k, v in INPUTS.items()}
+    result = gradcheck.check_gradients(fwd, bwd, inputs)
+    assert not result.ok
+    assert any(reason in fault for fault in result.faults), result.faults
+    assert all(np.array_equal(inputs[k], INPUTS[k]) for k in INPUTS), "the caller's arrays were mutated"
+    assert "FAULT" in str(result) and reason in str(result)
+    with pytest.raises(gradcheck.GradientMismatch) as info:
+        gradcheck.assert_gradients(fwd, bwd, inputs)
+    assert reason in str(info.value)
+
+
+def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
+    inputs = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "W": np.ones((3, 4)), "n": 3}
+    before = {k: np.array(v, copy=True) for k, v in inputs.items()}
+    result = gradcheck.check_gradients(lambda x, W, n: (x @ W).sum() * n,
+                                       lambda d, x, W, n: {k: v * n for k, v in matmul_backward(d, x, W).items()},
+                                       inputs)
+    assert result.ok, str(result)
+    for k, v in before.items():
+        assert np.array_equal(np.asarray(inputs[k]), v) and np.asarray(inputs[k]).dtype == v.dtype
+    assert inputs["n"] == 3
