@@ -37,7 +37,7 @@ from gradcheck.evaluate import (
 )
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS, central_pass, estimate_noise, machine_eps, refine, step_sizes
-from gradcheck.result import CheckResult, InputSummary, Kink, Mismatch, Disagreement
+from gradcheck.result import CheckResult, InputSummary
 from gradcheck.torch_oracle import torch_gradients
 
 __all__ = ["assert_gradients", "check_gradients"]

@@ -29,6 +29,7 @@ from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
 from gradcheck.options import Settings
 from gradcheck.result import CheckResult
+from gradcheck.worst import track_worst
 
 __all__ = ["CaseRun", "InputShown", "MinimalExample", "RunReport", "case_seed", "run_case", "run_cases"]
 
@@ -142,12 +143,7 @@ class CaseRun:
         self.oracles = tuple(o for o in ("numeric", "torch") if o in self.oracles or o in result.oracles)
         self.kinks += len(result.kinks)
         self.failures += not result.ok
-        for summary in result.inputs:
-            for oracle in ("numeric", "torch"):
-                value = getattr(summary, f"worst_{oracle}")
-                if value is not None and _worse(value, getattr(self, f"worst_{oracle}")):
-                    setattr(self, f"worst_{oracle}", value)
-                    setattr(self, f"worst_{oracle}_input", summary.name)
+        track_worst(self, result)
 
 
 @dataclass
@@ -164,13 +160,6 @@ class RunReport:
         return all(r.ok for r in self.runs)
 
 
-def _worse(value: float, than: float | None) -> bool:
-    """``value`` is a larger error than ``than`` (NaN counts as the largest)."""
-    if than is None:
-        return True
-    if np.isnan(than):
-        return False
-    return bool(np.isnan(value) or value > than)
 
 
 def _shown(inputs: Mapping[str, Any], result: CheckResult) -> tuple[InputShown, ...]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.options import Settings
 from gradcheck.report import fmt, index_str
 from gradcheck.result import CheckResult
+from gradcheck.worst import track_worst, worse
 
 if TYPE_CHECKING:
     import pytest
@@ -68,12 +68,7 @@ class Tally:
         self.kinks += len(result.kinks)
         if self.kink is None and result.kinks:
             self.kink = index_str(result.kinks[0].input, result.kinks[0].index)
-        for summary in result.inputs:
-            for oracle in ("numeric", "torch"):
-                value = getattr(summary, f"worst_{oracle}")
-                if value is not None and _worse(value, getattr(self, f"worst_{oracle}")):
-                    setattr(self, f"worst_{oracle}", value)
-                    setattr(self, f"worst_{oracle}_input", summary.name)
+        track_worst(self, result)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,11 +78,6 @@ class Tally:
         return cls(**data)
 
 
-def _worse(value: float, than: float | None) -> bool:
-    """``value`` is a larger error than ``than`` (NaN counts as the largest)."""
-    if than is None or math.isnan(value):
-        return than is None or not math.isnan(than)
-    return not math.isnan(than) and value > than
 
 
 def header_lines(settings: Settings) -> list[str]:
@@ -132,7 +122,7 @@ def summary_lines(tallies: Iterable[Tally], settings: Settings) -> list[str]:
         worst: Tally | None = None
         for t in ran:
             value = getattr(t, f"worst_{oracle}")
-            if value is not None and (worst is None or _worse(value, getattr(worst, f"worst_{oracle}"))):
+            if value is not None and (worst is None or worse(value, getattr(worst, f"worst_{oracle}"))):
                 worst = t
         if worst is not None:
             lines.append(
