@@ -168,12 +168,14 @@ def speed(sizes, use_jax):
         inputs = net(m, n, d, k)
         count = n * d + d * k
         row = {}
-        row["full_np"] = timed(lambda: ours(inputs, correct))
-        row["full_api"] = timed(lambda: ours(inputs, correct, forward=forward_array_api))
+        # Per-element checks (ours and torch's) only where they take seconds, not hours.
+        small = count <= 20_000
+        row["full_np"] = timed(lambda: ours(inputs, correct)) if small else None
+        row["full_api"] = timed(lambda: ours(inputs, correct, forward=forward_array_api)) if small else None
         row["dir"] = timed(lambda: ours(inputs, correct, mode="directional"))
-        row["torch_full"] = timed(lambda: torch_check(inputs, correct, False)) if count <= 20_000 else None
+        row["torch_full"] = timed(lambda: torch_check(inputs, correct, False)) if small else None
         row["torch_fast"] = timed(lambda: torch_check(inputs, correct, True))
-        row["jax"] = timed(lambda: jax_check(inputs)) if use_jax else None
+        row["jax"] = timed(lambda: jax_check(inputs)) if use_jax and small else None
 
         def cell(key):
             if row[key] is None:
@@ -182,7 +184,7 @@ def speed(sizes, use_jax):
             return f"{t:.3g} ({'pass' if ok else 'FAIL'})"
 
         cells = [f"{count:,}"] + [cell(key) for key in ("full_np", "full_api", "dir", "torch_full", "torch_fast", "jax")]
-        print("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(cells) + " |", flush=True)
         ratios = []
         if row["torch_full"]:
             ratios.append(f"full(numpy)/torch full = {row['full_np'][0] / row['torch_full'][0]:.2f}")
