@@ -456,7 +456,6 @@ def check_gradients(
     if "torch" in oracles or on_torch:
         point = _batched_point(point, forward, names)
         notes.extend(n for n in point.notes if n not in notes)
-    noise = None  # set once the mode is known
     summaries, mismatches, kinks, disagreements = [], [], [], []
     evidence: dict[str, dict[str, np.ndarray]] = {"analytic": {}, "reference": {}, "usable": {}, "wrong": {}}
     point.evaluator.evaluations = 0

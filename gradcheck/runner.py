@@ -95,8 +95,6 @@ class CaseRun:
             to be non-degenerate, so this is where a bug's pattern is clearest.
         error: a case error (its strategy raised, or a misuse found while checking), if any.
         seconds: wall time.
-        sample: inputs and result of one checked example: the minimal failing example if
-            there is one, else the first example.
         samples: the inputs of the first ``MAX_SAMPLES`` examples checked (for plots).
     """
 
@@ -114,7 +112,6 @@ class CaseRun:
     at_point: MinimalExample | None = None
     error: str | None = None
     seconds: float = 0.0
-    sample: tuple[dict[str, Any], CheckResult] | None = field(default=None, repr=False)
     samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -220,8 +217,6 @@ def run_case(
         result = check_gradients(case.forward, case.backward, inputs, **options)
         if not shrinking:
             run.examples += 1
-            if run.sample is None:
-                run.sample = (dict(inputs), result)
             if len(run.samples) < MAX_SAMPLES:
                 run.samples.append(dict(inputs))
         run.add(result)
@@ -234,7 +229,6 @@ def run_case(
             result = check(point)
             if not result.ok:
                 run.at_point = run.minimal = MinimalExample(_shown(point, result), result, "point")
-                run.sample = (dict(point), result)
                 break
     except GradcheckError as exc:
         run.error = f"fixed point: {exc}"
@@ -267,7 +261,6 @@ def run_case(
     except _Failed as failed:
         # Hypothesis re-runs the smallest failing example last and raises its exception.
         run.minimal = MinimalExample(_shown(failed.inputs, failed.result), failed.result, "drawn")
-        run.sample = (dict(failed.inputs), failed.result)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # the case's strategy or a misuse: a case error, not a crash

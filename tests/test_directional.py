@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gradcheck
+from reference_impls import twolayer
 
 WRT = ("W1", "W2")
 
@@ -16,15 +17,7 @@ def _net_forward(X, y, W1, W2):
     return np.mean(np.log(np.exp(L).sum(axis=1)) - L[np.arange(len(y)), y])
 
 
-def _net_backward(dout, X, y, W1, W2):
-    m = X.shape[0]
-    Z1 = np.maximum(X @ W1, 0)
-    L = Z1 @ W2
-    E = np.exp(L - L.max(axis=1, keepdims=True))
-    G2 = E / E.sum(axis=1, keepdims=True)
-    G2[np.arange(m), y] -= 1
-    G1 = (Z1 > 0) * (G2 @ W2.T)
-    return {"W1": dout * X.T @ G1 / m, "W2": dout * Z1.T @ G2 / m}
+_net_backward = twolayer.softmax_net_backward  # the notes' hand-written backward
 
 
 def _net(seed, m=32, n=40, d=30, k=5):
