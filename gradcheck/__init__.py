@@ -2,19 +2,21 @@
 
 Public API (everything else is internal):
 
-* ``check_gradients(forward, backward, inputs, *, wrt, seed, rtol, atol, mode) -> CheckResult``
+* ``check_gradients(forward, backward, inputs, *, wrt, seed, rtol, atol, mode, progress) -> CheckResult``
 * ``assert_gradients(...)``: the same, raising ``GradientMismatch`` unless the check passes
 * ``numeric_gradient(forward, inputs, dout=None, wrt=None) -> {name: array}``
 * ``Case`` and ``register`` for cases the report and the pytest plugin run
 * ``gradient_test``: a decorator turning a forward/backward pair (or a Case) into a
   Hypothesis-driven pytest test
 * ``module_forward``: a ``torch.nn.Module`` as a forward of its inputs and parameters
+* ``Progress``: what a ``progress`` callback receives during a long check
 """
 
 from gradcheck.case import Case
 from gradcheck.check import assert_gradients, check_gradients
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.numeric import numeric_gradient
+from gradcheck.progress import Progress
 from gradcheck.registry import register
 from gradcheck.result import CheckResult
 from gradcheck.testing import gradient_test
@@ -25,6 +27,7 @@ __all__ = [
     "CheckResult",
     "GradcheckError",
     "GradientMismatch",
+    "Progress",
     "assert_gradients",
     "check_gradients",
     "gradient_test",

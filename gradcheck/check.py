@@ -36,6 +36,7 @@ from gradcheck.evaluate import (
     describe_exception,
 )
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
+from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.numeric import NOISE_DIRECTIONS, central_pass, estimate_noise, machine_eps, refine, step_sizes
 from gradcheck.result import CheckResult, InputSummary
 from gradcheck.torch_oracle import torch_gradients
@@ -46,7 +47,9 @@ MODES = ("auto", "full", "directional")
 AUTO_FULL_LIMIT = 20_000  # "auto" checks every element up to this many, directions beyond
 
 
-def _validate_options(forward: Any, backward: Any, seed: Any, rtol: Any, atol: Any, mode: Any) -> None:
+def _validate_options(
+    forward: Any, backward: Any, seed: Any, rtol: Any, atol: Any, mode: Any, progress: Any
+) -> None:
     if not callable(forward):
         raise GradcheckError(f"forward must be callable, got forward={forward!r}")
     if backward is not None and not callable(backward):
@@ -60,6 +63,8 @@ def _validate_options(forward: Any, backward: Any, seed: Any, rtol: Any, atol: A
             raise GradcheckError(f"{label} must be None or a finite number >= 0, got {label}={value!r}")
     if mode not in MODES:
         raise GradcheckError(f"mode must be one of {MODES}, got mode={mode!r}")
+    if progress is not None and not isinstance(progress, bool) and not callable(progress):
+        raise GradcheckError(f"progress must be None, True, False or a callable, got progress={progress!r}")
 
 
 @dataclass
@@ -270,10 +275,11 @@ class _Noise:
     def measured(self) -> float:
         if self._measured is None:
             rng = np.random.default_rng([self.seed, 1])
-            self._measured = estimate_noise(
-                self.point.evaluator, self.names, self.point.value, self.point.scale, self.point.eps, rng,
-                self.directions,
-            )
+            ev = self.point.evaluator
+            with ev.tracker.interlude("noise", 16 * self.directions):
+                self._measured = estimate_noise(
+                    ev, self.names, self.point.value, self.point.scale, self.point.eps, rng, self.directions,
+                )
         return self._measured
 
 
@@ -291,6 +297,7 @@ def _check_input_full(
     ``sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from torch when it
     ran): with the forward's noise it sets the rounding allowed against torch."""
     ev = point.evaluator
+    ev.tracker.stage("central differences", name, 2 * analytic.size)
     central = central_pass(ev, name, point.value, point.eps)
     a = analytic.reshape(-1).astype(np.float64)
     t = None if torch_grad is None else torch_grad.reshape(-1)
@@ -334,6 +341,7 @@ def _check_input_full(
         error = 4 * sigma / h
         index = np.flatnonzero(suspect)
         if index.size:
+            ev.tracker.stage("refinement", name, 2 * index.size)
             r = refine(ev, name, index, central, point.value, sigma)
             ok = np.isfinite(r.gradient)
             numeric[index[ok]] = r.gradient[ok]
@@ -367,6 +375,7 @@ def check_gradients(
     rtol: float | None = None,
     atol: float | None = None,
     mode: str = "auto",
+    progress: bool | Callable[[Progress], Any] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -388,6 +397,10 @@ def check_gradients(
             is always added to the allowance.
         mode: "full" checks every element; "directional" checks random directional
             derivatives and localizes failures; "auto" picks by size.
+        progress: ``None`` shows progress on stderr when it is a terminal and the check runs
+            longer than a second; ``True`` always (a line every few seconds in a log);
+            ``False`` never; a callable receives ``gradcheck.Progress`` updates (stage, input,
+            evaluations done and expected, seconds elapsed and left).
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
     Raises:
@@ -395,7 +408,7 @@ def check_gradients(
             or arrays, ``wrt`` naming a missing or integer input. Bugs in ``forward`` or
             ``backward`` never raise; they are reported in the result.
     """
-    _validate_options(forward, backward, seed, rtol, atol, mode)
+    _validate_options(forward, backward, seed, rtol, atol, mode, progress)
     if backward is None and type(forward).__module__.startswith("torch"):
         import torch
 
@@ -474,48 +487,54 @@ def check_gradients(
         sensitivity = sum(float(np.sum(np.abs(np.asarray(scales[n], dtype=np.float64)
                                               * prepared.widened[n]))) for n in names if n in scales)
     sensitivity = max(sensitivity, abs(point.value)) if math.isfinite(sensitivity) else abs(point.value)
-    for name in names:
-        if name not in analytic:
-            continue
-        grad = analytic[name]
-        grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
-        # Autograd's gradient (backward=None) is computed on float64 copies.
-        itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
-        tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
-        tgrad = None if torch_grads is None else torch_grads[name]
-        checked = int(grad.size)
-        if used == "full":
-            comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise, sensitivity)
-            faults.extend(input_faults)
-        else:
-            comparison, checked, input_notes = check_input_directional(
-                point.evaluator, name, point.value, point.eps, noise.measured(),
-                grad, tgrad, tol, directions_rng,
+    tracker = tracker_for(progress)
+    point.evaluator.tracker = tracker
+    try:
+        for name in names:
+            if name not in analytic:
+                continue
+            grad = analytic[name]
+            grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
+            # Autograd's gradient (backward=None) is computed on float64 copies.
+            itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
+            tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
+            tgrad = None if torch_grads is None else torch_grads[name]
+            checked = int(grad.size)
+            if used == "full":
+                comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise, sensitivity)
+                faults.extend(input_faults)
+            else:
+                comparison, checked, input_notes = check_input_directional(
+                    point.evaluator, name, point.value, point.eps, noise.model, noise.measured,
+                    grad, tgrad, tol, directions_rng,
+                )
+                notes.extend(input_notes)
+            mismatches.extend(comparison.mismatches)
+            kinks.extend(comparison.kinks)
+            if comparison.reference is not None and comparison.mismatch_mask.any():
+                shape = grad.shape
+                evidence["analytic"][name] = grad.astype(np.float64)
+                evidence["reference"][name] = comparison.reference.reshape(shape)
+                evidence["usable"][name] = comparison.usable.reshape(shape)
+                evidence["wrong"][name] = comparison.mismatch_mask.reshape(shape)
+            disagreements.extend(comparison.disagreements)
+            summaries.append(
+                InputSummary(
+                    name=name,
+                    shape=tuple(prepared.values[name].shape),
+                    dtype=str(prepared.dtypes[name]),
+                    checked=checked,
+                    mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
+                    kinks=len(comparison.kinks),
+                    worst_numeric=comparison.worst_numeric,
+                    worst_torch=comparison.worst_torch,
+                    gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
+                    tolerance=tol,
+                )
             )
-            notes.extend(input_notes)
-        mismatches.extend(comparison.mismatches)
-        kinks.extend(comparison.kinks)
-        if comparison.reference is not None and comparison.mismatch_mask.any():
-            shape = grad.shape
-            evidence["analytic"][name] = grad.astype(np.float64)
-            evidence["reference"][name] = comparison.reference.reshape(shape)
-            evidence["usable"][name] = comparison.usable.reshape(shape)
-            evidence["wrong"][name] = comparison.mismatch_mask.reshape(shape)
-        disagreements.extend(comparison.disagreements)
-        summaries.append(
-            InputSummary(
-                name=name,
-                shape=tuple(prepared.values[name].shape),
-                dtype=str(prepared.dtypes[name]),
-                checked=checked,
-                mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
-                kinks=len(comparison.kinks),
-                worst_numeric=comparison.worst_numeric,
-                worst_torch=comparison.worst_torch,
-                gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
-                tolerance=tol,
-            )
-        )
+    finally:
+        close(tracker)
+
     if evidence["wrong"]:
         found = diagnose(evidence["analytic"], evidence["reference"], evidence["usable"],
                          evidence["wrong"], prepared.values)
@@ -547,13 +566,15 @@ def assert_gradients(
     rtol: float | None = None,
     atol: float | None = None,
     mode: str = "auto",
+    progress: bool | Callable[[Progress], Any] | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode)
+    result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode,
+                             progress=progress)
     if not result.ok:
         raise GradientMismatch(result)
     return result

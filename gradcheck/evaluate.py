@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.progress import NULL_TRACKER, Tracker
+
 __all__ = ["BatchedEvaluator", "Evaluator", "ForwardFailure", "as_float_array", "describe_exception"]
 
 
@@ -74,6 +76,7 @@ class Evaluator:
         self.convert = convert
         self.dout: np.ndarray | float = 1.0
         self.evaluations = 0
+        self.tracker: Tracker = NULL_TRACKER  # told of every evaluation
         self._args = self._make_args()
 
     def _make_args(self) -> dict[str, Any]:
@@ -87,6 +90,12 @@ class Evaluator:
         Raises:
             ForwardFailure: the forward raised or returned a non-numeric value.
         """
+        try:
+            return self._output()
+        finally:
+            self.tracker.tick()  # outside the forward's try: a progress callback may abort
+
+    def _output(self) -> np.ndarray:
         self.evaluations += 1
         try:
             out = self.forward(**self._args)
@@ -94,12 +103,14 @@ class Evaluator:
             raise ForwardFailure(f"raised {describe_exception(exc)}") from exc
         return as_float_array(out)
 
-    def value(self) -> float:
-        """``L = sum(dout * forward(x))`` at the current working point."""
-        out = self.output()
+    def _contract(self, out: np.ndarray) -> float:
         if np.ndim(self.dout) == 0:
             return float(np.sum(out, dtype=np.float64)) * float(self.dout)
         return float(np.dot(np.ravel(self.dout), np.ravel(out).astype(np.float64, copy=False)))
+
+    def value(self) -> float:
+        """``L = sum(dout * forward(x))`` at the current working point."""
+        return self._contract(self.output())
 
     def perturbed_values(
         self, name: str, flat_index: np.ndarray, deltas: np.ndarray
@@ -110,7 +121,7 @@ class Evaluator:
         """
         flat = self.work[name].reshape(-1)  # a view: the working copy is contiguous
         values = np.empty(len(flat_index), dtype=np.float64)
-        forward, args, value = self.forward, self._args, self.value
+        forward, args, tick = self.forward, self._args, self.tracker.tick
         scalar = np.ndim(self.dout) == 0
         weight = float(self.dout) if scalar else 0.0
         for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist())):
@@ -126,12 +137,12 @@ class Evaluator:
                         else float(np.sum(as_float_array(out), dtype=np.float64)) * weight
                     )
                 else:
-                    self.evaluations -= 1  # value() counts it
-                    values[k] = value()
+                    values[k] = self._contract(as_float_array(forward(**args)))
             except Exception:  # a failing forward at a perturbed point is a finding: NaN
                 values[k] = np.nan
             finally:
                 flat[i] = original
+            tick()
         self.evaluations += len(values)
         return values
 
@@ -209,9 +220,11 @@ class BatchedEvaluator(Evaluator):
                 try:
                     out = call(batch.reshape(k, *base.shape))
                     values[start:stop] = out.detach().numpy()
-                    self.evaluations += k
                 except Exception:  # one bad point must not spoil the chunk: evaluate one by one
                     values[start:stop] = super().perturbed_values(
                         name, flat_index[start:stop], deltas[start:stop]
                     )
+                else:
+                    self.evaluations += k
+                    self.tracker.tick(k)
         return values

@@ -209,7 +209,8 @@ def run_case(
 
     seed = case_seed(settings.seed, case.name)
     run = CaseRun(case=case, seed=seed)
-    options = {"wrt": case.wrt, "seed": seed, "rtol": settings.rtol, "atol": settings.atol}
+    # The report draws its own progress, per check.
+    options = {"wrt": case.wrt, "seed": seed, "rtol": settings.rtol, "atol": settings.atol, "progress": False}
     start = time.perf_counter()
     shrinking = False
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradcheck.case import Case
 from gradcheck.check import _validate_options, check_gradients
+from gradcheck.progress import Progress
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.options import Settings
 from gradcheck.report import fmt, index_str
@@ -167,6 +168,7 @@ class GradcheckFixture:
         rtol: float | None = None,
         atol: float | None = None,
         mode: str = "auto",
+        progress: bool | Callable[[Progress], Any] | None = None,
     ) -> CheckResult:
         """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol`` and
         ``atol`` that are not given (None).
@@ -177,7 +179,8 @@ class GradcheckFixture:
         from gradcheck.pytest_plugin import record
 
         result = check_gradients(
-            forward, backward, inputs, wrt=wrt, mode=mode, **_options(self.settings, seed, rtol, atol)
+            forward, backward, inputs, wrt=wrt, mode=mode, progress=progress,
+            **_options(self.settings, seed, rtol, atol),
         )
         record(self._node, result)
         return result
@@ -193,11 +196,13 @@ class GradcheckFixture:
         rtol: float | None = None,
         atol: float | None = None,
         mode: str = "auto",
+        progress: bool | Callable[[Progress], Any] | None = None,
     ) -> CheckResult:
         """``check``, raising ``GradientMismatch`` (an AssertionError whose message is the
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
-        result = self.check(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode)
+        result = self.check(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode,
+                            progress=progress)
         if not result.ok:
             raise GradientMismatch(result)
         return result
@@ -268,7 +273,7 @@ def gradient_test(
     case = _as_case(forward, backward, inputs, wrt)
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
         raise GradcheckError(f"examples must be a positive integer or None, got examples={examples!r}")
-    _validate_options(case.forward, case.backward, 0, rtol, atol, mode)
+    _validate_options(case.forward, case.backward, 0, rtol, atol, mode, False)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., None]:
         if not callable(fn):

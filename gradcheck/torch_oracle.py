@@ -77,6 +77,20 @@ def torch_gradients(
         import torch
     except ImportError:
         return TorchGradients(None, "torch is not installed")
+    threads = torch.get_num_threads()
+    # One thread: the oracle runs once per check, and torch's idle worker threads would
+    # otherwise spin for milliseconds after it, stalling the numpy evaluations that follow.
+    torch.set_num_threads(1)
+    try:
+        return _autograd(torch, forward, inputs, wrt, dout)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _autograd(
+    torch: Any, forward: Callable[..., Any], inputs: dict[str, np.ndarray], wrt: tuple[str, ...],
+    dout: np.ndarray | float,
+) -> TorchGradients:
     tensors = {n: to_torch(a, requires_grad=n in wrt) for n, a in inputs.items()}
     try:
         with torch.enable_grad():

@@ -1,0 +1,123 @@
+"""Progress of long checks: the callback's updates, the stderr line, and bad arguments."""
+
+import io
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import progress as progress_module
+from reference_impls import twolayer
+
+WRT = ("W1", "W2")
+
+
+def _forward(X, y, W1, W2):
+    Z1 = np.maximum(X @ W1, 0)
+    L = Z1 @ W2
+    L = L - L.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(L).sum(axis=1)) - L[np.arange(len(y)), y])
+
+
+def _net(seed=0, m=8, n=12, d=6, k=3):
+    rng = np.random.default_rng(seed)
+    return {
+        "X": rng.standard_normal((m, n)),
+        "y": rng.integers(0, k, m),
+        "W1": rng.standard_normal((n, d)) / np.sqrt(n),
+        "W2": rng.standard_normal((d, k)) / np.sqrt(d),
+    }
+
+
+def _scaled(factor):
+    def backward(dout, **kw):
+        return {k: v * factor for k, v in twolayer.softmax_net_backward(dout, **kw).items()}
+
+    return backward
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+@pytest.mark.parametrize("factor", [1.0, 1 + 1e-4])
+def test_callback_sees_every_stage_and_every_evaluation(mode, factor):
+    updates = []
+    result = gradcheck.check_gradients(_forward, _scaled(factor), _net(), wrt=WRT, mode=mode,
+                                       progress=updates.append)
+    assert result.ok == (factor == 1.0)
+    finished = [u for u in updates if u.finished]
+    assert finished, "each stage ends with a finished update"
+    # The count is the check's own count of forward evaluations.
+    assert updates[-1].evaluations == result.evaluations
+    first_stage = "central differences" if mode == "full" else "directions"
+    assert {(u.stage, u.input) for u in finished} >= {(first_stage, "W1"), (first_stage, "W2")}
+    for u in updates:
+        assert 0 <= u.done <= (u.total if u.total is not None else u.done)
+        assert u.elapsed >= 0
+        assert u.remaining is None or u.remaining >= 0
+    elapsed = [u.elapsed for u in updates]
+    assert elapsed == sorted(elapsed)
+    if mode == "full":
+        # A central pass costs two evaluations per element; a wrong gradient is refined.
+        central = {u.input: u.done for u in finished if u.stage == "central differences"}
+        assert central == {"W1": 2 * 12 * 6, "W2": 2 * 6 * 3}
+        assert any(u.stage == "refinement" for u in finished) == (factor != 1.0)
+
+
+def test_progress_false_and_default_off_a_terminal_write_nothing(capsys):
+    for progress in (False, None):
+        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=progress)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_true_in_a_log_writes_plain_lines(capsys):
+    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("gradcheck: ")
+    assert "\r" not in err and "\x1b" not in err
+    assert all(line.startswith("gradcheck: ") for line in err.splitlines())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_clears_it(monkeypatch):
+    stream = _Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(progress_module, "INTERVAL", 0.0)
+    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, mode="full", progress=True)
+    text = stream.getvalue()
+    assert "\n" not in text
+    assert "central differences" in text and "%" in text
+    assert text.endswith("\r\x1b[K")  # the transient line is erased at the end
+
+
+def test_default_on_a_terminal_stays_quiet_for_short_checks(monkeypatch):
+    stream = _Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT)
+    assert stream.getvalue() == ""
+
+
+def test_a_raising_callback_aborts_the_check():
+    class Stop(Exception):
+        pass
+
+    def stop(update):
+        raise Stop(update.stage)
+
+    with pytest.raises(Stop):
+        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=stop)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.5, [print]])
+def test_bad_progress_is_misuse(bad):
+    with pytest.raises(gradcheck.GradcheckError, match=r"progress must be None, True, False or a callable, got progress="):
+        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=bad)
+
+
+def test_describe_reads_as_a_sentence():
+    p = gradcheck.Progress("central differences", "W1", 12288, 32768, 12300, 1.4, 2.3)
+    assert p.describe() == "W1: central differences 12,288/32,768 (38%), 1.4 s, about 2.3 s left"
+    q = gradcheck.Progress("noise", "", 16, None, 20, 0.25, None, True)
+    assert q.describe() == "noise 16 evaluations, 0.2 s"
