@@ -7,7 +7,8 @@ The flow for one call:
    its answer between calls) and fix the upstream gradient ``dout``;
 3. call the backward once and validate what it returns (keys, shapes, finiteness);
 4. run the oracles: torch autograd on float64 tensors when the forward runs on torch, and the
-   numeric oracle element by element (``numeric``);
+   numeric oracle element by element (``numeric``; in worker processes for a slow numpy
+   forward, see ``parallel``);
 5. compare per input (``compare``) and collect a ``CheckResult``.
 
 Bugs in the code under test never raise: they are faults or mismatches in the result.
@@ -36,8 +37,16 @@ from gradcheck.evaluate import (
     describe_exception,
 )
 from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
+from gradcheck.numeric import (
+    NOISE_DIRECTIONS,
+    central_pass,
+    estimate_noise,
+    machine_eps,
+    refine,
+    step_sizes,
+)
+from gradcheck.parallel import choose_workers
 from gradcheck.progress import Progress, close, tracker_for
-from gradcheck.numeric import NOISE_DIRECTIONS, central_pass, estimate_noise, machine_eps, refine, step_sizes
 from gradcheck.result import CheckResult, InputSummary
 from gradcheck.torch_oracle import torch_gradients
 
@@ -78,6 +87,7 @@ class _Point:
     output_shape: tuple[int, ...]
     dout: np.ndarray | float
     notes: list[str]
+    seconds: float  # one evaluation of the forward at the point
 
 
 class _Fault(Exception):
@@ -142,14 +152,16 @@ def _evaluate_point(
         dout = np.random.default_rng(seed).standard_normal(out.shape)
     ev.dout = dout
     value = ev.value()
+    start = time.perf_counter()
     again = ev.value()
+    seconds = time.perf_counter() - start
     eps = machine_eps(out.dtype)
     scale = float(np.sum(np.abs(np.asarray(dout) * out.astype(np.float64))))
     if not math.isfinite(again) or abs(again - value) > 64 * eps * max(abs(value), scale):
         raise _Fault(
             f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
         )
-    return _Point(ev, value, max(abs(value), scale), eps, tuple(out.shape), dout, notes)
+    return _Point(ev, value, max(abs(value), scale), eps, tuple(out.shape), dout, notes, seconds)
 
 
 def _shape_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str:
@@ -477,6 +489,10 @@ def check_gradients(
     # Large inputs (directional mode) measure the noise along one line per step size: each
     # evaluation is costly there, and the directional test re-draws directions anyway.
     noise = _Noise(point, names, seed, NOISE_DIRECTIONS if used == "full" else 1)
+    if used == "full" and type(point.evaluator) is Evaluator and point.evaluator.convert is None:
+        # A numpy forward: perturbations run in worker processes when that saves time.
+        point.evaluator.workers = choose_workers(point.seconds, 2 * total)
+        point.evaluator.seconds = point.seconds
     directions_rng = np.random.default_rng([seed, 2])
     # The largest gradient anywhere, from the oracle when it ran: an input whose true gradient
     # is exactly zero is compared with a rounding floor relative to it.
@@ -534,6 +550,7 @@ def check_gradients(
             )
     finally:
         close(tracker)
+    notes.extend(n for n in point.evaluator.notes if n not in notes)
 
     if evidence["wrong"]:
         found = diagnose(evidence["analytic"], evidence["reference"], evidence["usable"],

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.parallel import MIN_EVALUATIONS, WorkersFailed, forked_values
 from gradcheck.progress import NULL_TRACKER, Tracker
 
 __all__ = ["BatchedEvaluator", "Evaluator", "ForwardFailure", "as_float_array", "describe_exception"]
@@ -77,7 +78,16 @@ class Evaluator:
         self.dout: np.ndarray | float = 1.0
         self.evaluations = 0
         self.tracker: Tracker = NULL_TRACKER  # told of every evaluation
+        self.workers = 1  # processes for perturbed_values (numpy forwards; see ``parallel``)
+        self.seconds = 0.0  # time of one evaluation, when measured
+        self.notes: list[str] = []  # what the caller should know of how values were computed
         self._args = self._make_args()
+
+    def clone(self) -> Evaluator:
+        """An evaluator of the same forward on its own copy of the current working point."""
+        twin = Evaluator(self.forward, self.work, convert=self.convert)
+        twin.dout = self.dout
+        return twin
 
     def _make_args(self) -> dict[str, Any]:
         if self.convert is None:
@@ -119,6 +129,16 @@ class Evaluator:
 
         Returns NaN where the forward failed or gave a non-finite value at that point.
         """
+        if self.workers > 1 and len(flat_index) >= MIN_EVALUATIONS:
+            try:
+                return forked_values(self, name, flat_index, deltas, self.workers, self.seconds)
+            except WorkersFailed as failure:
+                self.workers = 1
+                self.notes.append(f"{failure}; perturbations were evaluated in this process")
+        return self.serial_values(name, flat_index, deltas)
+
+    def serial_values(self, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        """``perturbed_values`` in this process, one evaluation after the other."""
         flat = self.work[name].reshape(-1)  # a view: the working copy is contiguous
         values = np.empty(len(flat_index), dtype=np.float64)
         forward, args, tick = self.forward, self._args, self.tracker.tick

@@ -101,7 +101,7 @@ class Tracker:
             self._next = now + self.interval
             self.callback(self._snapshot(now, False))
 
-    def interlude(self, stage: str, total: int | None = None, *, same_input: bool = False) -> "_Interlude":
+    def interlude(self, stage: str, total: int | None = None, *, same_input: bool = False) -> _Interlude:
         """``with tracker.interlude("noise", 16): ...``: a stage inside the current one, which
         resumes (with its count) afterwards. ``same_input``: the interlude works on the
         current stage's input."""
@@ -135,7 +135,7 @@ class _Interlude:
         t._open = False  # paused, not finished
         t.stage(self.name, t._input if self.same_input else "", self.total)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         t = self.tracker
         t.finish()
         t._open, t._stage, t._input, t._done, t._total, t._stage_start = self.saved

@@ -1,0 +1,136 @@
+"""Worker processes for the per-element pass: same values as one process, or a fallback."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import parallel
+from gradcheck.evaluate import Evaluator
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes use fork (Linux)")
+
+PARENT = os.getpid()
+
+
+def _smooth(x, w):
+    return float(np.sum(np.sin(x) * w**2) + np.sum(np.tanh(x @ w)))
+
+
+def _inputs(seed=0, n=24, d=16):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((n, d)), "w": rng.standard_normal(d)}
+
+
+@pytest.fixture
+def always_fork(monkeypatch):
+    """Workers for any amount of work (normally only passes longer than MIN_SECONDS fork)."""
+    monkeypatch.setattr(parallel, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(parallel, "MIN_EVALUATIONS", 8)
+    monkeypatch.setattr("gradcheck.evaluate.MIN_EVALUATIONS", 8)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 3)
+
+
+def _evaluator(forward=_smooth):
+    return Evaluator(forward, _inputs())
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_forked_values_equal_one_process_bit_for_bit(workers):
+    ev = _evaluator()
+    n = ev.work["x"].size
+    index = np.concatenate([np.arange(n), np.arange(n)])
+    deltas = np.concatenate([np.full(n, 1e-5), np.full(n, -1e-5)])
+    alone = ev.perturbed_values("x", index, deltas)
+    ticks = []
+
+    class Count:
+        def tick(self, k=1):
+            ticks.append(k)
+
+    ev.tracker = Count()
+    forked = parallel.forked_values(ev, "x", index, deltas, workers)
+    assert np.array_equal(forked, alone)
+    assert sum(ticks) >= len(index)  # every chunk reported (plus the re-evaluated sample)
+    assert np.array_equal(ev.work["x"], _inputs()["x"])  # the working point is restored
+
+
+def test_a_forward_that_differs_in_workers_is_caught():
+    def differs(x, w):
+        return _smooth(x, w) + (1e-3 if os.getpid() != PARENT else 0.0)
+
+    ev = _evaluator(differs)
+    index = np.arange(ev.work["x"].size)
+    with pytest.raises(parallel.WorkersFailed, match="other values in worker processes"):
+        parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
+
+
+def test_a_dying_worker_is_caught():
+    def dies(x, w):
+        if os.getpid() != PARENT:
+            os._exit(3)
+        return _smooth(x, w)
+
+    ev = _evaluator(dies)
+    index = np.arange(ev.work["x"].size)
+    with pytest.raises(parallel.WorkersFailed, match=r"a worker process failed \(exit status"):
+        parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
+
+
+def test_a_stalling_worker_is_given_up_on(monkeypatch):
+    import time
+
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 0.5)
+
+    def hangs(x, w):
+        if os.getpid() != PARENT:
+            time.sleep(60)
+        return _smooth(x, w)
+
+    ev = _evaluator(hangs)
+    index = np.arange(ev.work["x"].size)
+    start = time.perf_counter()
+    with pytest.raises(parallel.WorkersFailed, match="sent nothing for"):
+        parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
+    assert time.perf_counter() - start < 10  # the stalled children were stopped, not awaited
+    assert np.array_equal(ev.work["x"], _inputs()["x"])
+
+
+def _numeric_backward(dout, x, w):
+    return gradcheck.numeric_gradient(_smooth, {"x": x, "w": w})
+
+
+def test_check_with_workers_matches_one_process(always_fork, monkeypatch):
+    def wrong(dout, x, w):
+        g = _numeric_backward(dout, x, w)
+        g["x"] = g["x"] * (1 + 1e-4)
+        return g
+
+    forked = gradcheck.check_gradients(_smooth, wrong, _inputs(), mode="full")
+    monkeypatch.setattr(parallel, "available_cores", lambda: 1)
+    alone = gradcheck.check_gradients(_smooth, wrong, _inputs(), mode="full")
+    assert not forked.ok and not alone.ok
+    # The same evaluations, plus the sample each forked pass evaluates again.
+    assert forked.evaluations > alone.evaluations
+    assert (forked.evaluations - alone.evaluations) % parallel.VERIFY == 0
+    assert [(m.input, m.index, m.numeric) for m in forked.mismatches] == [
+        (m.input, m.index, m.numeric) for m in alone.mismatches
+    ]
+
+
+def test_check_falls_back_and_says_so(always_fork):
+    def differs(x, w):
+        return _smooth(x, w) + (1e-3 if os.getpid() != PARENT else 0.0)
+
+    result = gradcheck.check_gradients(differs, _numeric_backward, _inputs(), mode="full")
+    assert result.ok, str(result)
+    assert any("worker processes" in note for note in result.notes)
+
+
+def test_short_work_stays_in_one_process():
+    assert parallel.choose_workers(1e-5, 1000) == 1  # 10 ms of work
+    assert parallel.choose_workers(1e-3, 100) == 1  # too few evaluations
+    if parallel.available_cores() > 1:
+        assert parallel.choose_workers(1e-3, 10_000) == min(parallel.available_cores(), 8)
