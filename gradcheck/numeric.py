@@ -21,6 +21,7 @@ never below ``eps * |L|``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from math import factorial
@@ -30,6 +31,7 @@ import numpy as np
 
 from gradcheck.evaluate import Evaluator, ForwardFailure
 from gradcheck.inputs import prepare_inputs, resolve_wrt
+from gradcheck.parallel import choose_workers
 
 __all__ = [
     "CentralPass",
@@ -242,7 +244,11 @@ def numeric_gradient(
         if dout.shape != out.shape:
             raise GradcheckError(f"dout has shape {dout.shape}, but forward returns shape {out.shape}")
         ev.dout = dout
+    start = time.perf_counter()
     f0 = ev.value()
+    ev.seconds = time.perf_counter() - start
+    # A slow numpy forward: perturbations run in worker processes (see ``parallel``).
+    ev.workers = choose_workers(ev.seconds, 2 * sum(prepared.values[n].size for n in names))
     eps = machine_eps(out.dtype)
     gradients = {}
     for name in names:

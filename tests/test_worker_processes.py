@@ -134,3 +134,12 @@ def test_short_work_stays_in_one_process():
     assert parallel.choose_workers(1e-3, 100) == 1  # too few evaluations
     if parallel.available_cores() > 1:
         assert parallel.choose_workers(1e-3, 10_000) == min(parallel.available_cores(), 8)
+
+
+def test_numeric_gradient_with_workers_matches_one_process(always_fork, monkeypatch):
+    forked = gradcheck.numeric_gradient(_smooth, _inputs())
+    monkeypatch.setattr(parallel, "available_cores", lambda: 1)
+    alone = gradcheck.numeric_gradient(_smooth, _inputs())
+    assert forked.keys() == alone.keys() == {"x", "w"}
+    for name in forked:
+        assert np.array_equal(forked[name], alone[name])
