@@ -9,8 +9,11 @@ estimate and the kink test (``numeric.richardson``), and only then is the forwar
 measured (once per check). A correct gradient costs two evaluations per direction.
 
 * A direction whose one-sided slopes disagree crosses a kink: another is drawn, and the crossing
-  is reported. If every draw crosses one (a kink sits exactly at the point), the direction is
-  split instead, so that kink-free blocks of coordinates are still checked.
+  is reported. If every draw crosses one (a kink sits exactly at the point, as a dead ReLU unit
+  puts one along a whole column of its weights), the slices of one axis that hold the kink are
+  found by bisection over that axis, left out (a few of their elements are reported as kinks),
+  and the rest of the input is checked with directions that avoid them. When no few slices
+  hold it, the coordinates are bisected instead, within a budget, and a note says so.
 * A failing direction is localized by bisection: the direction restricted to each half of its
   coordinates is checked again, recursing into failing halves down to single elements, which
   become mismatches (or kinks) with their own numeric value. The search has a budget.
@@ -153,6 +156,54 @@ class _Search:
                 self.localize(w, part)
 
 
+MAX_KINKED_SLICES = 8  # slices of one axis that may sit at a kink before another axis is tried
+
+
+def _isolate_kinks(search: _Search, shape: tuple[int, ...], v: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """Find the slices, along one axis, of the coordinates at a kink at the point.
+
+    ``v`` is a direction that crosses the kink. Along each axis in turn (the last first: the
+    units of a ``x @ W`` layer), index ranges of that axis are bisected: a range whose
+    restricted direction crosses no kink is clear, one that does is split, down to single
+    slices. Succeeds on the first axis where at most ``MAX_KINKED_SLICES`` slices hold the kink
+    within a budget of probes; returns the mask of their coordinates and a description such as
+    ``W1[:, 4]``, or None.
+    """
+    if not shape:
+        return None
+    flat = np.arange(int(np.prod(shape)))
+    for axis in reversed(range(len(shape))):
+        size = shape[axis]
+        stride = int(np.prod(shape[axis + 1:]))
+        along = (flat // stride) % size
+        budget = 4 * MAX_KINKED_SLICES * max(1, int(np.ceil(np.log2(max(size, 2))))) + 4
+        start = search.probes
+        kinked: list[int] = []
+        pending = [(0, size)]
+        while pending and len(kinked) <= MAX_KINKED_SLICES and search.probes - start <= budget:
+            lo, hi = pending.pop()
+            w = np.where((along >= lo) & (along < hi), v, 0.0)
+            if not w.any():
+                continue
+            if search.quick_probe(w).status != "kink":
+                continue  # this block is clear of the kink (a failure is found later)
+            if hi - lo == 1:
+                kinked.append(lo)
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]
+        if pending or not kinked or len(kinked) > MAX_KINKED_SLICES:
+            continue
+        mask = np.isin(along, kinked)
+        if mask.all():
+            continue
+        picked = sorted(kinked)
+        parts = [":"] * len(shape)
+        parts[axis] = str(picked[0]) if len(picked) == 1 else "{" + ", ".join(map(str, picked)) + "}"
+        return mask, f"{search.name}[{', '.join(parts)}]"
+    return None
+
+
 def check_input_directional(
     ev: Evaluator,
     name: str,
@@ -189,29 +240,56 @@ def check_input_directional(
     ev.tracker.stage("directions", name, 2 * directions)
     worst = 0.0
     kink_directions = []
-    draws = 0
-    while passed + failed < directions and draws < 3 * directions:
-        draws += 1
-        v = rng.standard_normal(a.size) * weights
-        p = search.quick_probe(v)
-        if p.status == "kink":
-            crossed += 1
-            kink_directions.append(v)
-            continue
-        worst = max(worst, p.rel)
-        if p.status == "fail":
-            failed += 1
-            if bisect and len(search.leaves) < MAX_LEAVES:
-                with ev.tracker.interlude("localization", same_input=True):
-                    search.localize(v, order)
-        else:
-            passed += 1
+    excluded = np.zeros(a.size, dtype=bool)  # coordinates at a kink, left out of the directions
+
+    def draw_directions() -> None:
+        nonlocal passed, failed, crossed, worst
+        draws = 0
+        usable = order[~excluded[order]]
+        while passed + failed < directions and draws < 3 * directions:
+            draws += 1
+            v = rng.standard_normal(a.size) * weights
+            v[excluded] = 0.0
+            p = search.quick_probe(v)
+            if p.status == "kink":
+                crossed += 1
+                kink_directions.append(v)
+                continue
+            worst = max(worst, p.rel)
+            if p.status == "fail":
+                failed += 1
+                if bisect and len(search.leaves) < MAX_LEAVES:
+                    with ev.tracker.interlude("localization", same_input=True):
+                        search.localize(v, usable)
+            else:
+                passed += 1
+
+    draw_directions()
     if crossed:
         notes.append(f"{name}: {crossed} random direction(s) crossed a kink and were drawn again")
     if passed + failed == 0 and kink_directions:
-        notes.append(f"{name}: every direction crossed a kink; split the coordinates to check around it")
-        ev.tracker.stage("localization", name)
-        search.localize(kink_directions[0], order)
+        # A kink sits at the point itself: find the slices of the input it lies along, leave
+        # them out, and check the rest.
+        ev.tracker.stage("kink search", name)
+        found = _isolate_kinks(search, shape, kink_directions[0])
+        if found is not None:
+            excluded, where = found
+            notes.append(
+                f"{name}: every random direction crossed a kink at the point; {where} "
+                f"({int(excluded.sum())} element(s)) sit at it and were left out, the rest was checked"
+            )
+            ev.tracker.stage("directions", name, 2 * directions)
+            draw_directions()
+            for i in rng.choice(np.flatnonzero(excluded), size=min(MAX_LEAVES, int(excluded.sum())), replace=False):
+                _, p = search.leaf(int(i))  # a few of them, to show their one-sided slopes
+                search.leaves.append((int(i), p))
+        else:
+            notes.append(
+                f"{name}: every random direction crossed a kink at the point, and no few slices of the "
+                "input hold it; only the elements the bisection reached were checked"
+            )
+            ev.tracker.stage("localization", name)
+            search.localize(kink_directions[0], order)
 
     mismatches: list[Mismatch] = []
     kinks: list[Kink] = []

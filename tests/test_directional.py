@@ -71,6 +71,40 @@ def test_kink_at_the_point_is_no_false_alarm():
     assert result.kinks and all(k.input == "W1" and k.index[1] == 4 for k in result.kinks)
 
 
+def test_wrong_element_is_found_beside_a_kink_at_the_point():
+    inputs = _net(3)
+    inputs["W1"][:, 4] = 0.0  # every random direction crosses this unit's kink
+    grads = _net_backward(1.0, **inputs)
+    i, j = np.unravel_index(np.argmax(np.abs(grads["W1"])), grads["W1"].shape)
+
+    def one_wrong(dout, **kw):
+        g = _net_backward(dout, **kw)
+        g["W1"] = g["W1"].copy()
+        g["W1"][i, j] *= 1.01
+        return g
+
+    result = gradcheck.check_gradients(_net_forward, one_wrong, inputs, mode="directional", wrt=WRT)
+    assert not result.ok
+    assert [(m.input, m.index) for m in result.mismatches] == [("W1", (i, j))]
+    assert any("W1[:, 4] (40 element(s)) sit at it and were left out" in n for n in result.notes), result.notes
+    assert all(k.index[1] == 4 for k in result.kinks)
+    correct = gradcheck.check_gradients(_net_forward, _net_backward, inputs, mode="directional", wrt=WRT)
+    assert correct.ok, str(correct)
+
+
+def test_kinks_in_every_slice_are_no_false_alarm():
+    inputs = _net(4, m=6, n=10, d=5, k=3)
+    rng = np.random.default_rng(4)
+    W1 = rng.integers(-8, 9, size=(10, 5)) / 16.0  # dyadic: the sums below are exact
+    W1[-1] = -W1[:-1].sum(axis=0)
+    inputs["W1"] = W1
+    inputs["X"][0] = 1.0  # example 0 puts every hidden unit exactly at its kink
+    assert np.all(inputs["X"][0] @ W1 == 0.0)
+    result = gradcheck.check_gradients(_net_forward, _net_backward, inputs, mode="directional", wrt=WRT)
+    assert result.ok, str(result)
+    assert any("no few slices of the input hold it" in n for n in result.notes), result.notes
+
+
 def test_auto_picks_directional_for_large_inputs():
     inputs = _net(2, m=8, n=200, d=120, k=3)  # 24,360 parameters
     result = gradcheck.check_gradients(_net_forward, _net_backward, inputs, wrt=WRT)
