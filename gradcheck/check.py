@@ -236,7 +236,8 @@ def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str,
     """Switch ``point`` to vmap-batched evaluation when that is faster and gives the same values.
 
     Calibrates on the largest checked input: 8 loop evaluations against one batch of up to 64.
-    Keeps the loop when the forward cannot be vmapped, disagrees, or batching is not faster.
+    Keeps the loop when the forward cannot be vmapped, disagrees, or batching is not faster
+    (than the loop spread over worker processes, where those would run).
     """
     ev = point.evaluator
     name = max(names, key=lambda n: ev.work[n].size)
@@ -259,11 +260,15 @@ def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str,
     except Exception:  # the forward does not vmap: keep the loop
         return point
     same = np.all(np.abs(values[:8] - looped) <= 1e3 * point.eps * max(point.scale, 1e-300))
+    if ev.convert is None:
+        # A numpy loop may run in worker processes: batching must beat that.
+        total = sum(ev.work[n].size for n in names)
+        loop_cost /= choose_workers(loop_cost, 2 * total)
     if not same or batch_cost > 0.7 * loop_cost:
         return point
     point.notes.append(
         f"perturbations evaluated in batches with torch.func.vmap "
-        f"({loop_cost / batch_cost:.0f}x faster per evaluation than one at a time)"
+        f"({loop_cost / batch_cost:.0f}x faster per evaluation than the loop)"
     )
     point.evaluator = batched
     point.value = value
