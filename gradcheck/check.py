@@ -300,6 +300,21 @@ class _Noise:
         return self._measured
 
 
+def _torch_rounding(point: _Point, sensitivity: float, sigma: float, xscale: np.ndarray) -> np.ndarray:
+    """Rounding allowed between the analytic and torch gradients, per element of scale ``xscale``.
+
+    Rounding in a gradient, over the input's scale: of the forward's noise ``sigma``, or of
+    ``sensitivity`` (the sum of ``|dL/dx_j x_j|`` over every input: the size of the terms a
+    backward adds up and that may cancel). torch and the backward may each be off by that much
+    from the exact gradient, which shows most where it is exactly 0. Below
+    ``eps * |dout| / |x|`` a gradient moves L by less than one rounding unit of the upstream
+    gradient over a full relative change of x: a saturated loss (a softmax with logits hundreds
+    apart) leaves only such crumbs, and two correct computations may disagree on them entirely.
+    """
+    dout_size = float(np.max(np.abs(point.dout)))
+    return TORCH_ROUNDING * np.maximum(max(sigma, point.eps * sensitivity), point.eps * dout_size) / xscale
+
+
 def _check_input_full(
     point: _Point,
     name: str,
@@ -324,18 +339,9 @@ def _check_input_full(
                       0.0 if t is None else np.max(np.abs(t), initial=0.0)))
 
     xscale = h / point.eps ** (1.0 / 3.0)  # max(|x_i|, rms(x)), the scale the step follows
-    dout_size = float(np.max(np.abs(point.dout)))
 
     def rounding(sigma: float) -> np.ndarray:
-        # Rounding in a gradient, over the input's scale: of the forward's noise, or of the
-        # sum of |dL/dx_j x_j| over every input (the size of the terms a backward adds up and
-        # that may cancel). torch and the backward may each be off by that much from the exact
-        # gradient, which shows most where it is exactly 0.
-        # Below eps * |dout| / |x| a gradient moves L by less than one rounding unit of the
-        # upstream gradient over a full relative change of x: a saturated loss (a softmax
-        # with logits hundreds apart) leaves only such crumbs, and two correct computations
-        # may disagree on them entirely.
-        return TORCH_ROUNDING * np.maximum(max(sigma, point.eps * sensitivity), point.eps * dout_size) / xscale
+        return _torch_rounding(point, sensitivity, sigma, xscale)
 
     def suspects(sigma: float) -> np.ndarray:
         err = np.maximum(4 * sigma / h, rounding(sigma))
@@ -526,8 +532,14 @@ def check_gradients(
                 faults.extend(input_faults)
             else:
                 comparison, checked, input_notes = check_input_directional(
-                    point.evaluator, name, point.value, point.eps, noise.model, noise.measured,
-                    grad, tgrad, tol, directions_rng,
+                    point.evaluator, name, point.value, point.eps,
+                    sigma_model=noise.model,
+                    measure_noise=noise.measured,
+                    torch_rounding=lambda sigma, xscale: _torch_rounding(point, sensitivity, sigma, xscale),
+                    analytic=grad,
+                    torch_grad=tgrad,
+                    tol=tol,
+                    rng=directions_rng,
                 )
                 notes.extend(input_notes)
             mismatches.extend(comparison.mismatches)

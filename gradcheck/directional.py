@@ -41,6 +41,11 @@ MAX_LEAVES = 5  # elements localized per input before the search stops
 MAX_PROBES = 400  # directional probes (4 evaluations each) per input for localization
 TORCH_SAMPLE = 32  # torch-disagreeing elements verified one by one
 MAX_STORED = 1000  # mismatches kept per input (the worst); the count covers all
+# The step along a direction, relative to the per-element scale, is a quarter of the
+# per-element one (eps**(1/3)): a direction moves every coordinate at once, so it crosses a
+# kink (a ReLU unit changing sides) with odds in proportion to the step times the number of
+# units; rounding, which grows as the step shrinks, stays far below the tolerance there.
+STEP_FACTOR = 0.25
 
 
 @dataclass
@@ -209,164 +214,274 @@ def check_input_directional(
     name: str,
     f0: float,
     eps: float,
+    *,
     sigma_model: float,
     measure_noise: Callable[[], float],
+    torch_rounding: Callable[[float, np.ndarray], np.ndarray],
     analytic: np.ndarray,
     torch_grad: np.ndarray | None,
     tol: Tolerance,
     rng: np.random.Generator,
-    *,
     directions: int = DIRECTIONS,
 ) -> tuple[InputComparison, int, list[str]]:
     """Directional check of one input; returns the comparison, directions checked, notes.
 
     ``sigma_model`` is the rounding expected of the output (``eps * |L|``), used for the first,
     two-evaluation test of each direction; ``measure_noise()`` returns the forward's measured
-    noise (evaluated on first use) for the directions that need a closer look."""
-    shape = analytic.shape
-    a = analytic.reshape(-1).astype(np.float64)
-    t = None if torch_grad is None else torch_grad.reshape(-1)
-    x = ev.work[name].reshape(-1)
-    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    weights = np.maximum(np.abs(x), rms if rms > 0 else 1.0)
-    scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
-    search = _Search(ev, name, f0, eps ** (1.0 / 3.0), sigma_model, measure_noise, a, weights, tol, scale)
-    notes: list[str] = []
-    order = rng.permutation(a.size)
-    torch_bad = None if t is None else np.abs(a - t) > allowed(a, t, 0.0, tol, scale)
-    # torch pins wrong elements for free; bisect only when it cannot.
-    bisect = torch_bad is None or not torch_bad.any()
-    passed = failed = crossed = 0
-    ev.tracker.stage("directions", name, 2 * directions)
-    worst = 0.0
-    kink_directions = []
-    excluded = np.zeros(a.size, dtype=bool)  # coordinates at a kink, left out of the directions
+    noise (evaluated on first use) for the directions that need a closer look.
+    ``torch_rounding(sigma, xscale)`` is the per-element rounding allowed against torch, for a
+    noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
+    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, torch_rounding, analytic, torch_grad,
+                        tol, rng, directions)
+    check.draw()
+    if check.passed + len(check.failing) == 0 and check.kink_directions:
+        check.isolate_kink_at_point()
+    check.verify_torch_suspects()
+    check.explain_failures()
+    return check.comparison(), check.passed + len(check.failing), check.notes
 
-    def draw_directions() -> None:
-        nonlocal passed, failed, crossed, worst
+
+class _InputCheck:
+    """The state of one input's directional check, stage by stage (see the module docstring)."""
+
+    def __init__(
+        self, ev: Evaluator, name: str, f0: float, eps: float, sigma_model: float,
+        measure_noise: Callable[[], float], torch_rounding: Callable[[float, np.ndarray], np.ndarray],
+        analytic: np.ndarray, torch_grad: np.ndarray | None, tol: Tolerance, rng: np.random.Generator,
+        directions: int,
+    ) -> None:
+        self.ev, self.name, self.tol, self.rng, self.directions = ev, name, tol, rng, directions
+        self.shape = analytic.shape
+        a = self.a = analytic.reshape(-1).astype(np.float64)
+        t = self.t = None if torch_grad is None else torch_grad.reshape(-1)
+        x = ev.work[name].reshape(-1)
+        rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+        self.weights = np.maximum(np.abs(x), rms if rms > 0 else 1.0)
+        self.scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
+        self.search = _Search(ev, name, f0, STEP_FACTOR * eps ** (1.0 / 3.0), sigma_model, measure_noise, a,
+                              self.weights, tol, self.scale)
+        self.notes: list[str] = []
+        self.order = rng.permutation(a.size)
+        self.torch_err = np.zeros(a.size)
+        self.torch_bad = np.zeros(a.size, dtype=bool)
+        if t is not None:
+            # Rounding allowed between the backward and torch (see ``check``): with the output's
+            # rounding first, and the measured noise only if that leaves elements disagreeing.
+            self.torch_err = np.broadcast_to(torch_rounding(sigma_model, self.weights), a.shape)
+            self.torch_bad = np.abs(a - t) > allowed(a, t, self.torch_err, tol, self.scale)
+            if self.torch_bad.any():
+                self.torch_err = np.broadcast_to(torch_rounding(measure_noise(), self.weights), a.shape)
+                self.torch_bad &= np.abs(a - t) > allowed(a, t, self.torch_err, tol, self.scale)
+        self.passed = self.crossed = self.disagreeing = 0
+        self.failing: list[np.ndarray] = []  # directions that failed, to explain or localize
+        self.worst = 0.0
+        self.kink_directions: list[np.ndarray] = []
+        self.excluded = np.zeros(a.size, dtype=bool)  # slices at a kink, left out of the directions
+        self.mismatches: list[Mismatch] = []
+        self.kinks: list[Kink] = []
+        self.kink_elements: set[int] = set()
+        self.wrong_elements: set[int] = set()
+        self.torch_only = np.zeros(0, dtype=np.int64)  # torch-bad elements listed unverified
+        self.extra = 0
+
+    # -- stage 1: random directions -----------------------------------------------------------
+
+    def _torch_confirms(self, v: np.ndarray, p: _Probe) -> bool:
+        """Along ``v``, torch agrees with the backward while the numeric estimate disagrees with
+        both: an oracle disagreement (as in ``compare``), not a failure."""
+        if self.t is None:
+            return False
+        exact = float(np.dot(self.t, v))
+        rounding = float(np.sum(self.torch_err * np.abs(v)))
+        allowance, _ = self.search._judge(p.expected, exact, rounding, float(np.sum(np.abs(v))))
+        return abs(p.expected - exact) <= allowance and abs(p.numeric - exact) > p.allowance
+
+    def draw(self) -> None:
+        """Random directions (avoiding excluded slices) until ``directions`` were usable."""
+        self.ev.tracker.stage("directions", self.name, 2 * self.directions)
         draws = 0
-        usable = order[~excluded[order]]
-        while passed + failed < directions and draws < 3 * directions:
+        while self.passed + len(self.failing) < self.directions and draws < 3 * self.directions:
             draws += 1
-            v = rng.standard_normal(a.size) * weights
-            v[excluded] = 0.0
-            p = search.quick_probe(v)
+            v = self.rng.standard_normal(self.a.size) * self.weights
+            v[self.excluded] = 0.0
+            p = self.search.quick_probe(v)
             if p.status == "kink":
-                crossed += 1
-                kink_directions.append(v)
-                continue
-            worst = max(worst, p.rel)
-            if p.status == "fail":
-                failed += 1
-                if bisect and len(search.leaves) < MAX_LEAVES:
-                    with ev.tracker.interlude("localization", same_input=True):
-                        search.localize(v, usable)
+                self.crossed += 1
+                self.kink_directions.append(v)
+            elif p.status == "fail" and self._torch_confirms(v, p):
+                self.disagreeing += 1
+                self.passed += 1
             else:
-                passed += 1
+                self.worst = max(self.worst, p.rel)
+                if p.status == "fail":
+                    self.failing.append(v)
+                else:
+                    self.passed += 1
 
-    draw_directions()
-    if crossed:
-        notes.append(f"{name}: {crossed} random direction(s) crossed a kink and were drawn again")
-    if passed + failed == 0 and kink_directions:
-        # A kink sits at the point itself: find the slices of the input it lies along, leave
-        # them out, and check the rest.
-        ev.tracker.stage("kink search", name)
-        found = _isolate_kinks(search, shape, kink_directions[0])
-        if found is not None:
-            excluded, where = found
-            notes.append(
-                f"{name}: every random direction crossed a kink at the point; {where} "
-                f"({int(excluded.sum())} element(s)) sit at it and were left out, the rest was checked"
-            )
-            ev.tracker.stage("directions", name, 2 * directions)
-            draw_directions()
-            for i in rng.choice(np.flatnonzero(excluded), size=min(MAX_LEAVES, int(excluded.sum())), replace=False):
-                _, p = search.leaf(int(i))  # a few of them, to show their one-sided slopes
-                search.leaves.append((int(i), p))
-        else:
-            notes.append(
+    # -- stage 2: a kink at the point ----------------------------------------------------------
+
+    def isolate_kink_at_point(self) -> None:
+        """Every direction crossed a kink: leave out the slices that hold it, check the rest."""
+        name = self.name
+        self.ev.tracker.stage("kink search", name)
+        found = _isolate_kinks(self.search, self.shape, self.kink_directions[0])
+        if found is None:
+            self.notes.append(
                 f"{name}: every random direction crossed a kink at the point, and no few slices of the "
                 "input hold it; only the elements the bisection reached were checked"
             )
-            ev.tracker.stage("localization", name)
-            search.localize(kink_directions[0], order)
+            self.ev.tracker.stage("localization", name)
+            self.search.localize(self.kink_directions[0], self.order)
+            self._record_leaves()
+            return
+        self.excluded, where = found
+        self.notes.append(
+            f"{name}: every random direction crossed a kink at the point; {where} "
+            f"({int(self.excluded.sum())} element(s)) sit at it and were left out, the rest was checked"
+        )
+        self.draw()
+        at_kink = np.flatnonzero(self.excluded)
+        for i in self.rng.choice(at_kink, size=min(MAX_LEAVES, at_kink.size), replace=False).tolist():
+            _, p = self.search.leaf(i)  # a few of them, to show their one-sided slopes
+            if p.status == "kink":
+                self._record(i, p, ())
 
-    mismatches: list[Mismatch] = []
-    kinks: list[Kink] = []
-    seen: set[int] = set()
+    # -- stage 3: elements torch disagrees on -------------------------------------------------
 
-    def at(i: int) -> tuple[int, ...]:
-        return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
-
-    def record(i: int, p: _Probe, against: tuple[str, ...]) -> None:
-        seen.add(i)
-        w = weights[i]
-        tv = None if t is None else float(t[i])
-        if p.status == "kink":
-            kinks.append(Kink(name, at(i), float(a[i]), p.left / w, p.right / w, tv))
+    def verify_torch_suspects(self) -> None:
+        """Check a sample of the elements torch disagrees on one by one; list the rest."""
+        if self.t is None or not self.torch_bad.any():
+            return
+        a, t = self.a, self.t
+        suspects = np.flatnonzero(self.torch_bad)
+        if len(suspects) > TORCH_SAMPLE:
+            sample = self.rng.choice(suspects, TORCH_SAMPLE, replace=False)
         else:
-            mismatches.append(Mismatch(name, at(i), float(a[i]), p.numeric / w, p.error / w, tv,
-                                       p.rel, p.allowance / w, against))
-
-    for i, p in search.leaves:
-        if i not in seen:
-            record(i, p, ("numeric",) + (("torch",) if t is not None and abs(a[i] - t[i]) > allowed(a[i:i+1], t[i:i+1], 0.0, tol, scale)[0] else ()))
-
-    worst_torch = None
-    extra_count = 0
-    rest_mask = np.zeros(0, dtype=np.int64)
-    if t is not None:
-        bad = torch_bad
-        worst_torch = float(np.max(relative_error(a, t, scale), initial=0.0))
-        suspects = np.flatnonzero(bad)
-        sample = suspects if len(suspects) <= TORCH_SAMPLE else rng.choice(suspects, TORCH_SAMPLE, replace=False)
+            sample = suspects
+        self.ev.tracker.stage("element checks", self.name, 4 * len(sample))
         verdicts = []
-        ev.tracker.stage("element checks", name, 4 * len(sample))
         for i in sample.tolist():
-            if i in seen:
+            if self._seen(i):
                 continue
-            _, p = search.leaf(i)
+            _, p = self.search.leaf(i)
             verdicts.append(p.status)
             if p.status != "pass":
-                record(i, p, ("numeric", "torch") if p.status == "fail" else ("torch",))
-        rest = [i for i in suspects.tolist() if i not in seen]
-        if rest:
-            if not verdicts or any(v != "kink" for v in verdicts):
-                rest = np.array(rest)
-                rel = relative_error(a[rest], t[rest], scale)
-                keep = rest[np.argsort(-rel, kind="stable")[:MAX_STORED]]
-                allowance = allowed(a[keep], t[keep], 0.0, tol, scale)
-                rel_keep = relative_error(a[keep], t[keep], scale)
-                for j, i in enumerate(keep.tolist()):
-                    mismatches.append(Mismatch(name, at(i), float(a[i]), None, None, float(t[i]),
-                                               float(rel_keep[j]), float(allowance[j]), ("torch",)))
-                extra_count = len(rest) - len(keep)
-                rest_mask = rest
-            else:
-                notes.append(
-                    f"{name}: {len(rest)} more element(s) disagree with torch where the sampled ones "
-                    "were kinks; not compared"
-                )
-    mismatches.sort(key=lambda m: -m.relative_error)
-    mask = np.zeros(a.size, dtype=bool)
-    for m in mismatches:
-        if m.index or not shape:
-            mask[np.ravel_multi_index(m.index, shape) if shape else 0] = True
-    mask[rest_mask] = True
-    if failed and not mismatches:
-        notes.append(f"{name}: {failed} direction(s) failed but no single element could be localized within the budget")
-    if extra_count:
-        notes.append(f"{name}: the worst {MAX_STORED} of {len(mismatches) + extra_count} mismatching elements are listed")
-    comparison = InputComparison(
-        tuple(mismatches), tuple(kinks), (), worst, worst_torch, mask,
-        t, None if t is None else np.ones(a.size, dtype=bool),
-    )
-    checked = passed + failed
-    ok_dirs = failed == 0
-    if not ok_dirs and not mismatches:
-        # A failing direction is a mismatch even when it could not be pinned to an element.
-        comparison = InputComparison(
-            (Mismatch(name, (), float("nan"), None, None, None, worst, float("nan"), ("numeric",)),),
-            tuple(kinks), (), worst, worst_torch, mask,
+                self._record(i, p, ("numeric", "torch") if p.status == "fail" else ("torch",))
+        rest = np.array([i for i in suspects.tolist() if not self._seen(i)], dtype=np.int64)
+        if not rest.size:
+            return
+        if verdicts and all(v == "kink" for v in verdicts):
+            self.notes.append(
+                f"{self.name}: {rest.size} more element(s) disagree with torch where the sampled ones "
+                "were kinks; not compared"
+            )
+            return
+        rel = relative_error(a[rest], t[rest], self.scale)
+        keep = rest[np.argsort(-rel, kind="stable")[:MAX_STORED]]
+        allowance = allowed(a[keep], t[keep], self.torch_err[keep], self.tol, self.scale)
+        rel_keep = relative_error(a[keep], t[keep], self.scale)
+        for j, i in enumerate(keep.tolist()):
+            self.mismatches.append(Mismatch(self.name, self._at(i), float(a[i]), None, None, float(t[i]),
+                                            float(rel_keep[j]), float(allowance[j]), ("torch",)))
+        self.extra = rest.size - keep.size
+        self.torch_only = rest
+
+    # -- stage 4: failed directions ------------------------------------------------------------
+
+    def explain_failures(self) -> None:
+        """Each failed direction is explained by kinks found meanwhile, by elements already shown
+        wrong, or localized by bisection; what remains unexplained is itself a mismatch."""
+        explained = 0
+        unexplained = 0
+        for v in self.failing:
+            w = v.copy()
+            w[list(self.kink_elements)] = 0.0
+            if self.kink_elements and w.any() and self.search.quick_probe(w).status == "pass":
+                explained += 1  # it failed for crossing kinks, now found and left out
+                continue
+            if self.wrong_elements:
+                continue  # elements shown wrong explain it
+            if len(self.search.leaves) < MAX_LEAVES:
+                self.ev.tracker.stage("localization", self.name)
+                before = len(self.search.leaves)
+                self.search.localize(w, self.order[w[self.order] != 0])
+                self._record_leaves()
+                if len(self.search.leaves) > before and not self.wrong_elements:
+                    # Only kinks on the way: does the direction pass without them?
+                    w[list(self.kink_elements)] = 0.0
+                    if w.any() and self.search.quick_probe(w).status == "pass":
+                        explained += 1
+                        continue
+            if not self.wrong_elements:
+                unexplained += 1
+        if explained:
+            self.notes.append(
+                f"{self.name}: {explained} direction(s) failed only for crossing kinks; without those "
+                "elements they pass"
+            )
+        if unexplained and not self.mismatches:
+            self.notes.append(
+                f"{self.name}: {unexplained} direction(s) failed but no single element could be "
+                "localized within the budget"
+            )
+            # A failing direction is a mismatch even when it could not be pinned to an element.
+            self.mismatches.append(
+                Mismatch(self.name, (), float("nan"), None, None, None, self.worst, float("nan"), ("numeric",))
+            )
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def _at(self, i: int) -> tuple[int, ...]:
+        return tuple(int(j) for j in np.unravel_index(i, self.shape)) if self.shape else ()
+
+    def _seen(self, i: int) -> bool:
+        return i in self.kink_elements or i in self.wrong_elements
+
+    def _record(self, i: int, p: _Probe, against: tuple[str, ...]) -> None:
+        if self._seen(i):
+            return
+        w = self.weights[i]
+        tv = None if self.t is None else float(self.t[i])
+        if p.status == "kink":
+            self.kink_elements.add(i)
+            self.kinks.append(Kink(self.name, self._at(i), float(self.a[i]), p.left / w, p.right / w, tv))
+        else:
+            self.wrong_elements.add(i)
+            self.mismatches.append(Mismatch(self.name, self._at(i), float(self.a[i]), p.numeric / w, p.error / w,
+                                            tv, p.rel, p.allowance / w, against))
+
+    def _record_leaves(self) -> None:
+        for i, p in self.search.leaves:
+            by_torch = self.t is not None and bool(self.torch_bad[i])
+            self._record(i, p, ("numeric", "torch") if by_torch else ("numeric",))
+
+    def comparison(self) -> InputComparison:
+        if self.crossed:
+            self.notes.insert(0, f"{self.name}: {self.crossed} random direction(s) crossed a kink and were drawn again")
+        if self.disagreeing:
+            self.notes.append(
+                f"{self.name}: along {self.disagreeing} direction(s) the numeric derivative disagrees with both "
+                "the backward and torch, which agree (a forward that rounds coarsely there?); not a mismatch"
+            )
+        if self.extra:
+            self.notes.append(
+                f"{self.name}: the worst {MAX_STORED} of {len(self.mismatches) + self.extra} mismatching "
+                "elements are listed"
+            )
+        a, t = self.a, self.t
+        mask = np.zeros(a.size, dtype=bool)
+        for m in self.mismatches:
+            if (m.index or not self.shape) and not np.isnan(m.analytic):
+                mask[np.ravel_multi_index(m.index, self.shape) if self.shape else 0] = True
+        mask[self.torch_only] = True
+        worst_torch = None
+        if t is not None:
+            # Over elements above the rounding allowed (as in ``compare``).
+            measurable = np.maximum(np.abs(a), np.abs(t)) > np.maximum(self.tol.rounding, self.torch_err)
+            rel_torch = relative_error(a, t, self.scale)
+            worst_torch = float(np.max(rel_torch[measurable])) if measurable.any() else None
+        mismatches = sorted(self.mismatches, key=lambda m: -m.relative_error)
+        return InputComparison(
+            tuple(mismatches), tuple(self.kinks), (), self.worst, worst_torch, mask,
+            t, None if t is None else np.ones(a.size, dtype=bool),
         )
-    return comparison, checked, notes

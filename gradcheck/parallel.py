@@ -177,7 +177,9 @@ def _read_all(
                     _, status = os.waitpid(children[fd], 0)
                     reaped.add(children[fd])
                     if status != 0 or buffers[fd]:
-                        raise WorkersFailed(f"a worker process failed (exit status {status})")
+                        code = os.waitstatus_to_exitcode(status)
+                        how = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+                        raise WorkersFailed(f"a worker process failed ({how})")
                     del buffers[fd]
                     continue
                 buffer = buffers[fd] + data

@@ -20,10 +20,14 @@ def index_str(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(map(str, index))}]" if index else name
 
 
-def _input_line(s: InputSummary, oracles: tuple[str, ...]) -> str:
+def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str) -> str:
     verdict = "ok  " if s.ok else "FAIL"
     parts = [f"  {verdict} {s.name} {tuple(s.shape)} {s.dtype}:"]
-    if s.mismatches:
+    if mode == "directional":
+        parts.append(f"{s.checked} random direction(s) checked;")
+        if s.mismatches:
+            parts.append(f"{s.mismatches} element(s) mismatch;")
+    elif s.mismatches:
         parts.append(f"{s.mismatches}/{s.checked} elements mismatch;")
     else:
         parts.append(f"{s.checked} elements match;")
@@ -60,7 +64,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     for fault in result.faults:
         lines.append(f"  FAULT {fault}")
     for summary in result.inputs:
-        lines.append(_input_line(summary, result.oracles))
+        lines.append(_input_line(summary, result.oracles, result.mode))
         if summary.diagnosis is not None:
             d = summary.diagnosis
             lines.append(f"      likely bug ({d.kind}): {d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))

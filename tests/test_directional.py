@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gradcheck
+from gradcheck.registry import load_entry_points
 from reference_impls import twolayer
 
 WRT = ("W1", "W2")
@@ -113,3 +114,42 @@ def test_auto_picks_directional_for_large_inputs():
     assert result.evaluations < 500
     small = gradcheck.check_gradients(_net_forward, _net_backward, _net(2, m=4, n=5, d=3, k=2), wrt=WRT)
     assert small.mode == "full"
+
+
+def test_directions_through_kinks_at_the_point_are_no_false_alarm():
+    # A three-layer ReLU net where units sit exactly at 0 (Hypothesis found it): random
+    # directions through those kinks fail unless the kinks are found and left out.
+    case = next(c for c in load_entry_points() if c.name == "twolayer.llayer_relu")
+    inputs = {
+        "X": np.array([[-0.01, -0.01], [-0.01, -0.01], [-0.01, 0.01], [-0.01, -0.01]]),
+        "y": np.array([0, 0, 0, 0]),
+        "W1": np.array([[-0.01, 0.01], [0.01, -0.01]]),
+        "W2": np.array([[0.01, -0.01], [-0.01, -0.01]]),
+        "W3": np.array([[0.01, -0.01], [-0.01, -0.01]]),
+    }
+    for seed in range(5):
+        result = gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt, mode="directional",
+                                           seed=seed)
+        assert result.ok, str(result)
+        assert result.kinks
+
+
+def _saturated(x):
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(x)
+    return xp.log(1 + xp.sum(xp.exp(x - 500)))  # 1 + 1e-217 rounds to 1: flat in float64
+
+
+def _saturated_backward(dout, x):
+    e = np.exp(x - 500)
+    return {"x": dout * e / (1 + e.sum())}
+
+
+def test_numeric_that_cannot_resolve_a_saturated_loss_is_no_false_alarm():
+    x = np.random.default_rng(0).standard_normal(50)
+    result = gradcheck.check_gradients(_saturated, _saturated_backward, {"x": x}, mode="directional")
+    assert result.oracles == ("numeric", "torch")
+    assert result.ok, str(result)
+    assert any("disagrees with both the backward and torch" in n for n in result.notes), result.notes
+    assert gradcheck.check_gradients(_saturated, _saturated_backward, {"x": x}, mode="full").ok

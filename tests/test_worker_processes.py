@@ -75,7 +75,7 @@ def test_a_dying_worker_is_caught():
 
     ev = _evaluator(dies)
     index = np.arange(ev.work["x"].size)
-    with pytest.raises(parallel.WorkersFailed, match=r"a worker process failed \(exit status"):
+    with pytest.raises(parallel.WorkersFailed, match=r"a worker process failed \(exit code 3\)"):
         parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
 
 
