@@ -167,7 +167,7 @@ def _read_all(
         while buffers:
             ready = selector.select(timeout=stall)
             if not ready:
-                raise WorkersFailed(f"worker processes sent nothing for {stall:.0f} s (a forward using a "
+                raise WorkersFailed(f"worker processes sent nothing for {stall:.3g} s (a forward using a "
                                     "threaded runtime such as torch or jax cannot run in a forked child)")
             for key, _ in ready:
                 fd = key.fd

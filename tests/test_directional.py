@@ -2,33 +2,13 @@
 
 import numpy as np
 import pytest
+from relu_net import WRT
+from relu_net import backward as _net_backward
+from relu_net import forward as _net_forward
+from relu_net import inputs as _net
 
 import gradcheck
 from gradcheck.registry import load_entry_points
-from reference_impls import twolayer
-
-WRT = ("W1", "W2")
-
-
-def _net_forward(X, y, W1, W2):
-    """Two-layer ReLU softmax net, numpy only (so only the numeric oracle runs)."""
-    Z1 = np.maximum(X @ W1, 0)
-    L = Z1 @ W2
-    L = L - L.max(axis=1, keepdims=True)
-    return np.mean(np.log(np.exp(L).sum(axis=1)) - L[np.arange(len(y)), y])
-
-
-_net_backward = twolayer.softmax_net_backward  # the notes' hand-written backward
-
-
-def _net(seed, m=32, n=40, d=30, k=5):
-    rng = np.random.default_rng(seed)
-    return {
-        "X": rng.standard_normal((m, n)),
-        "y": rng.integers(0, k, m),
-        "W1": rng.standard_normal((n, d)) / np.sqrt(n),
-        "W2": rng.standard_normal((d, k)) / np.sqrt(d),
-    }
 
 
 @pytest.mark.parametrize("seed", range(5))

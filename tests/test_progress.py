@@ -2,36 +2,21 @@
 
 import io
 
-import numpy as np
 import pytest
+import relu_net
+from relu_net import WRT
 
 import gradcheck
 from gradcheck import progress as progress_module
-from reference_impls import twolayer
-
-WRT = ("W1", "W2")
 
 
-def _forward(X, y, W1, W2):
-    Z1 = np.maximum(X @ W1, 0)
-    L = Z1 @ W2
-    L = L - L.max(axis=1, keepdims=True)
-    return np.mean(np.log(np.exp(L).sum(axis=1)) - L[np.arange(len(y)), y])
-
-
-def _net(seed=0, m=8, n=12, d=6, k=3):
-    rng = np.random.default_rng(seed)
-    return {
-        "X": rng.standard_normal((m, n)),
-        "y": rng.integers(0, k, m),
-        "W1": rng.standard_normal((n, d)) / np.sqrt(n),
-        "W2": rng.standard_normal((d, k)) / np.sqrt(d),
-    }
+def _net():
+    return relu_net.inputs(0, m=8, n=12, d=6, k=3)
 
 
 def _scaled(factor):
     def backward(dout, **kw):
-        return {k: v * factor for k, v in twolayer.softmax_net_backward(dout, **kw).items()}
+        return {k: v * factor for k, v in relu_net.backward(dout, **kw).items()}
 
     return backward
 
@@ -40,7 +25,7 @@ def _scaled(factor):
 @pytest.mark.parametrize("factor", [1.0, 1 + 1e-4])
 def test_callback_sees_every_stage_and_every_evaluation(mode, factor):
     updates = []
-    result = gradcheck.check_gradients(_forward, _scaled(factor), _net(), wrt=WRT, mode=mode,
+    result = gradcheck.check_gradients(relu_net.forward, _scaled(factor), _net(), wrt=WRT, mode=mode,
                                        progress=updates.append)
     assert result.ok == (factor == 1.0)
     finished = [u for u in updates if u.finished]
@@ -64,12 +49,12 @@ def test_callback_sees_every_stage_and_every_evaluation(mode, factor):
 
 def test_progress_false_and_default_off_a_terminal_write_nothing(capsys):
     for progress in (False, None):
-        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=progress)
+        gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=progress)
     assert capsys.readouterr().err == ""
 
 
 def test_progress_true_in_a_log_writes_plain_lines(capsys):
-    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=True)
+    gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=True)
     err = capsys.readouterr().err
     assert err.startswith("gradcheck: ")
     assert "\r" not in err and "\x1b" not in err
@@ -85,7 +70,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it(monkeypatch):
     stream = _Terminal()
     monkeypatch.setattr("sys.stderr", stream)
     monkeypatch.setattr(progress_module, "INTERVAL", 0.0)
-    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, mode="full", progress=True)
+    gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, mode="full", progress=True)
     text = stream.getvalue()
     assert "\n" not in text
     assert "central differences" in text and "%" in text
@@ -95,7 +80,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it(monkeypatch):
 def test_default_on_a_terminal_stays_quiet_for_short_checks(monkeypatch):
     stream = _Terminal()
     monkeypatch.setattr("sys.stderr", stream)
-    gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT)
+    gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT)
     assert stream.getvalue() == ""
 
 
@@ -107,13 +92,13 @@ def test_a_raising_callback_aborts_the_check():
         raise Stop(update.stage)
 
     with pytest.raises(Stop):
-        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=stop)
+        gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=stop)
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, 0.5, [print]])
 def test_bad_progress_is_misuse(bad):
     with pytest.raises(gradcheck.GradcheckError, match=r"progress must be None, True, False or a callable, got progress="):
-        gradcheck.check_gradients(_forward, _scaled(1.0), _net(), wrt=WRT, progress=bad)
+        gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=bad)
 
 
 def test_describe_reads_as_a_sentence():

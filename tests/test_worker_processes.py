@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -57,45 +58,36 @@ def test_forked_values_equal_one_process_bit_for_bit(workers):
     assert np.array_equal(ev.work["x"], _inputs()["x"])  # the working point is restored
 
 
-def test_a_forward_that_differs_in_workers_is_caught():
-    def differs(x, w):
-        return _smooth(x, w) + (1e-3 if os.getpid() != PARENT else 0.0)
-
-    ev = _evaluator(differs)
-    index = np.arange(ev.work["x"].size)
-    with pytest.raises(parallel.WorkersFailed, match="other values in worker processes"):
-        parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
+def _differs(x, w):
+    return _smooth(x, w) + (1e-3 if os.getpid() != PARENT else 0.0)
 
 
-def test_a_dying_worker_is_caught():
-    def dies(x, w):
-        if os.getpid() != PARENT:
-            os._exit(3)
-        return _smooth(x, w)
-
-    ev = _evaluator(dies)
-    index = np.arange(ev.work["x"].size)
-    with pytest.raises(parallel.WorkersFailed, match=r"a worker process failed \(exit code 3\)"):
-        parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
+def _dies(x, w):
+    if os.getpid() != PARENT:
+        os._exit(3)
+    return _smooth(x, w)
 
 
-def test_a_stalling_worker_is_given_up_on(monkeypatch):
-    import time
+def _hangs(x, w):
+    if os.getpid() != PARENT:
+        time.sleep(60)
+    return _smooth(x, w)
 
+
+@pytest.mark.parametrize(("forward", "message"), [
+    (_differs, "the forward gave other values in worker processes than in this one"),
+    (_dies, r"a worker process failed \(exit code 3\)"),
+    (_hangs, "worker processes sent nothing for 0.5 s"),
+])
+def test_workers_that_misbehave_are_given_up_on(forward, message, monkeypatch):
     monkeypatch.setattr(parallel, "STALL_SECONDS", 0.5)
-
-    def hangs(x, w):
-        if os.getpid() != PARENT:
-            time.sleep(60)
-        return _smooth(x, w)
-
-    ev = _evaluator(hangs)
+    ev = _evaluator(forward)
     index = np.arange(ev.work["x"].size)
     start = time.perf_counter()
-    with pytest.raises(parallel.WorkersFailed, match="sent nothing for"):
+    with pytest.raises(parallel.WorkersFailed, match=message):
         parallel.forked_values(ev, "x", index, np.full(index.size, 1e-5), 2)
-    assert time.perf_counter() - start < 10  # the stalled children were stopped, not awaited
-    assert np.array_equal(ev.work["x"], _inputs()["x"])
+    assert time.perf_counter() - start < 10  # stalled children are stopped, not awaited
+    assert np.array_equal(ev.work["x"], _inputs()["x"])  # the working point is intact
 
 
 def _numeric_backward(dout, x, w):
@@ -121,10 +113,7 @@ def test_check_with_workers_matches_one_process(always_fork, monkeypatch):
 
 
 def test_check_falls_back_and_says_so(always_fork):
-    def differs(x, w):
-        return _smooth(x, w) + (1e-3 if os.getpid() != PARENT else 0.0)
-
-    result = gradcheck.check_gradients(differs, _numeric_backward, _inputs(), mode="full")
+    result = gradcheck.check_gradients(_differs, _numeric_backward, _inputs(), mode="full")
     assert result.ok, str(result)
     assert any("worker processes" in note for note in result.notes)
 
