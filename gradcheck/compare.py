@@ -145,6 +145,11 @@ def compare_input(
     # confirms the backward, and central differences of a forward whose float evaluation is
     # coarse (a saturated log-sum-exp rounds in steps far larger than its value) can be off.
     bad = bad_torch | (bad_numeric & ~disagree)
+    if disagree.any() and resolved.any():
+        # The worst error against numeric leaves out where it disagrees with torch too (those
+        # are reported as disagreements): there it measures the oracle, not the backward.
+        trusted = resolved & ~disagree
+        worst_numeric = float(np.max(rel_numeric[trusted])) if trusted.any() else None
     order = np.flatnonzero(bad)
     rel_any = rel_numeric if rel_torch is None else np.maximum(np.where(compared, rel_numeric, 0), rel_torch)
     order = order[np.argsort(-rel_any[order], kind="stable")]

@@ -85,10 +85,15 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         )
     if result.disagreements:
         d = result.disagreements[0]
+        if all(x.numeric == 0 for x in result.disagreements):
+            why = ("central differences see a flat loss: it rounds away changes this small (a saturated "
+                   "softmax?), while torch and the backward agree")
+        else:
+            why = "the forward may differ between numpy and torch, or round coarsely there"
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
             f"{index_str(d.input, d.index)}: numeric {fmt(d.numeric, 6)} (+-{fmt(d.numeric_error, 1)}) "
-            f"vs torch {fmt(d.torch, 6)}: the forward may differ between numpy and torch"
+            f"vs torch {fmt(d.torch, 6)}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")

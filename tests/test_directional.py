@@ -133,3 +133,14 @@ def test_numeric_that_cannot_resolve_a_saturated_loss_is_no_false_alarm():
     assert result.ok, str(result)
     assert any("disagrees with both the backward and torch" in n for n in result.notes), result.notes
     assert gradcheck.check_gradients(_saturated, _saturated_backward, {"x": x}, mode="full").ok
+
+
+def test_full_mode_reports_a_flat_loss_as_an_oracle_disagreement():
+    # Full mode: the exact oracle confirms the backward where central differences see nothing.
+    x = np.random.default_rng(1).standard_normal(6) + 460  # exp(x - 500) ~ 1e-17: 1 + sum rounds to 1
+    result = gradcheck.check_gradients(_saturated, _saturated_backward, {"x": x}, mode="full")
+    assert result.ok, str(result)
+    assert result.disagreements and all(d.numeric == 0 for d in result.disagreements)
+    assert "central differences see a flat loss" in str(result)
+    # The worst error against numeric leaves out the elements where it is the oracle that fails.
+    assert result.inputs[0].worst_numeric is None
