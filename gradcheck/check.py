@@ -300,6 +300,22 @@ class _Noise:
         return self._measured
 
 
+def _reference_scales(
+    gradients: Mapping[str, np.ndarray], names: tuple[str, ...], inputs: Mapping[str, np.ndarray], value: float
+) -> tuple[float, float]:
+    """``(largest |gradient| over all inputs, sum of |dL/dx_j x_j| over all inputs)``.
+
+    From the torch oracle when it ran, else from the backward. The first sets the rounding floor
+    of an input whose true gradient is exactly zero; the second, the rounding of the terms a
+    backward adds up (never below ``|L|``)."""
+    present = [n for n in names if n in gradients]
+    grads = {n: np.asarray(gradients[n], dtype=np.float64) for n in present}
+    largest = max((float(np.max(np.abs(grads[n]), initial=0.0)) for n in present), default=0.0)
+    with np.errstate(all="ignore"):
+        total = sum(float(np.sum(np.abs(grads[n] * inputs[n]))) for n in present)
+    return largest, max(total, abs(value)) if math.isfinite(total) else abs(value)
+
+
 def _torch_rounding(point: _Point, sensitivity: float, sigma: float, xscale: np.ndarray) -> np.ndarray:
     """Rounding allowed between the analytic and torch gradients, per element of scale ``xscale``.
 
@@ -505,15 +521,9 @@ def check_gradients(
         point.evaluator.workers = choose_workers(point.seconds, 2 * total)
         point.evaluator.seconds = point.seconds
     directions_rng = np.random.default_rng([seed, 2])
-    # The largest gradient anywhere, from the oracle when it ran: an input whose true gradient
-    # is exactly zero is compared with a rounding floor relative to it.
-    scales = torch_grads if torch_grads is not None else analytic
-    global_scale = max((float(np.max(np.abs(np.asarray(scales[n], dtype=np.float64)), initial=0.0))
-                        for n in names if n in scales), default=0.0)
-    with np.errstate(all="ignore"):
-        sensitivity = sum(float(np.sum(np.abs(np.asarray(scales[n], dtype=np.float64)
-                                              * prepared.widened[n]))) for n in names if n in scales)
-    sensitivity = max(sensitivity, abs(point.value)) if math.isfinite(sensitivity) else abs(point.value)
+    global_scale, sensitivity = _reference_scales(
+        torch_grads if torch_grads is not None else analytic, names, prepared.widened, point.value
+    )
     tracker = tracker_for(progress)
     point.evaluator.tracker = tracker
     try:
@@ -526,8 +536,8 @@ def check_gradients(
             itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
             tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
             tgrad = None if torch_grads is None else torch_grads[name]
-            checked = int(grad.size)
             if used == "full":
+                checked = int(grad.size)
                 comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise, sensitivity)
                 faults.extend(input_faults)
             else:

@@ -5,7 +5,9 @@ The checked quantity is the scalar ``L(x) = sum(dout * forward(x))``: for a scal
 gradient and ``grad L`` is the vector-Jacobian product the backward pass computes.
 
 ``Evaluator`` keeps one private working copy of every input and perturbs it in place, one
-element at a time, restoring it after each call: no whole array is allocated per element.
+element at a time, restoring it after each call: no whole array is allocated per element. Long
+runs of such perturbations of a numpy forward go to worker processes (``parallel``), and every
+evaluation is reported to the check's progress tracker (``progress``).
 """
 
 from __future__ import annotations
