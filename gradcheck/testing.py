@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from gradcheck.case import Case
 from gradcheck.check import _validate_options, check_gradients
-from gradcheck.progress import Progress
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.options import Settings
+from gradcheck.progress import Progress
 from gradcheck.report import fmt, index_str
 from gradcheck.result import CheckResult
 from gradcheck.worst import track_worst, worse
