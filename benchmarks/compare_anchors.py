@@ -7,7 +7,9 @@ All tools check the same hand-written backward pass of the seeds' two-layer ReLU
    our directional mode, torch's gradcheck (fast_mode False / True) and jax's check_grads;
 2. sensitivity: the smallest relative error of the gradient (``dW * (1 + r)``) each tool flags;
 3. false alarms on correct nets at kinks (a zero column of W1, ReLU inputs exactly 0) and jax's
-   random-direction check on a correct 64x128x64 net over several seeds.
+   random-direction check on a correct 64x128x64 net over several seeds;
+4. memory: the peak of our own allocations during a check, against the size of the inputs
+   (worker processes allocate on their own; the per-element pass allocates nothing per element).
 
 Run: ``python benchmarks/compare_anchors.py [--quick]`` (jax is optional: ``pip install jax``).
 Times are wall-clock seconds on this machine, the best of three runs for runs under two seconds;
@@ -266,6 +268,25 @@ def false_alarms(use_jax, seeds):
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
+def memory():
+    print("\n## Memory: peak Python allocations during our check (tracemalloc), against the inputs' size")
+    import tracemalloc
+
+    correct = make_backward()
+    print("| check | params | inputs (MB) | peak (MB) | peak / inputs |")
+    print("|---|---|---|---|---|")
+    for (m, n, d, k), mode in (((64, 256, 64, 10), "full"), ((64, 1000, 1000, 10), "directional")):
+        inputs = net(m, n, d, k)
+        size = sum(a.nbytes for a in inputs.values()) / 2**20
+        ours(inputs, correct, mode=mode)  # warm-up outside the trace
+        tracemalloc.start()
+        ours(inputs, correct, mode=mode)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        peak /= 2**20
+        print(f"| ours {mode} | {n * d + d * k:,} | {size:.2f} | {peak:.2f} | {peak / size:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
@@ -279,6 +300,8 @@ def main() -> None:
     speed(sizes, use_jax)
     sensitivity(use_jax)
     false_alarms(use_jax, seeds=3 if args.quick else 5)
+    if not args.quick:
+        memory()
 
 
 if __name__ == "__main__":
