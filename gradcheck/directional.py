@@ -326,13 +326,16 @@ class _InputCheck:
         self.ev.tracker.stage("kink search", name)
         found = _isolate_kinks(self.search, self.shape, self.kink_directions[0])
         if found is None:
-            self.notes.append(
-                f"{name}: every random direction crossed a kink at the point, and no few slices of the "
-                "input hold it; only the elements the bisection reached were checked"
-            )
             self.ev.tracker.stage("localization", name)
             self.search.localize(self.kink_directions[0], self.order)
             self._record_leaves()
+            if len(self.kink_elements) == self.a.size:
+                self.notes.append(f"{name}: every element sits at a kink at the point; none can be compared")
+            else:
+                self.notes.append(
+                    f"{name}: every random direction crossed a kink at the point, and no few slices of the "
+                    "input hold it; only the elements the bisection reached were checked"
+                )
             return
         self.excluded, where = found
         self.notes.append(

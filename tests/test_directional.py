@@ -144,3 +144,15 @@ def test_full_mode_reports_a_flat_loss_as_an_oracle_disagreement():
     assert "central differences see a flat loss" in str(result)
     # The worst error against numeric leaves out the elements where it is the oracle that fails.
     assert result.inputs[0].worst_numeric is None
+
+
+@pytest.mark.parametrize("x", [np.float64(0.0), np.zeros(5)], ids=["scalar", "vector"])
+def test_an_input_entirely_at_kinks_is_reported_not_failed(x):
+    result = gradcheck.check_gradients(
+        lambda x: float(np.maximum(x, 0).sum()),
+        lambda dout, x: {"x": dout * (np.asarray(x) > 0).astype(float)},
+        {"x": x}, mode="directional",
+    )
+    assert result.ok, str(result)
+    assert len(result.kinks) == np.size(x)
+    assert "x: every element sits at a kink at the point; none can be compared" in result.notes
