@@ -101,6 +101,10 @@ def _child(ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray,
     """In the child: evaluate ``part`` (positions into flat_index) and write it, chunk by chunk."""
     code = 1
     try:
+        if "torch" in sys.modules:
+            # A forward that calls torch inside: the parent's torch thread pool does not exist
+            # in a forked child, so torch must not try to use it (as in torch's own workers).
+            sys.modules["torch"].set_num_threads(1)
         clone = ev.clone()
         with os.fdopen(fd, "wb", buffering=0) as out:
             for s in range(0, len(part), CHUNK):
@@ -168,7 +172,7 @@ def _read_all(
             ready = selector.select(timeout=stall)
             if not ready:
                 raise WorkersFailed(f"worker processes sent nothing for {stall:.3g} s (a forward using a "
-                                    "threaded runtime such as torch or jax cannot run in a forked child)")
+                                    "threaded runtime, such as jax, cannot run in a forked child?)")
             for key, _ in ready:
                 fd = key.fd
                 data = os.read(fd, 1 << 16)

@@ -132,3 +132,19 @@ def test_numeric_gradient_with_workers_matches_one_process(always_fork, monkeypa
     assert forked.keys() == alone.keys() == {"x", "w"}
     for name in forked:
         assert np.array_equal(forked[name], alone[name])
+
+
+def test_a_forward_that_calls_torch_inside_runs_in_workers(always_fork, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 5.0)
+    a = torch.randn(256, 256)
+    (a @ a).sum()  # the parent's torch thread pool is up
+    big = torch.randn(128, 128, dtype=torch.float64)
+
+    def uses_torch(x, w):
+        noise_free = (big @ big).sum() * 0  # a threaded torch op, inside a numpy forward
+        return _smooth(x, w) + float(noise_free)
+
+    result = gradcheck.check_gradients(uses_torch, _numeric_backward, _inputs(), mode="full")
+    assert result.ok, str(result)
+    assert not any("worker processes" in note for note in result.notes), result.notes
