@@ -75,13 +75,21 @@ def _cases(args: argparse.Namespace) -> list[Any]:
     return select_cases(cases, args.case, gallery=args.gallery)
 
 
+LOG_EVERY = 30.0  # seconds between lines of a long check's progress in a log
+
+
 class _Progress:
-    """Progress on stderr: a rich progress bar on a terminal, a line per case otherwise."""
+    """Progress on stderr: a rich progress bar on a terminal, a line per case otherwise.
+
+    A long check shows its own stage in the bar's description (``W1: central differences
+    38%...``); in a log, a line every ``LOG_EVERY`` seconds while one check runs."""
 
     def __init__(self, cases: list[Any], examples: int, enabled: bool) -> None:
         self.enabled = enabled
         self.total = len(cases)
         self.done_cases = 0
+        self.case_name = ""
+        self.last_line = 0.0
         self.bar = None
         if enabled and sys.stderr.isatty():
             from rich.console import Console
@@ -93,9 +101,28 @@ class _Progress:
             self.task = self.bar.add_task("gradcheck", total=units)
             self.bar.start()
 
+    def start_case(self, case: Any) -> None:
+        self.case_name = case.name
+        self.last_line = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(self.task, description=case.name)
+
     def check(self, run: Any) -> None:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=run.case.name)
+
+    def within_check(self, update: Any) -> None:
+        """A ``gradcheck.Progress`` of the running check."""
+        if not self.enabled or update.elapsed < 1.0:
+            return  # short checks: the per-check count is enough
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.case_name} ({update.describe()})")
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= LOG_EVERY:
+            self.last_line = now
+            print(f"[{self.done_cases + 1}/{self.total}] {self.case_name}: {update.describe()}",
+                  file=sys.stderr, flush=True)
 
     def case_done(self, run: Any) -> None:
         self.done_cases += 1
@@ -131,7 +158,8 @@ def _report(args: argparse.Namespace) -> int:
     runs = []
     try:
         for case in cases:
-            run = run_case(case, settings, progress=progress.check)
+            progress.start_case(case)
+            run = run_case(case, settings, progress=progress.check, check_progress=progress.within_check)
             runs.append(run)
             progress.case_done(run)
     finally:

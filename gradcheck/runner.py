@@ -28,6 +28,7 @@ from gradcheck.check import check_gradients
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
 from gradcheck.options import Settings
+from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
 from gradcheck.worst import track_worst
 
@@ -191,6 +192,7 @@ def run_case(
     settings: Settings,
     *,
     progress: Callable[[CaseRun], None] | None = None,
+    check_progress: Callable[[Progress], None] | None = None,
 ) -> CaseRun:
     """Check ``case`` on its fixed points and ``settings.examples`` drawn examples.
 
@@ -201,6 +203,8 @@ def run_case(
         case: the case to run.
         settings: seed, examples and tolerances of the run.
         progress: called with the ``CaseRun`` after each check.
+        check_progress: called with the ``Progress`` of each check while it runs (the
+            ``progress`` callback of ``check_gradients``); None: none.
     Returns:
         The ``CaseRun``; never raises for a bug in the case (that is a failure or a case error).
     """
@@ -209,8 +213,9 @@ def run_case(
 
     seed = case_seed(settings.seed, case.name)
     run = CaseRun(case=case, seed=seed)
-    # The report draws its own progress, per check.
-    options = {"wrt": case.wrt, "seed": seed, "rtol": settings.rtol, "atol": settings.atol, "progress": False}
+    # The report draws its own progress (no stderr line from each check).
+    options = {"wrt": case.wrt, "seed": seed, "rtol": settings.rtol, "atol": settings.atol,
+               "progress": check_progress if check_progress is not None else False}
     start = time.perf_counter()
     shrinking = False
 

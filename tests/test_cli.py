@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -175,3 +176,34 @@ def test_list_and_no_command():
     assert run.returncode == 0 and run.stdout.startswith("softplus.squiggle\t")
     run = gradcheck()
     assert run.returncode == 2 and "report" in run.stderr
+
+
+SLOW_MODULE = '''
+import time
+import numpy as np
+from hypothesis import strategies as st
+import gradcheck
+
+def slow(x):
+    time.sleep(0.004)  # a forward slow enough for its check to take seconds
+    return float(np.sum(np.asarray(x) ** 3))
+
+def slow_backward(dout, x):
+    return {"x": 3 * x ** 2 * dout}
+
+gradcheck.register(gradcheck.Case(
+    name="mine.slow", forward=slow, backward=slow_backward,
+    inputs=st.just({"x": np.linspace(-1.0, 1.0, 200)}),
+))
+'''
+
+
+def test_a_long_check_shows_its_stage_in_a_log(tmp_path, monkeypatch, capsys):
+    (tmp_path / "slowcases.py").write_text(textwrap.dedent(SLOW_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "LOG_EVERY", 0.5)
+    assert cli.main(["report", "--module", "slowcases", "--examples", "1"]) == 0
+    err = capsys.readouterr().err
+    # While the one check runs, lines name the case, the stage (and its input) and how far it is.
+    assert re.search(r"^\[1/1\] mine\.slow: (x: )?[a-z ]+ [\d,]+/[\d,]+ \(\d+%\), [\d.]+ s", err, re.M), err
+    assert "[1/1] mine.slow: pass" in err
