@@ -116,6 +116,26 @@ def _child(ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray,
         os._exit(code)  # never return into the parent's code (pytest, the caller's program)
 
 
+def _start_child() -> tuple[int, int, int]:
+    """A pipe and a forked child: ``(read end, write end, pid)``; pid is 0 in the child."""
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError as exc:  # out of file descriptors
+        raise WorkersFailed(f"worker processes could not be started ({exc})") from None
+    try:
+        with warnings.catch_warnings():
+            # Python and some runtimes (jax) warn that forking a multi-threaded process may
+            # deadlock a child that uses those threads: the child only runs the numpy forward,
+            # and a child that stalls anyway is given up on (``stall``).
+            warnings.filterwarnings("ignore", message=r".*fork\(\)", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*fork\(\)", category=RuntimeWarning)
+            return read_fd, write_fd, os.fork()
+    except OSError as exc:  # out of processes
+        os.close(read_fd)
+        os.close(write_fd)
+        raise WorkersFailed(f"worker processes could not be started ({exc})") from None
+
+
 def _gather(
     ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray, workers: int, stall: float
 ) -> np.ndarray:
@@ -130,14 +150,7 @@ def _gather(
     sys.stderr.flush()
     try:
         for part in parts:
-            read_fd, write_fd = os.pipe()
-            with warnings.catch_warnings():
-                # Python and some runtimes (jax) warn that forking a multi-threaded process
-                # may deadlock a child that uses those threads: the child only runs the numpy
-                # forward, and a child that stalls anyway is given up on (``stall``).
-                warnings.filterwarnings("ignore", message=r".*fork\(\)", category=DeprecationWarning)
-                warnings.filterwarnings("ignore", message=r".*fork\(\)", category=RuntimeWarning)
-                pid = os.fork()
+            read_fd, write_fd, pid = _start_child()
             if pid == 0:
                 os.close(read_fd)
                 _child(ev, name, flat_index, deltas, part, write_fd)

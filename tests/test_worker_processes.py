@@ -148,3 +148,13 @@ def test_a_forward_that_calls_torch_inside_runs_in_workers(always_fork, monkeypa
     result = gradcheck.check_gradients(uses_torch, _numeric_backward, _inputs(), mode="full")
     assert result.ok, str(result)
     assert not any("worker processes" in note for note in result.notes), result.notes
+
+
+def test_no_processes_to_fork_falls_back(always_fork, monkeypatch):
+    def refuse():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    result = gradcheck.check_gradients(_smooth, _numeric_backward, _inputs(), mode="full")
+    assert result.ok, str(result)
+    assert any("worker processes could not be started" in note for note in result.notes), result.notes
