@@ -31,14 +31,14 @@ import numpy as np
 
 from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error
 from gradcheck.evaluate import Evaluator
-from gradcheck.numeric import richardson
+from gradcheck.numeric import element_scale, richardson
 from gradcheck.result import Kink, Mismatch, Tolerance
 
 __all__ = ["DIRECTIONS", "check_input_directional"]
 
 DIRECTIONS = 3  # random directions per input (a 1e-6 error escapes all three with odds ~1e-4)
 MAX_LEAVES = 5  # elements localized per input before the search stops
-MAX_PROBES = 400  # directional probes (4 evaluations each) per input for localization
+MAX_PROBES = 400  # directional probes (2 or 4 evaluations each) per input for localization
 TORCH_SAMPLE = 32  # torch-disagreeing elements verified one by one
 MAX_STORED = 1000  # mismatches kept per input (the worst); the count covers all
 # The step along a direction, relative to the per-element scale, is a quarter of the
@@ -81,7 +81,7 @@ class _Search:
         shape = self.ev.work[self.name].shape
         return self.ev.direction_values({self.name: v.reshape(shape)}, np.array(steps))
 
-    def _judge(self, expected: float, numeric: float, error: float, terms: float) -> tuple[float, float]:
+    def judge(self, expected: float, numeric: float, error: float, terms: float) -> tuple[float, float]:
         """The allowance and the relative error of a directional derivative."""
         allowance = float(
             self.tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(self.tol, self.scale) * terms + error
@@ -102,7 +102,7 @@ class _Search:
         )
         expected = float(np.dot(self.a, v))
         numeric, error = float(g[0]), float(e[0])
-        allowance, rel = self._judge(expected, numeric, error, float(np.sum(np.abs(v))))
+        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
         if not np.isfinite(numeric):
             status = "kink"  # the forward failed along this direction: treated as unusable
         elif k[0]:
@@ -123,7 +123,7 @@ class _Search:
         jump = float((first[0] - 2 * self.f0 + first[1]) / h)
         expected = float(np.dot(self.a, v))
         error = 4 * self.sigma_model / h
-        allowance, rel = self._judge(expected, numeric, error, float(np.sum(np.abs(v))))
+        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
         contributions = float(np.sum(np.abs(self.a * v)))
         clearly_fine = (
             np.isfinite(numeric)
@@ -135,11 +135,11 @@ class _Search:
         self.probes += 1
         return _Probe("pass", expected, numeric, error, numeric, numeric, rel, allowance)
 
-    def leaf(self, i: int) -> tuple[str, _Probe]:
+    def leaf(self, i: int) -> _Probe:
         """Per-element check of flat element ``i`` (direction ``weights[i] e_i``)."""
         v = np.zeros_like(self.a)
         v[i] = self.weights[i]
-        return "leaf", self.probe(v)
+        return self.probe(v)
 
     def localize(self, v: np.ndarray, coords: np.ndarray) -> None:
         """Bisect the failing (or kink-crossing) direction ``v`` restricted to ``coords``."""
@@ -147,7 +147,7 @@ class _Search:
             return
         if len(coords) == 1:
             i = int(coords[0])
-            _, p = self.leaf(i)
+            p = self.leaf(i)
             if p.status != "pass":
                 self.leaves.append((i, p))
             return
@@ -157,7 +157,7 @@ class _Search:
                 return
             w = np.zeros_like(v)
             w[part] = v[part]
-            if self.probe(w).status != "pass":
+            if self.quick_probe(w).status != "pass":  # a clear half costs two evaluations
                 self.localize(w, part)
 
 
@@ -238,7 +238,7 @@ def check_input_directional(
         check.isolate_kink_at_point()
     check.verify_torch_suspects()
     check.explain_failures()
-    return check.comparison(), check.passed + len(check.failing), check.notes
+    return check.finish(), check.passed + len(check.failing), check.notes
 
 
 class _InputCheck:
@@ -254,9 +254,7 @@ class _InputCheck:
         self.shape = analytic.shape
         a = self.a = analytic.reshape(-1).astype(np.float64)
         t = self.t = None if torch_grad is None else torch_grad.reshape(-1)
-        x = ev.work[name].reshape(-1)
-        rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-        self.weights = np.maximum(np.abs(x), rms if rms > 0 else 1.0)
+        self.weights = element_scale(ev.work[name].reshape(-1))
         self.scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
         self.search = _Search(ev, name, f0, STEP_FACTOR * eps ** (1.0 / 3.0), sigma_model, measure_noise, a,
                               self.weights, tol, self.scale)
@@ -293,7 +291,7 @@ class _InputCheck:
             return False
         exact = float(np.dot(self.t, v))
         rounding = float(np.sum(self.torch_err * np.abs(v)))
-        allowance, _ = self.search._judge(p.expected, exact, rounding, float(np.sum(np.abs(v))))
+        allowance, _ = self.search.judge(p.expected, exact, rounding, float(np.sum(np.abs(v))))
         return abs(p.expected - exact) <= allowance and abs(p.numeric - exact) > p.allowance
 
     def draw(self) -> None:
@@ -345,7 +343,7 @@ class _InputCheck:
         self.draw()
         at_kink = np.flatnonzero(self.excluded)
         for i in self.rng.choice(at_kink, size=min(MAX_LEAVES, at_kink.size), replace=False).tolist():
-            _, p = self.search.leaf(i)  # a few of them, to show their one-sided slopes
+            p = self.search.leaf(i)  # a few of them, to show their one-sided slopes
             if p.status == "kink":
                 self._record(i, p, ())
 
@@ -366,7 +364,7 @@ class _InputCheck:
         for i in sample.tolist():
             if self._seen(i):
                 continue
-            _, p = self.search.leaf(i)
+            p = self.search.leaf(i)
             verdicts.append(p.status)
             if p.status != "pass":
                 self._record(i, p, ("numeric", "torch") if p.status == "fail" else ("torch",))
@@ -458,7 +456,8 @@ class _InputCheck:
             by_torch = self.t is not None and bool(self.torch_bad[i])
             self._record(i, p, ("numeric", "torch") if by_torch else ("numeric",))
 
-    def comparison(self) -> InputComparison:
+    def finish(self) -> InputComparison:
+        """The last stage: the notes on what the stages met, and the comparison."""
         if self.crossed:
             self.notes.insert(0, f"{self.name}: {self.crossed} random direction(s) crossed a kink and were drawn again")
         if self.disagreeing:

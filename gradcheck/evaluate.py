@@ -115,14 +115,15 @@ class Evaluator:
             raise ForwardFailure(f"raised {describe_exception(exc)}") from exc
         return as_float_array(out)
 
-    def _contract(self, out: np.ndarray) -> float:
+    def contract(self, out: np.ndarray) -> float:
+        """``sum(dout * out)`` for an output ``out`` of the forward, in float64."""
         if np.ndim(self.dout) == 0:
             return float(np.sum(out, dtype=np.float64)) * float(self.dout)
         return float(np.dot(np.ravel(self.dout), np.ravel(out).astype(np.float64, copy=False)))
 
     def value(self) -> float:
         """``L = sum(dout * forward(x))`` at the current working point."""
-        return self._contract(self.output())
+        return self.contract(self.output())
 
     def perturbed_values(
         self, name: str, flat_index: np.ndarray, deltas: np.ndarray
@@ -159,7 +160,7 @@ class Evaluator:
                         else float(np.sum(as_float_array(out), dtype=np.float64)) * weight
                     )
                 else:
-                    values[k] = self._contract(as_float_array(forward(**args)))
+                    values[k] = self.contract(as_float_array(forward(**args)))
             except Exception:  # a failing forward at a perturbed point is a finding: NaN
                 values[k] = np.nan
             finally:

@@ -37,6 +37,7 @@ __all__ = [
     "CentralPass",
     "Refinement",
     "central_pass",
+    "element_scale",
     "estimate_noise",
     "machine_eps",
     "numeric_gradient",
@@ -62,11 +63,18 @@ def step_sizes(x: np.ndarray, eps: float) -> np.ndarray:
         float64 array of ``x``'s shape with ``(x + h) - x == h`` exactly.
     """
     x = np.asarray(x, dtype=np.float64)
-    scale = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    if not np.isfinite(scale) or scale == 0.0:
-        scale = 1.0
-    h = eps ** (1.0 / 3.0) * np.maximum(np.abs(x), scale)
+    h = eps ** (1.0 / 3.0) * element_scale(x)
     return (x + h) - x
+
+
+def element_scale(x: np.ndarray) -> np.ndarray:
+    """``max(|x_i|, rms(x))`` per element (1 where ``x`` is all zeros): the size a perturbation
+    of each element is measured against, so that elements near 0 are not stepped by nothing."""
+    x = np.asarray(x, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    if not np.isfinite(rms) or rms == 0.0:
+        rms = 1.0
+    return np.maximum(np.abs(x), rms)
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,7 @@ def estimate_noise(
         direction = {}
         for name in names:
             x = ev.work[name]
-            mag = np.maximum(np.abs(x), float(np.sqrt(np.mean(x * x))) if x.size else 1.0)
-            mag = np.where(mag > 0, mag, 1.0)
+            mag = element_scale(x)
             direction[name] = rng.uniform(0.5, 1.5, size=x.shape) * rng.choice([-1.0, 1.0], size=x.shape) * mag
         values = ev.direction_values(direction, ks * t)
         if not np.all(np.isfinite(values)):
