@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -33,12 +34,14 @@ from gradcheck.evaluate import (
     BatchedEvaluator,
     Evaluator,
     ForwardFailure,
+    MultipleOutputs,
     as_float_array,
     describe_exception,
 )
-from gradcheck.inputs import PreparedInputs, prepare_inputs, resolve_wrt
+from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import (
     NOISE_DIRECTIONS,
+    NumericEstimate,
     central_pass,
     element_scale,
     estimate_noise,
@@ -48,7 +51,8 @@ from gradcheck.numeric import (
 )
 from gradcheck.parallel import choose_workers
 from gradcheck.progress import Progress, close, tracker_for
-from gradcheck.result import CheckResult, InputSummary
+from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
+from gradcheck.ties import check_ties
 from gradcheck.torch_oracle import torch_gradients
 
 __all__ = ["assert_gradients", "check_gradients"]
@@ -120,6 +124,8 @@ def _evaluate_point(
     ev = Evaluator(forward, prepared.widened, convert=convert)
     try:
         out = ev.output()
+    except MultipleOutputs as exc:
+        raise GradcheckError(f"forward {exc}") from None
     except ForwardFailure as exc:
         narrower = {n: prepared.values[n] for n in prepared.values}
         if any(prepared.values[n].dtype != prepared.widened[n].dtype for n in prepared.floating):
@@ -328,8 +334,36 @@ def _torch_rounding(point: _Point, sensitivity: float, sigma: float, xscale: np.
     gradient over a full relative change of x: a saturated loss (a softmax with logits hundreds
     apart) leaves only such crumbs, and two correct computations may disagree on them entirely.
     """
-    dout_size = float(np.max(np.abs(point.dout)))
+    dout_size = float(np.max(np.abs(point.dout), initial=0.0))
     return TORCH_ROUNDING * np.maximum(max(sigma, point.eps * sensitivity), point.eps * dout_size) / xscale
+
+
+@dataclass(frozen=True)
+class _Differenced:
+    """What the per-element pass measured for one input, kept for the tie test."""
+
+    estimate: NumericEstimate
+    steps: np.ndarray
+    sigma: float
+
+
+def _tie_finding(
+    point: _Point, measured: Mapping[str, _Differenced], analytic: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int, ...]], tol: Tolerance,
+) -> Mismatch | None:
+    """The kink elements of every input moved together (``ties``): a mismatch, or None."""
+    kinks = {n: np.flatnonzero(m.estimate.kink) for n, m in measured.items()}
+    if sum(k.size for k in kinks.values()) < 2:
+        return None
+    ties = check_ties(
+        point.evaluator, point.value, max(m.sigma for m in measured.values()), kinks,
+        {n: m.steps for n, m in measured.items()},
+        {n: m.estimate.left for n, m in measured.items()},
+        {n: m.estimate.right for n, m in measured.items()},
+        {n: np.asarray(analytic[n], dtype=np.float64).reshape(-1) for n in measured},
+        shapes, tol,
+    )
+    return next((move.mismatch for move in ties if move.mismatch is not None), None)
 
 
 def _check_input_full(
@@ -340,12 +374,18 @@ def _check_input_full(
     tol: Any,
     noise: _Noise,
     sensitivity: float,
-) -> tuple[Any, list[str]]:
+) -> tuple[Any, list[str], _Differenced]:
     """Per-element check of one input: central pass, refine the suspects, compare.
 
     ``sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from torch when it
     ran): with the forward's noise it sets the rounding allowed against torch."""
     ev = point.evaluator
+    if point.output.size == 0 or analytic.size == 0:
+        # Nothing to difference: an empty output makes L identically 0 (every gradient is 0).
+        exact = NumericEstimate.exact(np.zeros(analytic.size))
+        comparison = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), exact,
+                                   None if torch_grad is None else torch_grad.reshape(-1), tol)
+        return comparison, [], _Differenced(exact, np.zeros(analytic.size), 0.0)
     ev.tracker.stage("central differences", name, 2 * analytic.size)
     central = central_pass(ev, name, point.value, point.eps)
     a = analytic.reshape(-1).astype(np.float64)
@@ -374,7 +414,7 @@ def _check_input_full(
     suspect = suspects(sigma)
     numeric, error = d.copy(), 4 * sigma / h
     kink = np.zeros(a.shape, dtype=bool)
-    left = right = np.full(a.shape, np.nan)
+    left, right, low, high = (np.full(a.shape, np.nan) for _ in range(4))
     if suspect.any():
         sigma = noise.measured()
         suspect &= suspects(sigma)
@@ -387,9 +427,8 @@ def _check_input_full(
             numeric[index[ok]] = r.gradient[ok]
             error[index[ok]] = r.error[ok]
             kink[index[ok]] = r.kink[ok]
-            left, right = left.copy(), right.copy()
-            left[index] = r.left
-            right[index] = r.right
+            for whole, part in ((left, r.left), (right, r.right), (low, r.low), (high, r.high)):
+                whole[index] = part
     faults = []
     if not finite.all():
         first = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), analytic.shape))
@@ -400,9 +439,9 @@ def _check_input_full(
     # Nor can the numeric oracle resolve less than that rounding (a loss flat at float
     # precision has a numeric gradient of exactly 0 with no spread to measure).
     error = np.maximum(error, rounding(sigma))
-    comparison = compare_input(name, analytic.shape, a, numeric, error, kink, left, right, t, tol,
-                               torch_error=rounding(sigma))
-    return comparison, faults
+    estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
+    comparison = compare_input(name, analytic.shape, a, estimate, t, tol, torch_error=rounding(sigma))
+    return comparison, faults, _Differenced(estimate, h, sigma)
 
 
 def check_gradients(
@@ -449,7 +488,7 @@ def check_gradients(
             ``backward`` never raise; they are reported in the result.
     """
     _validate_options(forward, backward, seed, rtol, atol, mode, progress)
-    if backward is None and type(forward).__module__.startswith("torch"):
+    if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
         import torch
 
         if isinstance(forward, torch.nn.Module):
@@ -459,6 +498,9 @@ def check_gradients(
             forward, inputs = module_forward(forward, inputs)
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, wrt)
+    require_signature(forward, "forward", tuple(prepared.values))
+    if backward is not None:
+        require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
     seed = int(seed)
     on_torch = backward is None
     oracles: tuple[str, ...] = ("numeric",)
@@ -477,6 +519,7 @@ def check_gradients(
         return fault_result(str(fault))
     notes = list(point.notes)
     faults: list[str] = []
+    oracle_errors: dict[str, str] = {}
     torch_grads = None
     if on_torch:
         autograd = torch_gradients(forward, prepared.widened, names, point.dout)
@@ -504,6 +547,8 @@ def check_gradients(
                 oracles = ("numeric", "torch")
         else:
             notes.append(f"torch oracle not used: {autograd.reason}")
+            if autograd.error:
+                oracle_errors["torch"] = autograd.error
 
     if "torch" in oracles or on_torch:
         point = _batched_point(point, forward, names)
@@ -526,6 +571,8 @@ def check_gradients(
     )
     tracker = tracker_for(progress)
     point.evaluator.tracker = tracker
+    measured: dict[str, _Differenced] = {}
+    tightest: Tolerance | None = None
     try:
         for name in names:
             if name not in analytic:
@@ -536,10 +583,13 @@ def check_gradients(
             itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
             tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
             tgrad = None if torch_grads is None else torch_grads[name]
-            if used == "full":
+            if used == "full" or grad.size == 0 or point.output.size == 0:
                 checked = int(grad.size)
-                comparison, input_faults = _check_input_full(point, name, grad, tgrad, tol, noise, sensitivity)
+                comparison, input_faults, measured[name] = _check_input_full(
+                    point, name, grad, tgrad, tol, noise, sensitivity)
+                tightest = tol if tightest is None or tol.rtol < tightest.rtol else tightest
                 faults.extend(input_faults)
+                compared = comparison.compared
             else:
                 comparison, checked, input_notes = check_input_directional(
                     point.evaluator, name, point.value, point.eps,
@@ -552,6 +602,7 @@ def check_gradients(
                     rng=directions_rng,
                 )
                 notes.extend(input_notes)
+                compared = checked
             mismatches.extend(comparison.mismatches)
             kinks.extend(comparison.kinks)
             if comparison.reference is not None and comparison.mismatch_mask.any():
@@ -568,6 +619,7 @@ def check_gradients(
                     dtype=str(prepared.dtypes[name]),
                     checked=checked,
                     mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
+                    compared=compared,
                     kinks=len(comparison.kinks),
                     worst_numeric=comparison.worst_numeric,
                     worst_torch=comparison.worst_torch,
@@ -575,6 +627,12 @@ def check_gradients(
                     tolerance=tol,
                 )
             )
+        if tightest is not None and point.output.size:
+            tie = _tie_finding(point, measured, analytic, {n: prepared.values[n].shape for n in measured}, tightest)
+            if tie is not None:
+                mismatches.append(tie)
+                summaries = [replace(s, mismatches=s.mismatches + 1) if s.name == tie.input else s
+                             for s in summaries]
     finally:
         close(tracker)
     notes.extend(n for n in point.evaluator.notes if n not in notes)
@@ -597,6 +655,7 @@ def check_gradients(
         evaluations=point.evaluator.evaluations,
         seed=seed,
         output_shape=tuple(point.output.shape),
+        oracle_errors=oracle_errors,
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck.numeric import NumericEstimate
 from gradcheck.result import Disagreement, Kink, Mismatch, Tolerance
 
 __all__ = [
@@ -83,17 +84,14 @@ class InputComparison:
     mismatch_mask: np.ndarray
     reference: np.ndarray | None = None  # best oracle value per element (flat), for diagnosis
     usable: np.ndarray | None = None  # elements compared against it (flat)
+    compared: int = 0  # elements compared with an oracle's value (kinks and failures aside)
 
 
 def compare_input(
     name: str,
     shape: tuple[int, ...],
     analytic: np.ndarray,
-    numeric: np.ndarray,
-    numeric_error: np.ndarray,
-    kink: np.ndarray,
-    left: np.ndarray,
-    right: np.ndarray,
+    estimate: NumericEstimate,
     torch: np.ndarray | None,
     tol: Tolerance,
     torch_error: np.ndarray | float = 0.0,
@@ -103,14 +101,17 @@ def compare_input(
     Args:
         name, shape: the input (for element indices in the findings).
         analytic: the backward's gradient, flat ``(n,)``.
-        numeric, numeric_error: the numeric estimate and its error estimate, ``(n,)``.
-        kink: True where the function has a kink (those elements are not compared).
-        left, right: one-sided derivatives, ``(n,)`` (used only at kinks).
+        estimate: the numeric oracle's estimate (gradient, error, kinks and their slopes).
         torch: autograd's gradient ``(n,)``, or None if that oracle did not run.
         tol: tolerance settings for this input's precision.
         torch_error: rounding allowed between the analytic and torch gradients (scalar or
             ``(n,)``); both are computed in floating point through the forward's intermediates.
+
+    Away from kinks an element is held to the oracles' values. At a kink it is held to the
+    range of the one-sided slopes (``estimate.low``, ``estimate.high``): a value outside it is
+    the slope of no piece meeting there, whatever the convention at the kink.
     """
+    numeric, numeric_error, kink = estimate.gradient, estimate.error, estimate.kink
     finite = np.isfinite(numeric)
     scale = float(
         max(
@@ -126,6 +127,13 @@ def compare_input(
     # own error estimate); below that, a relative error says nothing about the gradient.
     resolved = compared & (np.maximum(np.abs(analytic), np.abs(numeric)) > numeric_error)
     worst_numeric = float(np.max(rel_numeric[resolved])) if resolved.any() else None
+
+    # At a kink: the analytic value against the nearest end of the slopes' range.
+    bounded = kink & np.isfinite(estimate.low) & np.isfinite(estimate.high)
+    with np.errstate(invalid="ignore"):
+        nearest = np.where(bounded, np.clip(analytic, estimate.low, estimate.high), analytic)
+    kink_allowance = allowed(analytic, nearest, 0.0, tol, scale)
+    outside = bounded & (np.abs(analytic - nearest) > kink_allowance)
 
     bad_torch = np.zeros_like(bad_numeric)
     disagree = np.zeros_like(bad_numeric)
@@ -144,36 +152,59 @@ def compare_input(
     # with both, is an oracle disagreement (reported below), not a mismatch: the exact oracle
     # confirms the backward, and central differences of a forward whose float evaluation is
     # coarse (a saturated log-sum-exp rounds in steps far larger than its value) can be off.
-    bad = bad_torch | (bad_numeric & ~disagree)
+    bad = bad_torch | (bad_numeric & ~disagree) | outside
     if disagree.any() and resolved.any():
         # The worst error against numeric leaves out where it disagrees with torch too (those
         # are reported as disagreements): there it measures the oracle, not the backward.
         trusted = resolved & ~disagree
         worst_numeric = float(np.max(rel_numeric[trusted])) if trusted.any() else None
+    rel_kink = relative_error(analytic, nearest, scale)
+    rel_any = np.where(compared, rel_numeric, 0.0)
+    if rel_torch is not None:
+        rel_any = np.maximum(rel_any, np.where(kink, 0.0, rel_torch))
+    rel_any = np.where(outside, rel_kink, rel_any)
     order = np.flatnonzero(bad)
-    rel_any = rel_numeric if rel_torch is None else np.maximum(np.where(compared, rel_numeric, 0), rel_torch)
     order = order[np.argsort(-rel_any[order], kind="stable")]
-    allowance = allowed(analytic, numeric if torch is None else torch, numeric_error if torch is None else torch_error, tol, scale)
+
+    # The value each mismatch is held to, and its allowance, in the gradient's units.
+    if torch is None:
+        held, held_allowance = numeric, allowed(analytic, numeric, numeric_error, tol, scale)
+    else:
+        via_torch = bad_torch | ~(bad_numeric & ~disagree)
+        held = np.where(via_torch, torch, numeric)
+        held_allowance = np.where(
+            via_torch,
+            allowed(analytic, torch, torch_error, tol, scale),
+            allowed(analytic, numeric, numeric_error, tol, scale),
+        )
+    held = np.where(outside, nearest, held)
+    held_allowance = np.where(outside, kink_allowance, held_allowance)
 
     def at(i: int) -> tuple[int, ...]:
         return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
+
+    def oracles_against(i: int) -> tuple[str, ...]:
+        flags = (("numeric", bad_numeric[i] or outside[i]), ("torch", bad_torch[i]))
+        return tuple(o for o, flag in flags if flag)
 
     mismatches = tuple(
         Mismatch(
             input=name,
             index=at(i),
             analytic=float(analytic[i]),
-            numeric=float(numeric[i]) if finite[i] else None,
-            numeric_error=float(numeric_error[i]) if finite[i] else None,
+            numeric=float(numeric[i]) if finite[i] and not kink[i] else None,
+            numeric_error=float(numeric_error[i]) if finite[i] and not kink[i] else None,
             torch=None if torch is None else float(torch[i]),
             relative_error=float(rel_any[i]),
-            tolerance=float(allowance[i]),
-            against=tuple(o for o, flag in (("numeric", bad_numeric[i]), ("torch", bad_torch[i])) if flag),
+            tolerance=float(held_allowance[i]),
+            against=oracles_against(i),
+            difference=float(abs(analytic[i] - held[i])),
+            slopes=(float(estimate.left[i]), float(estimate.right[i])) if outside[i] else None,
         )
         for i in order.tolist()
     )
     kinks = tuple(
-        Kink(name, at(i), float(analytic[i]), float(left[i]), float(right[i]),
+        Kink(name, at(i), float(analytic[i]), float(estimate.left[i]), float(estimate.right[i]),
              None if torch is None else float(torch[i]))
         for i in np.flatnonzero(kink).tolist()
     )
@@ -183,4 +214,5 @@ def compare_input(
     ) if torch is not None else ()
     reference = numeric if torch is None else torch
     usable = compared if torch is None else ~kink
-    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad, reference, usable)
+    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad, reference,
+                           usable, compared=int(compared.sum()))

@@ -31,7 +31,7 @@ import numpy as np
 
 from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error
 from gradcheck.evaluate import Evaluator
-from gradcheck.numeric import element_scale, richardson
+from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.result import Kink, Mismatch, Tolerance
 
 __all__ = ["DIRECTIONS", "check_input_directional"]
@@ -383,7 +383,8 @@ class _InputCheck:
         rel_keep = relative_error(a[keep], t[keep], self.scale)
         for j, i in enumerate(keep.tolist()):
             self.mismatches.append(Mismatch(self.name, self._at(i), float(a[i]), None, None, float(t[i]),
-                                            float(rel_keep[j]), float(allowance[j]), ("torch",)))
+                                            float(rel_keep[j]), float(allowance[j]), ("torch",),
+                                            difference=float(abs(a[i] - t[i]))))
         self.extra = rest.size - keep.size
         self.torch_only = rest
 
@@ -443,13 +444,24 @@ class _InputCheck:
             return
         w = self.weights[i]
         tv = None if self.t is None else float(self.t[i])
+        a = float(self.a[i])
         if p.status == "kink":
             self.kink_elements.add(i)
-            self.kinks.append(Kink(self.name, self._at(i), float(self.a[i]), p.left / w, p.right / w, tv))
+            self.kinks.append(Kink(self.name, self._at(i), a, p.left / w, p.right / w, tv))
+            # As in full mode, a gradient at a kink lies between the one-sided slopes.
+            low, high = kink_range(p.left / w, p.right / w)
+            nearest = min(max(a, low), high)
+            if abs(a - nearest) > p.allowance / w:
+                self.wrong_elements.add(i)
+                rel = abs(a - nearest) / max(abs(a), abs(nearest), 1e-3 * self.scale)
+                self.mismatches.append(Mismatch(self.name, self._at(i), a, None, None, tv, rel, p.allowance / w,
+                                                ("numeric",), difference=abs(a - nearest),
+                                                slopes=(p.left / w, p.right / w)))
         else:
             self.wrong_elements.add(i)
-            self.mismatches.append(Mismatch(self.name, self._at(i), float(self.a[i]), p.numeric / w, p.error / w,
-                                            tv, p.rel, p.allowance / w, against))
+            self.mismatches.append(Mismatch(self.name, self._at(i), a, p.numeric / w, p.error / w,
+                                            tv, p.rel, p.allowance / w, against,
+                                            difference=abs(a - p.numeric / w)))
 
     def _record_leaves(self) -> None:
         for i, p in self.search.leaves:

@@ -21,11 +21,22 @@ import numpy as np
 from gradcheck.parallel import MIN_EVALUATIONS, WorkersFailed, forked_values
 from gradcheck.progress import NULL_TRACKER, Tracker
 
-__all__ = ["BatchedEvaluator", "Evaluator", "ForwardFailure", "as_float_array", "describe_exception"]
+__all__ = [
+    "BatchedEvaluator",
+    "Evaluator",
+    "ForwardFailure",
+    "MultipleOutputs",
+    "as_float_array",
+    "describe_exception",
+]
 
 
 class ForwardFailure(Exception):
     """The forward under test raised or returned something unusable (a bug, not misuse)."""
+
+
+class MultipleOutputs(ForwardFailure):
+    """The forward returned several arrays (a tuple, list or dict), which is not supported yet."""
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -45,7 +56,18 @@ def as_float_array(value: Any) -> np.ndarray:
         ForwardFailure: the value is not numeric.
     """
     if type(value).__module__.startswith("torch"):
-        value = value.detach().cpu().numpy()
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
+                value = value.to(torch.float32)
+            value = value.numpy(force=True)
+    if isinstance(value, tuple | list | dict) and any(np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)):
+        raise MultipleOutputs(
+            f"returns a {type(value).__name__} of {len(value)} arrays; forwards with several outputs "
+            "are not supported yet: return one array (for example a weighted sum of the outputs), "
+            "or check each output with its own forward"
+        )
     try:
         array = np.asarray(value)
     except Exception as exc:  # an exotic object the forward returned
@@ -75,7 +97,8 @@ class Evaluator:
         convert: Callable[[np.ndarray], Any] | None = None,
     ) -> None:
         self.forward = forward
-        self.work = {name: np.array(a, copy=True) for name, a in inputs.items()}
+        # Row-major copies: ``flat`` views of them are what perturbations write through.
+        self.work = {name: np.array(a, copy=True, order="C") for name, a in inputs.items()}
         self.convert = convert
         self.dout: np.ndarray | float = 1.0
         self.evaluations = 0
@@ -140,9 +163,16 @@ class Evaluator:
                 self.notes.append(f"{failure}; perturbations were evaluated in this process")
         return self.serial_values(name, flat_index, deltas)
 
+    def flat(self, name: str) -> np.ndarray:
+        """A flat view of input ``name``'s working copy: writing to it moves the forward's input."""
+        view = self.work[name].reshape(-1)
+        if view.size and not np.shares_memory(view, self.work[name]):  # pragma: no cover - invariant
+            raise RuntimeError(f"working copy of {name!r} is not contiguous; a perturbation would be lost")
+        return view
+
     def serial_values(self, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         """``perturbed_values`` in this process, one evaluation after the other."""
-        flat = self.work[name].reshape(-1)  # a view: the working copy is contiguous
+        flat = self.flat(name)
         values = np.empty(len(flat_index), dtype=np.float64)
         forward, args, tick = self.forward, self._args, self.tracker.tick
         scalar = np.ndim(self.dout) == 0

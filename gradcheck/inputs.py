@@ -1,11 +1,14 @@
 """Validate and copy the caller's inputs once, where they enter the harness.
 
 Everything downstream works on private float64 (or integer) numpy copies, so nothing the caller
-passed is ever mutated. Numbers become 0-d arrays; torch tensors are detached and copied.
+passed is ever mutated. Numbers become 0-d arrays; torch tensors are detached and copied. Every
+copy is row-major (C-contiguous) whatever the caller's layout (Fortran order, a transpose, a
+slice): the numeric oracle perturbs elements through flat views of these copies.
 """
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ import numpy as np
 
 from gradcheck.errors import GradcheckError
 
-__all__ = ["PreparedInputs", "prepare_inputs", "resolve_wrt"]
+__all__ = ["PreparedInputs", "prepare_inputs", "require_signature", "resolve_wrt"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,21 @@ def _to_array(name: str, value: Any) -> tuple[np.ndarray, bool]:
         import torch
 
         if isinstance(value, torch.Tensor):
-            return value.detach().cpu().clone().numpy(), True
+            if value.layout != torch.strided:
+                raise GradcheckError(
+                    f"input {name!r} is a {value.layout} tensor; only dense (strided) tensors "
+                    f"can be checked: pass {name}.to_dense()"
+                )
+            if value.dtype == torch.bfloat16:
+                raise GradcheckError(
+                    f"input {name!r} is a bfloat16 tensor; bfloat16 inputs are not supported yet: "
+                    f"pass {name}.float() (or .double())"
+                )
+            # Row-major, whatever the caller's strides: perturbations go through flat views.
+            dense = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+            return dense.resolve_conj().resolve_neg().numpy(), True
     if isinstance(value, np.ndarray | np.generic):
-        return np.array(value, copy=True), False
+        return np.array(value, copy=True, order="C"), False
     raise GradcheckError(
         f"input {name!r} must be a number or an array, got {type(value).__name__}: {value!r:.80}"
     )
@@ -144,3 +159,27 @@ def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tu
     if len(set(names)) != len(names):
         raise GradcheckError(f"wrt repeats a name: wrt={names!r}")
     return names
+
+
+def require_signature(fn: Any, role: str, names: tuple[str, ...], *, leading: tuple[str, ...] = ()) -> None:
+    """Raise unless ``fn(*leading, **{name: ...})`` binds to ``fn``'s signature.
+
+    A forward that does not take the inputs' names is misuse, not a bug in it: the message
+    names the signature and the keys. Callables without an inspectable signature (builtins,
+    some torch functions) are let through: calling them says the rest.
+
+    Raises:
+        GradcheckError: the names do not fit the signature.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*leading, **dict.fromkeys(names))
+    except TypeError as exc:
+        label = getattr(fn, "__qualname__", type(fn).__name__)
+        raise GradcheckError(
+            f"{role} {label}{signature} cannot take the inputs as keywords ({exc}); "
+            f"called as {role}({', '.join((*leading, *(f'{n}=...' for n in names)))})"
+        ) from None

@@ -35,14 +35,17 @@ from gradcheck.parallel import choose_workers
 
 __all__ = [
     "CentralPass",
+    "NumericEstimate",
     "Refinement",
     "central_pass",
     "element_scale",
     "estimate_noise",
+    "kink_range",
     "machine_eps",
     "numeric_gradient",
     "refine",
     "richardson",
+    "slope_hull",
     "step_sizes",
 ]
 
@@ -166,6 +169,8 @@ class Refinement:
         error: its error estimate, shape ``(k,)``.
         kink: True where the one-sided slopes disagree (not differentiable there).
         left, right: one-sided derivative estimates ``g-``, ``g+``, shape ``(k,)``.
+        low, high: the hull of every slope seen within ``2h`` on either side (see
+            ``slope_hull``), shape ``(k,)``.
     """
 
     index: np.ndarray
@@ -174,6 +179,38 @@ class Refinement:
     kink: np.ndarray
     left: np.ndarray
     right: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+@dataclass(frozen=True)
+class NumericEstimate:
+    """The numeric oracle's estimate of one input's gradient (flat arrays of length ``n``).
+
+    Attributes:
+        gradient: the estimate (central difference, Richardson-refined where suspect);
+            NaN where the forward failed.
+        error: its error estimate.
+        kink: True where the function is not differentiable along that coordinate.
+        left, right: the one-sided slopes at kinks (NaN elsewhere).
+        low, high: at kinks, the range a correct gradient may take: every one-sided slope
+            measured within ``2h`` on either side lies in it (NaN elsewhere).
+    """
+
+    gradient: np.ndarray
+    error: np.ndarray
+    kink: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def exact(cls, gradient: np.ndarray) -> NumericEstimate:
+        """A gradient known exactly (no kinks, no error): zeros for an empty output."""
+        g = np.asarray(gradient, dtype=np.float64).reshape(-1)
+        nan = np.full(g.shape, np.nan)
+        return cls(g, np.zeros(g.shape), np.zeros(g.shape, dtype=bool), nan, nan, nan, nan)
 
 
 def richardson(
@@ -201,6 +238,43 @@ def richardson(
     return gradient, error, kink, left, right
 
 
+def slope_hull(
+    f0: float, plus1: np.ndarray, minus1: np.ndarray, plus2: np.ndarray, minus2: np.ndarray,
+    h: np.ndarray, sigma: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: the range of the one-sided slopes seen at ``h`` and ``2h`` on either side,
+    and of their Richardson extrapolations, widened by their noise.
+
+    At a kink a correct gradient is the slope of one of the pieces meeting there (or a blend of
+    them, such as 0 for ``|x|`` at 0): it lies between the one-sided slopes. Two more values
+    belong in the range: where one element feeds several ReLU-like kinks that it moves across
+    at once (a unit dead for a whole batch, whose input is a sum over the element's row), its
+    one-sided slopes mix the examples on either side, and a backward's convention at the kink
+    gives 0 (``x > 0``) or ``left + right`` (``x >= 0``), or a blend. Every slope measured is
+    in the range too, so a kink a little off the point (where one extrapolation is spoiled by
+    the crossing) widens it rather than excluding the right value. Each slope's noise is at
+    most ``2 sigma / h`` (``ONE_SIDED_NOISE`` times ``sigma / h`` after extrapolation).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        right1, right2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h)
+        left1, left2 = (f0 - minus1) / h, (f0 - minus2) / (2 * h)
+        low, high = kink_range(2 * left1 - left2, 2 * right1 - right2)
+        measured = np.stack([low, high, right1, right2, left1, left2])
+        noise = ONE_SIDED_NOISE * sigma / h
+        return np.min(measured, axis=0) - noise, np.max(measured, axis=0) + noise
+
+
+def kink_range(left: Any, right: Any) -> tuple[Any, Any]:
+    """The range a correct gradient may take at a kink with one-sided slopes ``left``, ``right``
+    (arrays or floats): between them, or between 0 and ``left + right`` (see ``slope_hull``)."""
+    candidates = np.stack(np.broadcast_arrays(left, right, np.zeros_like(left), left + right))
+    low, high = np.min(candidates, axis=0), np.max(candidates, axis=0)
+    return (low, high) if np.ndim(low) else (float(low), float(high))
+
+
+ONE_SIDED_NOISE = 5  # 2 r(h) - r(2h) with r(h) = (L(x+h) - L(x)) / h: 2*2 + 1 noise units / h
+
+
 def refine(
     ev: Evaluator, name: str, index: np.ndarray, central: CentralPass, f0: float, sigma: float
 ) -> Refinement:
@@ -208,10 +282,10 @@ def refine(
     h = central.step[index]
     k = len(index)
     both = ev.perturbed_values(name, np.concatenate([index, index]), np.concatenate([2 * h, -2 * h]))
-    gradient, error, kink, left, right = richardson(
-        f0, central.plus[index], central.minus[index], both[:k], both[k:], h, sigma
-    )
-    return Refinement(index, gradient, error, kink, left, right)
+    values = (f0, central.plus[index], central.minus[index], both[:k], both[k:], h, sigma)
+    gradient, error, kink, left, right = richardson(*values)
+    low, high = slope_hull(*values)
+    return Refinement(index, gradient, error, kink, left, right, low, high)
 
 
 def numeric_gradient(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gradcheck.result import CheckResult, InputSummary, Mismatch
 
 __all__ = ["fmt", "index_str", "result_lines"]
@@ -20,42 +22,78 @@ def index_str(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(map(str, index))}]" if index else name
 
 
-def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str) -> str:
-    verdict = "ok  " if s.ok else "FAIL"
-    parts = [f"  {verdict} {s.name} {tuple(s.shape)} {s.dtype}:"]
+def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
+    verdict = "FAIL" if not s.ok else ("ok  " if s.compared or s.kinks else "--  ")
+    head = f"  {verdict} {s.name} {tuple(s.shape)} {s.dtype}:"
+    if s.checked == 0:
+        return f"{head} empty, nothing to compare"
+    if empty_output and s.ok:
+        return f"{head} {s.checked} elements are 0, as the empty output makes every gradient"
+    parts = [head]
     if mode == "directional":
         parts.append(f"{s.checked} random direction(s) checked;")
         if s.mismatches:
             parts.append(f"{s.mismatches} element(s) mismatch;")
-    elif s.mismatches:
-        parts.append(f"{s.mismatches}/{s.checked} elements mismatch;")
     else:
-        parts.append(f"{s.checked} elements match;")
+        counts = []
+        if s.mismatches:
+            counts.append(f"{s.mismatches}/{s.checked} elements mismatch")
+        else:
+            counts.append(f"{s.compared} element{' matches' if s.compared == 1 else 's match'}")
+        if s.kinks:
+            counts.append(f"{s.kinks} at kinks, held to their one-sided slopes")
+        skipped = s.checked - s.compared - s.kinks
+        if skipped > 0:
+            counts.append(f"{skipped} not compared")
+        parts.append(", ".join(counts) + ";")
     errors = []
     if "numeric" in oracles:
         errors.append(f"numeric {fmt(s.worst_numeric, 2)}")
     if "torch" in oracles:
         errors.append(f"torch {fmt(s.worst_torch, 2)}")
     parts.append("worst rel. error " + ", ".join(errors))
-    if s.kinks:
-        parts.append(f"; {s.kinks} kink(s) not compared")
+    if s.kinks and mode == "directional":
+        parts.append(f"; {s.kinks} kink(s) left out")
     return " ".join(parts).replace(" ;", ";")
 
 
 def _mismatch_line(m: Mismatch) -> str:
-    numeric = "-" if m.numeric is None else f"{fmt(m.numeric, 6)} (+-{fmt(m.numeric_error, 1)})"
+    if m.tied:
+        low, high = m.slopes or (float("nan"), float("nan"))
+        return (
+            f"      {', '.join(m.tied[:4])}{' ...' if len(m.tied) > 4 else ''} tied: moved together, the loss "
+            f"changes at slope {fmt(low, 4)} | {fmt(high, 4)}, but their analytic gradients sum to "
+            f"{fmt(m.analytic, 6)}; off by {fmt(m.difference, 3)}, allowed {fmt(m.tolerance, 2)} "
+            "(a tie's gradient counted more than once?)"
+        )
+    if m.slopes is not None:
+        numeric = f"at a kink, slopes {fmt(m.slopes[0], 4)} | {fmt(m.slopes[1], 4)}"
+        why = "outside the one-sided slopes"
+    else:
+        numeric = "-" if m.numeric is None else f"{fmt(m.numeric, 6)} (+-{fmt(m.numeric_error, 1)})"
+        why = f"disagrees with {' and '.join(m.against)}"
+    if m.difference == m.difference:  # not NaN: a located element
+        off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
+    else:
+        off = f"rel. error {fmt(m.relative_error, 2)}"
     return (
         f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, numeric {numeric}, "
-        f"torch {fmt(m.torch, 6)}; rel. error {fmt(m.relative_error, 2)}, allowed "
-        f"{fmt(m.tolerance, 2)} (disagrees with {' and '.join(m.against)})"
+        f"torch {fmt(m.torch, 6)}; {off} ({why})"
     )
+
+
+_INCONCLUSIVE = {
+    "empty output": "the output is empty, so the loss is identically 0: the check shows only that "
+                    "the backward returns zeros",
+    "empty inputs": "every checked input is empty: nothing was compared",
+}
 
 
 def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) -> list[str]:
     """The terminal report of one check: a verdict line, a line per input with its worst
     error, the worst ``max_elements`` elements of each mismatching input with the likely bug,
     kinks, faults and notes."""
-    verdict = "PASS" if result.ok else "FAIL"
+    verdict = result.verdict.upper()
     oracles = ", ".join(result.oracles) if result.oracles else "none"
     lines = [
         f"gradcheck {verdict}: oracles {oracles}; mode {result.mode}; "
@@ -63,21 +101,25 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     ]
     for fault in result.faults:
         lines.append(f"  FAULT {fault}")
+    empty_output = math.prod(result.output_shape) == 0
+    if result.verdict == "inconclusive":
+        lines.append("  " + _INCONCLUSIVE["empty output" if empty_output else "empty inputs"])
     for summary in result.inputs:
-        lines.append(_input_line(summary, result.oracles, result.mode))
+        lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
         if summary.diagnosis is not None:
             d = summary.diagnosis
             lines.append(f"      likely bug ({d.kind}): {d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
-        elif summary.mismatches:
-            lines.append("      likely bug: no simple pattern")
         shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
+        if summary.diagnosis is None and any(not m.tied for m in shown):
+            lines.append("      likely bug: no simple pattern")
         lines.extend(_mismatch_line(m) for m in shown)
         if summary.mismatches > len(shown):
             lines.append(f"      ... and {summary.mismatches - len(shown)} more")
     if result.kinks:
         shown = result.kinks[:MAX_ELEMENTS_SHOWN]
         lines.append(
-            f"  kinks (not differentiable there, not compared): {len(result.kinks)}, e.g. "
+            f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
+            f"{len(result.kinks)}, e.g. "
             + "; ".join(
                 f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, analytic {fmt(k.analytic, 3)}"
                 for k in shown[:3]

@@ -82,7 +82,14 @@ class Mismatch:
     """One gradient element that disagrees with an oracle.
 
     ``numeric``/``torch`` are None when that oracle did not run; ``against`` lists the oracles
-    the analytic value disagrees with.
+    the analytic value disagrees with. ``difference`` and ``tolerance`` are in the gradient's
+    units and comparable: ``difference`` is how far the analytic value is from the value it was
+    held to (torch's where torch disagrees, else the numeric estimate, or the nearest end of
+    ``slopes`` at a kink) and ``tolerance`` is how far it may be. ``relative_error`` is the
+    largest relative error against any oracle. ``slopes`` is ``(low, high)``, the one-sided slopes
+    at a kink, where the element is held to the range between them instead. ``tied`` names the
+    elements of a tie moved together (see ``gradcheck.ties``): then ``analytic`` is the sum of
+    their gradients and ``slopes`` the one-sided slopes along the move; ``index`` is the first.
     """
 
     input: str
@@ -94,13 +101,18 @@ class Mismatch:
     relative_error: float
     tolerance: float
     against: tuple[str, ...]
+    difference: float = float("nan")
+    slopes: tuple[float, float] | None = None
+    tied: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Kink:
     """An element where the function is not differentiable along that coordinate.
 
-    ``left``/``right`` are the one-sided derivatives; the analytic value is not compared.
+    ``left``/``right`` are the one-sided derivatives. The analytic value is not compared with a
+    single oracle value there; it must lie between the one-sided slopes (else it is a
+    ``Mismatch`` too, with ``slopes`` set).
     """
 
     input: str
@@ -129,7 +141,9 @@ class InputSummary:
     Attributes:
         name, shape, dtype: the input.
         checked: elements checked (per-element mode) or directions (directional mode).
-        mismatches, kinks: counts.
+        compared: of those, the elements (or directions) compared with an oracle's value; kinks,
+            elements where the forward failed and empty inputs are not among them.
+        mismatches, kinks: counts (kinks are held to their one-sided slopes in full mode).
         worst_numeric, worst_torch: largest relative error against each oracle (None if the
             oracle did not run or nothing was compared).
         gradient_norm: Euclidean norm of the analytic gradient.
@@ -148,6 +162,7 @@ class InputSummary:
     gradient_norm: float
     tolerance: Tolerance
     diagnosis: Diagnosis | None = None
+    compared: int = 0
 
     @property
     def ok(self) -> bool:
@@ -173,6 +188,8 @@ class CheckResult:
         evaluations: forward evaluations spent by the numeric oracle.
         seed: the seed of the random upstream gradient and directions.
         output_shape: shape of the forward's output (() for a scalar loss).
+        oracle_errors: oracle name -> the original error that kept it from running (the notes
+            say why in one line; this is the full message, with file and line).
     """
 
     ok: bool
@@ -187,9 +204,23 @@ class CheckResult:
     evaluations: int = 0
     seed: int = 0
     output_shape: tuple[int, ...] = ()
+    oracle_errors: Mapping[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.ok
+
+    @property
+    def verdict(self) -> str:
+        """``"fail"``, ``"pass"``, or ``"inconclusive"``: nothing wrong was found, but nothing
+        informative was compared either (every checked input is empty, or the output is, so
+        the loss is identically 0). ``ok`` stays True then, as an empty shape is legitimate
+        (Hypothesis draws them) and no gradient in it can be wrong; the verdict and the report
+        say that nothing was checked."""
+        if not self.ok:
+            return "fail"
+        if math.prod(self.output_shape) == 0 or not any(s.compared or s.kinks for s in self.inputs):
+            return "inconclusive"
+        return "pass"
 
     def __str__(self) -> str:
         from gradcheck.report import result_lines
@@ -199,4 +230,5 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the same fields (NaN/inf become null)."""
         data = asdict(self)
+        data["verdict"] = self.verdict
         return _jsonable(data)

@@ -25,13 +25,14 @@ class TorchGradients:
 
     Attributes:
         gradients: name -> float64 numpy gradient (input's shape), or None if unavailable.
-        reason: why the oracle is unavailable ("" when it ran).
+        reason: why the oracle is unavailable ("" when it ran), one line in our words.
         output: the forward's output on torch, as float64 numpy (None if unavailable).
     """
 
     gradients: dict[str, np.ndarray] | None
     reason: str = ""
     output: np.ndarray | None = None
+    error: str = ""  # the original exception behind ``reason``, in full, when there was one
 
     @property
     def available(self) -> bool:
@@ -96,7 +97,7 @@ def _autograd(
         with torch.enable_grad():
             out = forward(**tensors)
     except Exception as exc:  # the forward is numpy-only, or failed on torch
-        return TorchGradients(None, f"forward does not run on torch tensors: {describe_exception(exc)}")
+        return TorchGradients(None, _not_on_torch(exc), error=describe_exception(exc))
     if not isinstance(out, torch.Tensor):
         return TorchGradients(
             None, f"forward returned {type(out).__name__} on torch tensors, not a tensor"
@@ -111,10 +112,22 @@ def _autograd(
         total = (out64 * weight).sum()
         grads = torch.autograd.grad(total, [tensors[n] for n in wrt], allow_unused=True)
     except Exception as exc:  # autograd could not differentiate the forward
-        return TorchGradients(None, f"torch.autograd failed: {describe_exception(exc)}")
+        return TorchGradients(None, f"torch.autograd could not differentiate the forward ({type(exc).__name__})",
+                              error=describe_exception(exc))
     result = {}
     for name, g in zip(wrt, grads):
         result[name] = (
-            np.zeros(inputs[name].shape) if g is None else g.detach().numpy().astype(np.float64)
+            # force=True: autograd may hand back a ZeroTensor (an all-zero gradient, as for
+            # torch.sgn on real input), which has no memory of its own to view.
+            np.zeros(inputs[name].shape) if g is None else g.detach().numpy(force=True).astype(np.float64)
         )
     return TorchGradients(result, "", as_float_array(out64))
+
+
+def _not_on_torch(exc: BaseException) -> str:
+    """One line saying why a forward did not run on torch tensors (the full error is kept apart)."""
+    text = str(exc)
+    if "numpy" in text.lower() or isinstance(exc, TypeError):
+        return "forward is numpy-only; write it against the array API to add the torch oracle"
+    return (f"forward fails on torch tensors ({type(exc).__name__}); write it against the array API "
+            "to add the torch oracle")

@@ -224,7 +224,7 @@ def test_failing_check_shows_the_mismatch_report(project: pytest.Pytester) -> No
         "E *   ok   x (3, 4) float64: 12 elements match; *",
         "E *   FAIL w (4, 2) float64: 8/8 elements mismatch; worst rel. error numeric *, torch *",
         "E *       likely bug*",
-        "E *       w?*?: analytic *, numeric * (+-*), torch *; rel. error *, allowed * (disagrees with numeric and torch)",
+        "E *       w?*?: analytic *, numeric * (+-*), torch *; off by * (rel. *), allowed * (disagrees with numeric and torch)",
     ]
     result.stdout.fnmatch_lines(["*_ test_fixture _*", *report, "*_ test_plain _*", *report])
     out = result.stdout.str()
