@@ -119,6 +119,24 @@ def overflowing_logits(draw):
     return inputs
 
 
+def max_to_both_at_ties(dout, x, y):
+    """The notes' local gradients of max written literally: 1(x >= y) and 1(y >= x). Where x == y
+    both inputs take the whole upstream gradient, so moving both together, which moves max by
+    the same amount, is credited twice."""
+    return {"x": dout * (x >= y), "y": dout * (y >= x)}
+
+
+@st.composite
+def tied_pair(draw):
+    """x and y of one shape, equal in a drawn subset of elements (at least one)."""
+    shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 3)))
+    x = draw(float_arrays(shape, max_magnitude=5.0))
+    other = draw(float_arrays(shape, max_magnitude=5.0))
+    tied = draw(st.lists(st.booleans(), min_size=x.size, max_size=x.size))
+    tied[0] = True
+    return {"x": x, "y": np.where(np.reshape(tied, shape), x, other)}
+
+
 def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed, non-degenerate point for a family (every axis >= 2), where a bug's pattern
     shows: the gallery's diagnosis is checked here."""
@@ -139,6 +157,10 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
         return {"x": a(5, 3), "y": a(5, 2), "W1": a(3, 4), "b1": a(4), "W2": a(4, 2), "b2": a(2)}
     if family == "one":
         return {"x": a(2, 3, low=0.3)}
+    if family == "tie":
+        x, y = a(2, 3), a(2, 3)
+        y[0] = x[0]  # the first row tied
+        return {"x": x, "y": y}
     return {"x": a(2, 3, low=0.3), "y": a(2, 3, low=0.3)}
 
 
@@ -178,6 +200,9 @@ CASES = (
     _bug("bias_not_summed", _by_name["regression.two_layer"], bias_not_summed,
          "db2 takes the first example's term instead of summing over the batch", None, "two_layer",
          inputs=regression.two_layer_inputs(min_m=2)),
+    _bug("max_to_both_at_ties", _by_name["gates.max"], max_to_both_at_ties,
+         "max gate's 1(x >= y), 1(y >= x) taken literally: at a tie both inputs get the gradient", None, "tie",
+         inputs=tied_pair()),
     _bug("reciprocal_missing_sign", _by_name["gates.reciprocal"], reciprocal_missing_sign,
          "1/x gate's local gradient 1/x^2 instead of -1/x^2", "sign", "one"),
 )
