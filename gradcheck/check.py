@@ -623,6 +623,7 @@ def check_gradients(
                     kinks=len(comparison.kinks),
                     worst_numeric=comparison.worst_numeric,
                     worst_torch=comparison.worst_torch,
+                    worst_at=dict(comparison.worst_at),
                     gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
                     tolerance=tol,
                 )

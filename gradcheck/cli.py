@@ -1,25 +1,31 @@
 """The command line: ``python -m gradcheck report`` (also installed as ``gradcheck``).
 
     python -m gradcheck report [--seed N] [--examples N] [--rtol X] [--atol X]
-                               [--case PATTERN]... [--gallery] [--module pkg.mod]...
+                               [--case PATTERN]... [--gallery] [--module MODULE]...
                                [--format table|json|markdown] [--plot DIR] [--list]
-                               [--no-progress]
+                               [--no-progress] [--traceback]
+    python -m gradcheck --version
 
 Cases come from the ``gradcheck.cases`` entry points (the reference implementations by
-default), or only from the modules named by ``--module``. Exit codes: 0 every case passed (with
-``--gallery``: every known bug was caught), 1 a case failed or errored, 2 misuse (a bad flag, an
-unknown case, a module that fails to import, an unwritable plot directory), reported in one line.
+default), or only from the modules named by ``--module`` (a dotted name, found from the current
+directory as ``python -m`` finds it, or a path to a ``.py`` file). Exit codes: 0 every case
+passed (with ``--gallery``: every known bug was caught), 1 a case failed or errored, 2 misuse (a
+bad flag, an unknown case, a module that fails to import, an unwritable plot directory),
+reported in one line (``--traceback`` adds the traceback of a failed import).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from gradcheck import __version__
 from gradcheck.errors import GradcheckError
 from gradcheck.options import OPTIONS, Settings
 
@@ -35,9 +41,18 @@ class _Parser(argparse.ArgumentParser):
         raise GradcheckError(message)
 
 
+def _plot_dir(value: str) -> str:
+    """``--plot`` names a directory: an empty value is misuse, not the current directory."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a directory name (--plot . writes into the current directory)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gradcheck",
                      description="Check hand-written backward passes against numeric gradients and torch autograd.")
+    parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     report = commands.add_parser(
         "report", help="run every registered case through Hypothesis and report what matched",
@@ -52,13 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only cases whose name matches this shell pattern (repeatable), e.g. 'twolayer.*'")
     report.add_argument("--gallery", action="store_true",
                         help="run the known-buggy variants instead; passes only when every bug is caught")
-    report.add_argument("--module", action="append", default=[], metavar="pkg.mod",
-                        help="import this module and run the cases it registers (repeatable)")
+    report.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="import this module (pkg.mod, found from the current directory, or a path to a "
+                             ".py file) and run the cases it registers (repeatable)")
     report.add_argument("--format", choices=("table", "json", "markdown"), default="table",
                         help="table (terminal), json (one document, see gradcheck.run_json) or markdown (CI job summaries)")
-    report.add_argument("--plot", metavar="DIR", help="write per-case pictures into DIR (needs matplotlib)")
+    report.add_argument("--plot", metavar="DIR", type=_plot_dir,
+                        help="write per-case pictures into DIR (needs matplotlib)")
     report.add_argument("--list", action="store_true", help="list the selected cases and exit")
     report.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    report.add_argument("--traceback", action="store_true",
+                        help="when a case module fails to import, show the full traceback too")
     return parser
 
 
@@ -67,6 +86,11 @@ def _cases(args: argparse.Namespace) -> list[Any]:
     from gradcheck.runner import select_cases
 
     if args.module:
+        # As under ``python -m``: modules are found from the current directory, also when run
+        # as the installed ``gradcheck`` script (whose sys.path starts at the script's folder).
+        here = os.getcwd()
+        if here not in sys.path and "" not in sys.path:
+            sys.path.insert(0, here)
         cases: list[Any] = []
         for name in args.module:
             cases.extend(c for c in load_module(name) if c not in cases)
@@ -185,10 +209,9 @@ def _report(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from gradcheck.run_table import terminal
+        from gradcheck.run_table import terminal, terminal_width
 
-        console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
-        terminal(report, console)
+        terminal(report, Console(width=terminal_width(), highlight=False))
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -209,6 +232,7 @@ def _plot(report: Any, directory: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -216,7 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_MISUSE
         return _report(args)
     except GradcheckError as exc:
-        print(f"gradcheck: error: {exc}", file=sys.stderr)
+        from gradcheck.registry import CaseModuleError
+
+        hint = ""
+        if isinstance(exc, CaseModuleError) and exc.__cause__ is not None:
+            if getattr(args, "traceback", False):
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
+            else:
+                hint = "; --traceback shows the full traceback"
+        print(f"gradcheck: error: {exc}{hint}", file=sys.stderr)
         return EXIT_MISUSE
     except KeyboardInterrupt:
         print("gradcheck: interrupted", file=sys.stderr)

@@ -6,7 +6,8 @@ element in every array.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,6 +63,16 @@ def allowed(
     return tol.rtol * magnitude + absolute_floor(tol, scale) + error
 
 
+def worst_of(rel: np.ndarray, where: np.ndarray) -> tuple[float | None, int | None]:
+    """The largest ``rel`` over the elements ``where`` is True (NaN counts as largest) and its
+    flat index; (None, None) when there is none."""
+    candidates = np.flatnonzero(where)
+    if candidates.size == 0:
+        return None, None
+    i = int(candidates[np.argmax(rel[candidates])])
+    return float(rel[i]), i
+
+
 def relative_error(analytic: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
     """``|a - ref| / max(|a|, |ref|, 1e-3 * scale)``: elements far smaller than the input's
     largest gradient are measured against a thousandth of it, so rounding in near-zero
@@ -85,6 +96,7 @@ class InputComparison:
     reference: np.ndarray | None = None  # best oracle value per element (flat), for diagnosis
     usable: np.ndarray | None = None  # elements compared against it (flat)
     compared: int = 0  # elements compared with an oracle's value (kinks and failures aside)
+    worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # oracle -> element of its worst
 
 
 def compare_input(
@@ -126,7 +138,7 @@ def compare_input(
     # The worst error is reported over elements the numeric oracle resolves (larger than its
     # own error estimate); below that, a relative error says nothing about the gradient.
     resolved = compared & (np.maximum(np.abs(analytic), np.abs(numeric)) > numeric_error)
-    worst_numeric = float(np.max(rel_numeric[resolved])) if resolved.any() else None
+    worst_numeric, worst_numeric_at = worst_of(rel_numeric, resolved)
 
     # At a kink: the analytic value against the nearest end of the slopes' range.
     bounded = kink & np.isfinite(estimate.low) & np.isfinite(estimate.high)
@@ -137,7 +149,7 @@ def compare_input(
 
     bad_torch = np.zeros_like(bad_numeric)
     disagree = np.zeros_like(bad_numeric)
-    worst_torch = None
+    worst_torch = worst_torch_at = None
     rel_torch = None
     if torch is not None:
         bad_torch = ~kink & (np.abs(analytic - torch) > allowed(analytic, torch, torch_error, tol, scale))
@@ -145,7 +157,7 @@ def compare_input(
         # As for numeric: over elements above the rounding floor (a gradient that should be
         # exactly zero, computed as 1e-16, has no meaningful relative error).
         measurable = ~kink & (np.maximum(np.abs(analytic), np.abs(torch)) > np.maximum(tol.rounding, torch_error))
-        worst_torch = float(np.max(rel_torch[measurable])) if measurable.any() else None
+        worst_torch, worst_torch_at = worst_of(rel_torch, measurable)
         disagree = compared & (np.abs(numeric - torch) > allowed(numeric, torch, numeric_error, tol, scale))
 
     # An element the analytic gradient gets right by torch, where the numeric oracle disagrees
@@ -157,7 +169,7 @@ def compare_input(
         # The worst error against numeric leaves out where it disagrees with torch too (those
         # are reported as disagreements): there it measures the oracle, not the backward.
         trusted = resolved & ~disagree
-        worst_numeric = float(np.max(rel_numeric[trusted])) if trusted.any() else None
+        worst_numeric, worst_numeric_at = worst_of(rel_numeric, trusted)
     rel_kink = relative_error(analytic, nearest, scale)
     rel_any = np.where(compared, rel_numeric, 0.0)
     if rel_torch is not None:
@@ -214,5 +226,7 @@ def compare_input(
     ) if torch is not None else ()
     reference = numeric if torch is None else torch
     usable = compared if torch is None else ~kink
+    worst_at = {oracle: at(i) for oracle, i in (("numeric", worst_numeric_at), ("torch", worst_torch_at))
+                if i is not None}
     return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad, reference,
-                           usable, compared=int(compared.sum()))
+                           usable, compared=int(compared.sum()), worst_at=worst_at)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error
+from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error, worst_of
 from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.result import Kink, Mismatch, Tolerance
@@ -488,14 +488,16 @@ class _InputCheck:
             if (m.index or not self.shape) and not np.isnan(m.analytic):
                 mask[np.ravel_multi_index(m.index, self.shape) if self.shape else 0] = True
         mask[self.torch_only] = True
-        worst_torch = None
+        worst_torch = worst_torch_at = None
         if t is not None:
             # Over elements above the rounding allowed (as in ``compare``).
             measurable = np.maximum(np.abs(a), np.abs(t)) > np.maximum(self.tol.rounding, self.torch_err)
             rel_torch = relative_error(a, t, self.scale)
-            worst_torch = float(np.max(rel_torch[measurable])) if measurable.any() else None
+            worst_torch, worst_torch_at = worst_of(rel_torch, measurable)
         mismatches = sorted(self.mismatches, key=lambda m: -m.relative_error)
+        # The worst error against numeric is along a direction, not at an element.
+        worst_at = {} if worst_torch_at is None else {"torch": self._at(worst_torch_at)}
         return InputComparison(
             tuple(mismatches), tuple(self.kinks), (), self.worst, worst_torch, mask,
-            t, None if t is None else np.ones(a.size, dtype=bool),
+            t, None if t is None else np.ones(a.size, dtype=bool), worst_at=worst_at,
         )

@@ -1,10 +1,13 @@
 """Pictures of a run (``report --plot DIR``), with matplotlib as an optional extra.
 
 Per case, ``<case>.steps.png``: the error of a one-step central difference against the step
-size ``h`` for one element (the one with the largest gradient of the first checked input).
-Truncation error falls as ``h^2`` and rounding error grows as ``eps/h``: the V-shaped curve,
-with the step the numeric oracle chose marked. The reference is torch autograd when the forward
-runs on torch, else the oracle's extrapolated estimate.
+size ``h`` for one element (the one with the largest gradient of the checked inputs), with the
+step the numeric oracle chose marked. Truncation error falls as ``h^2`` and rounding error grows
+as ``eps/h``, a V; but a function linear (or quadratic) along the element has no truncation
+error, and at some steps the difference is exact: the title says what the curve shows
+(``curve_shape``), and steps with an error of exactly 0 are marked along the bottom of the log
+axis. The reference is torch autograd when the forward runs on torch, else the oracle's
+extrapolated estimate.
 
 For cases that declare ``layers``, ``<case>.layers.png``: the norm of each layer's gradient,
 analytic and reference side by side on a log scale: vanishing (or exploding) gradients through
@@ -28,10 +31,16 @@ from gradcheck.evaluate import as_float_array
 from gradcheck.inputs import prepare_inputs, resolve_wrt
 from gradcheck.numeric import machine_eps, numeric_gradient, step_sizes
 
-__all__ = ["INSTALL_HINT", "check_plot_dir", "layer_norms", "plot_case", "require_matplotlib", "step_curve"]
+__all__ = ["INSTALL_HINT", "check_plot_dir", "curve_shape", "layer_norms", "plot_case", "require_matplotlib",
+           "step_curve", "steps_figure"]
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'gradcheck[plot]' (or pip install matplotlib)"
 STEPS = np.logspace(-13, 0, 53)  # relative to the element's scale
+END_STEPS = 4  # steps at each end of the sweep (a decade) where truncation or rounding shows
+ROUNDING_UNITS = 1e3  # an error below this many units of roundoff is rounding level
+TREND = 10.0  # an end of the curve shows truncation or rounding when its error is this many
+# times the curve's smallest error (and above rounding level)
+KINK_JUMP = 30.0  # a rise by this factor from one step to the next (h^2 gives 3.2) is a kink
 
 
 def require_matplotlib() -> None:
@@ -114,7 +123,69 @@ def step_curve(forward: Any, inputs: Mapping[str, Any], wrt: Any = None) -> dict
         errors.append(abs(d - reference) / abs(reference))
     index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
     return {"input": name, "index": index, "steps": STEPS * scale, "errors": np.asarray(errors),
-            "chosen": chosen, "reference": reference, "reference_kind": reference_kind}
+            "chosen": chosen, "reference": reference, "reference_kind": reference_kind, "eps": eps}
+
+
+def curve_shape(errors: Any, eps: float) -> str:
+    """What a step curve shows, in words: whether truncation (error growing at the largest
+    steps, smoothly as ``h^2`` or by a jump where a step reaches a kink) and rounding (error
+    growing at the smallest steps) show above rounding level, and how many steps are exact.
+
+    Args:
+        errors: relative errors, ``(n,)``, for steps from the smallest to the largest.
+        eps: machine epsilon of the input's dtype.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    exact = int(np.sum(errors == 0))
+    if exact == errors.size:
+        return f"no truncation, no rounding: error 0 at all {exact} steps"
+    level = max(ROUNDING_UNITS * eps, TREND * float(np.nanmin(errors)))
+    rounding = bool(np.nanmax(errors[:END_STEPS]) > level)
+    tail = np.maximum(errors[-END_STEPS - 1:], level)
+    large = "truncation" if tail[-END_STEPS:].max() > level else ""
+    if large and np.any(tail[1:] > KINK_JUMP * tail[:-1]):
+        large = "kink"
+    if large == "kink":
+        shape = "the largest steps reach a kink" + ("; rounding rises as h shrinks" if rounding else "")
+    elif large and rounding:
+        shape = "truncation falls and rounding rises as h shrinks"
+    elif rounding:
+        shape = "no truncation error; rounding rises as h shrinks"
+    elif large:
+        shape = "truncation falls as h shrinks; no rounding error at the smallest steps"
+    else:
+        shape = "error at rounding level at every step"
+    return shape + (f"; error 0 at {exact} of {errors.size} steps" if exact else "")
+
+
+def steps_figure(case_name: str, curve: Mapping[str, Any]) -> Any:
+    """The picture of ``step_curve``'s result: a matplotlib Figure (log-log; exact steps, whose
+    error is 0 and has no place on a log axis, marked along the bottom)."""
+    import matplotlib.pyplot as plt
+
+    steps, errors = np.asarray(curve["steps"]), np.asarray(curve["errors"], dtype=np.float64)
+    positive = errors > 0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.plot(steps, np.where(positive, errors, np.nan), marker=".", label="one central difference")
+    if not positive.all():
+        ax.plot(steps[~positive], np.full(int(np.sum(~positive)), 0.02), linestyle="none", marker="v",
+                color="tab:green", transform=ax.get_xaxis_transform(), clip_on=False,
+                label=f"error exactly 0 ({int(np.sum(~positive))} of {errors.size} steps)")
+    if not positive.any():
+        ax.set_ylim(curve["eps"] / 10, 1.0)  # no error to scale the axis by
+    elif not positive.all():
+        ax.set_ylim(bottom=float(np.min(errors[positive])) / 100)  # room for the marks below
+    ax.axvline(curve["chosen"], color="tab:red", linestyle="--", label=f"chosen step {curve['chosen']:.1e}")
+    element = f"{curve['input']}[{', '.join(map(str, curve['index']))}]" if curve["index"] else curve["input"]
+    ax.set_xlabel("step h")
+    ax.set_ylabel(f"relative error vs {curve['reference_kind']}")
+    ax.set_title(f"{case_name}: d/d{element}\n{curve_shape(errors, curve['eps'])}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def layer_norms(case: Case, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,17 +234,8 @@ def plot_case(case: Case, samples: Sequence[Mapping[str, Any]], directory: Path)
     largest = max(samples, key=_size)
     curve = step_curve(case.forward, largest, case.wrt)
     if curve is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.loglog(curve["steps"], np.maximum(curve["errors"], 1e-17), marker=".", label="one central difference")
-        ax.axvline(curve["chosen"], color="tab:red", linestyle="--", label=f"chosen step {curve['chosen']:.1e}")
-        element = f"{curve['input']}[{', '.join(map(str, curve['index']))}]" if curve["index"] else curve["input"]
-        ax.set_xlabel("step h")
-        ax.set_ylabel(f"relative error vs {curve['reference_kind']}")
-        ax.set_title(f"{case.name}: d/d{element} (truncation falls, rounding rises)", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
+        fig = steps_figure(case.name, curve)
         path = directory / f"{case.name}.steps.png"
-        fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)

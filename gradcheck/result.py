@@ -146,6 +146,9 @@ class InputSummary:
         mismatches, kinks: counts (kinks are held to their one-sided slopes in full mode).
         worst_numeric, worst_torch: largest relative error against each oracle (None if the
             oracle did not run or nothing was compared).
+        worst_at: the element of each worst error, by oracle name: ``{"torch": (4, 2)}``; an
+            oracle is absent when its worst is not at an element (the directional mode's numeric
+            worst is along a direction) or there is none.
         gradient_norm: Euclidean norm of the analytic gradient.
         tolerance: the tolerance used for this input.
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
@@ -163,6 +166,7 @@ class InputSummary:
     tolerance: Tolerance
     diagnosis: Diagnosis | None = None
     compared: int = 0
+    worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -25,14 +25,24 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
             "kinks": int, "failures": int, "seconds": float, "error": str | null,
             "worst_relative_error": {"numeric": float | null, "torch": float | null},
             "worst_input": {"numeric": str | null, "torch": str | null},
+            "worst_at": {"numeric": WORST | null, "torch": WORST | null},
             "diagnoses": [{"input": str, "kind": str, "summary": str, "params": {...},
                            "evidence": str}],
             "minimal_example": EXAMPLE | null, "at_point": EXAMPLE | null}
 
-    EXAMPLE = {"source": "drawn" | "point",
-               "inputs": [{"name", "shape", "dtype", "values" (small inputs) | null,
-                           "at": [{"index": [int], "value": float}]}],
-               "result": CheckResult.to_dict()}
+    EXAMPLE = {"source": "drawn" | "point", "inputs": [INPUT], "result": CheckResult.to_dict()}
+
+    WORST = {"relative_error": float,       # as in worst_relative_error
+             "input": str,                  # the input whose gradient it is in
+             "index": [int] | null,         # its element ([] for a 0-d input); null when the error
+                                            # is along a random direction (directional mode)
+             "example": int | null,         # the example it was met in: 1 is the first checked
+                                            # (fixed points, then drawn examples); null for a
+                                            # re-check while shrinking a failure
+             "inputs": [INPUT]}             # that example (a large input: at its element)
+
+    INPUT = {"name", "shape", "dtype", "values" (small inputs) | null,
+             "at": [{"index": [int], "value": float}]}   # a large input: flagged elements
 
 Non-finite floats become null, so the document is strict JSON.
 """
@@ -43,7 +53,8 @@ import platform
 from typing import Any
 
 from gradcheck.result import _jsonable
-from gradcheck.runner import CaseRun, MinimalExample, RunReport
+from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
+from gradcheck.worst import ORACLES, WorstAt
 
 __all__ = ["SCHEMA_VERSION", "run_to_dict", "versions"]
 
@@ -63,18 +74,27 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def _inputs(inputs: tuple[InputShown, ...]) -> list[dict[str, Any]]:
+    return [
+        {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "values": i.values,
+         "at": [{"index": list(index), "value": value} for index, value in i.at]}
+        for i in inputs
+    ]
+
+
 def _example(example: MinimalExample | None) -> dict[str, Any] | None:
     if example is None:
         return None
-    return {
-        "source": example.source,
-        "inputs": [
-            {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "values": i.values,
-             "at": [{"index": list(index), "value": value} for index, value in i.at]}
-            for i in example.inputs
-        ],
-        "result": example.result.to_dict(),
-    }
+    return {"source": example.source, "inputs": _inputs(example.inputs), "result": example.result.to_dict()}
+
+
+def _worst(where: WorstAt | None) -> dict[str, Any] | None:
+    if where is None:
+        return None
+    flagged = {where.input: [where.index]} if where.index is not None else {}
+    return {"relative_error": where.error, "input": where.input,
+            "index": None if where.index is None else list(where.index), "example": where.example,
+            "inputs": _inputs(shown_inputs(where.inputs, flagged))}
 
 
 def diagnoses(run: CaseRun) -> list[dict[str, Any]]:
@@ -105,6 +125,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "error": run.error,
         "worst_relative_error": {"numeric": run.worst_numeric, "torch": run.worst_torch},
         "worst_input": {"numeric": run.worst_numeric_input, "torch": run.worst_torch_input},
+        "worst_at": {oracle: _worst(run.worst_at.get(oracle)) for oracle in ORACLES},
         "diagnoses": diagnoses(run),
         "minimal_example": _example(run.minimal),
         "at_point": _example(run.at_point),

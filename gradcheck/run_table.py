@@ -2,21 +2,51 @@
 
 No numerics here; ``runner`` found everything. One row per case: examples, oracles, kinks met,
 worst relative error against each oracle, verdict and a note (the likely bug, or the error).
+
+The terminal table fits the width it is given (``terminal_width()``: ``COLUMNS``, else the
+terminal's width, else 80, as when piped). A number or a verdict is never cut: when the table
+is too wide, these steps are taken in order until it fits:
+
+1. the ``worst vs ...`` headers go on two lines;
+2. ``oracles`` is dropped (a ``-`` in a ``worst vs`` column says that oracle did not run);
+3. ``examples`` is dropped (the summary line gives the total);
+4. ``note`` is dropped (until then it is cut with an ellipsis to the room left, down to
+   ``NOTE_MIN_WIDTH`` characters; the details under the table give it in full);
+5. ``kinks`` is dropped (the summary line gives the total);
+6. case names wrap over lines, down to ``CASE_MIN_WIDTH`` characters (never cut);
+7. ``worst vs numeric`` is dropped (torch is exact where it ran).
+
+Narrower than that, the table is printed at the smallest width that keeps it whole. The
+details under the table and the summary line are not cut either (details are not wrapped, so
+that commands and values copy whole).
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gradcheck.report import fmt, result_lines
-from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport
+from gradcheck.report import fmt, index_str, result_lines
+from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
+from gradcheck.worst import ORACLES
 
-__all__ = ["COLUMNS", "details_lines", "markdown", "rows", "summary_line", "terminal"]
+__all__ = ["COLUMNS", "DROP_ORDER", "details_lines", "fit_table", "markdown", "rows", "summary_line",
+           "terminal", "terminal_width"]
 
 COLUMNS = ("case", "examples", "oracles", "kinks", "worst vs numeric", "worst vs torch", "verdict", "note")
-NOTE_WIDTH = 72
+NUMBERS = ("examples", "kinks", "worst vs numeric", "worst vs torch")  # right-aligned, never cut
+# Dropped from the terminal table in this order while it is too wide; case and verdict stay.
+DROP_ORDER = ("oracles", "examples", "note", "kinks", "worst vs numeric")
+WRAPPED_HEADERS = {"worst vs numeric": "worst vs\nnumeric", "worst vs torch": "worst vs\ntorch"}
+NOTE_WIDTH = 72  # a note is cut to this many characters in any table
+NOTE_MIN_WIDTH = 20  # the terminal table drops the note column rather than show less of it
+CASE_MIN_WIDTH = 12  # case names wrap over lines down to this width, no narrower
+DEFAULT_WIDTH = 80  # when the width is unknown (output piped, no COLUMNS)
+VERDICT_COLORS = {"pass": "green", "caught": "green", "FAIL": "bold red", "MISSED": "bold red",
+                  "error": "bold yellow"}
 
 
 def _short(text: str, width: int = NOTE_WIDTH) -> str:
@@ -90,9 +120,38 @@ def example_lines(example: MinimalExample, indent: str = "    ", max_elements: i
     """The inputs of an example (shapes; small ones in full) and its check report."""
     where = "fixed point" if example.source == "point" else "smallest failing example (shrunk)"
     lines = [f"{indent}{where}:"]
-    for shown in example.inputs:
-        lines.append(f"{indent}  {shown.name} {tuple(shown.shape)} {shown.dtype} = {_values(shown)}")
+    lines.extend(_input_line(shown, indent + "  ") for shown in example.inputs)
     lines.extend(f"{indent}{line}" for line in result_lines(example.result, max_elements))
+    return lines
+
+
+def _input_line(shown: InputShown, indent: str) -> str:
+    return f"{indent}{shown.name} {tuple(shown.shape)} {shown.dtype} = {_values(shown)}"
+
+
+def worst_lines(run: CaseRun, indent: str = "    ") -> list[str]:
+    """Where each oracle's worst error was met: the element and the example, with the
+    example's inputs (a large input at those elements)."""
+    groups: list[tuple[Any, list[str], dict[str, list[tuple[int, ...]]]]] = []  # per example
+    for oracle in ORACLES:
+        where = run.worst_at.get(oracle)
+        if where is None:
+            continue
+        element = (f"{where.input} (along a random direction)" if where.index is None
+                   else index_str(where.input, where.index))
+        example = "a re-check while shrinking" if where.example is None else f"example {where.example}"
+        line = f"{indent}worst vs {oracle} {fmt(where.error, 2)}: {element} in {example}"
+        group = next((g for g in groups if g[0] is where.inputs), None)
+        if group is None:
+            group = (where.inputs, [], {})
+            groups.append(group)
+        group[1].append(line)
+        if where.index is not None and where.index not in group[2].setdefault(where.input, []):
+            group[2][where.input].append(where.index)
+    lines: list[str] = []
+    for inputs, headers, flagged in groups:
+        lines.extend(headers)
+        lines.extend(_input_line(shown, indent + "  ") for shown in shown_inputs(inputs, flagged))
     return lines
 
 
@@ -116,27 +175,123 @@ def details_lines(report: RunReport) -> list[str]:
             lines.extend(example_lines(run.at_point, max_elements=shown))
         if run.minimal is not None and run.minimal is not run.at_point:
             lines.extend(example_lines(run.minimal, max_elements=shown))
+        if not (report.gallery and run.caught):  # a caught bug's worst error says nothing new
+            lines.extend(worst_lines(run))
         if report.gallery and not run.caught and run.error is None:
             lines.append(f"    MISSED: {run.examples} examples passed although the backward is buggy")
         lines.append("")
     return lines
 
 
-def terminal(report: RunReport, console: Any) -> None:
-    """Print the table, the details and the summary line on a ``rich`` console."""
+def terminal_width() -> int:
+    """The width to fit: ``COLUMNS`` when set, else the terminal's when stdout is one, else 80."""
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns the terminal table shows and how.
+
+    Attributes:
+        columns: shown columns, in ``COLUMNS`` order.
+        wrapped_headers: the ``worst vs`` headers on two lines.
+        case_width: the case column's width when names wrap (None: as wide as the longest).
+        note_width: the note column's width (None: no note column).
+        width: the table's width, which may exceed the width asked for when nothing fits.
+    """
+
+    columns: tuple[str, ...]
+    wrapped_headers: bool
+    case_width: int | None
+    note_width: int | None
+    width: int
+
+
+def _table(report: RunReport, table_rows: list[tuple[str, ...]], columns: tuple[str, ...], *,
+           wrapped_headers: bool, case_width: int | None = None, note_width: int | None = None) -> Any:
     from rich.table import Table
 
     table = Table(title="gradcheck report" + (" (gallery of known bugs)" if report.gallery else ""),
                   title_justify="left")
-    for column in COLUMNS:
-        numeric = column in ("examples", "kinks", "worst vs numeric", "worst vs torch")
-        table.add_column(column, justify="right" if numeric else "left",
-                         overflow="fold", no_wrap=column != "note")
-    colors = {"pass": "green", "caught": "green", "FAIL": "bold red", "MISSED": "bold red", "error": "bold yellow"}
-    for row in rows(report):
-        verdict = row[6]
-        table.add_row(*row[:6], f"[{colors[verdict]}]{verdict}[/]", row[7])
-    console.print(table)
+    for column in columns:
+        header = WRAPPED_HEADERS.get(column, column) if wrapped_headers else column
+        if column == "case":
+            table.add_column(header, overflow="fold", max_width=case_width, min_width=case_width)
+        elif column == "note":
+            table.add_column(header, overflow="ellipsis", no_wrap=True, max_width=note_width)
+        else:
+            table.add_column(header, justify="right" if column in NUMBERS else "left", no_wrap=True)
+    shown = [COLUMNS.index(c) for c in columns]
+    for row in table_rows:
+        cells = [row[i] for i in shown]
+        if "verdict" in columns:
+            k = columns.index("verdict")
+            cells[k] = f"[{VERDICT_COLORS[cells[k]]}]{cells[k]}[/]"
+        table.add_row(*cells)
+    return table
+
+
+def _natural_width(console: Any, table: Any) -> int:
+    """The width ``table`` takes when nothing limits it."""
+    return console.measure(table, options=console.options.update_width(10**6)).maximum
+
+
+def _steps(columns: tuple[str, ...]) -> list[tuple[tuple[str, ...], bool, bool]]:
+    """The layouts tried, in order: (columns, ``worst vs`` headers on two lines, case names
+    wrapped)."""
+    steps = [(columns, False, False), (columns, True, False)]
+    for dropped in DROP_ORDER:
+        if dropped == "worst vs numeric":
+            steps.append((columns, True, True))  # case names wrap before the last drop
+        columns = tuple(c for c in columns if c != dropped)
+        steps.append((columns, True, dropped == "worst vs numeric"))
+    return steps
+
+
+def fit_table(report: RunReport, console: Any, width: int) -> tuple[Any, Layout]:
+    """The run's table laid out for ``width`` columns (see the module docstring): the rich
+    ``Table`` and its ``Layout``. When no layout fits, the narrowest, wider than ``width``."""
+    table_rows = rows(report)
+    longest_note = max((len(row[COLUMNS.index("note")]) for row in table_rows), default=0)
+    longest_case = max((len(row[0]) for row in table_rows), default=0)
+
+    def build(columns: tuple[str, ...], wrapped: bool, case_width: int | None,
+              note_width: int | None = None) -> tuple[Any, Layout]:
+        shown = tuple(c for c in columns if c != "note" or note_width is not None)
+        table = _table(report, table_rows, shown, wrapped_headers=wrapped, case_width=case_width,
+                       note_width=note_width)
+        return table, Layout(shown, wrapped, case_width, note_width, _natural_width(console, table))
+
+    best = None
+    all_columns = tuple(c for c in COLUMNS if c != "note" or longest_note)
+    for columns, wrapped, wrap_case in _steps(all_columns):
+        case_width = None
+        if wrap_case and longest_case > CASE_MIN_WIDTH:
+            _, narrowest = build(columns, wrapped, CASE_MIN_WIDTH)
+            case_width = min(longest_case, CASE_MIN_WIDTH + max(0, width - narrowest.width))
+        best = build(columns, wrapped, case_width)
+        if "note" in columns:
+            # The note takes the room left, if that is enough (3: a column's border and padding).
+            room = min(longest_note, width - best[1].width - 3)
+            if room < min(NOTE_MIN_WIDTH, longest_note):
+                continue
+            best = build(columns, wrapped, case_width, room)
+        if best[1].width <= width:
+            return best
+    assert best is not None
+    return best
+
+
+def terminal(report: RunReport, console: Any) -> None:
+    """Print the table, the details and the summary line on a ``rich`` console, the table
+    fitted to the console's width."""
+    width = console.width
+    table, layout = fit_table(report, console, width)
+    console.width = max(layout.width, width)  # too narrow for any layout: the table whole, wider
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     details = details_lines(report)
     if details:
         console.print()
@@ -153,8 +308,7 @@ def markdown(report: RunReport) -> str:
     """A GitHub-flavoured markdown table (for CI job summaries), details folded below."""
     out = ["### gradcheck report" + (" (gallery of known bugs)" if report.gallery else ""), ""]
     out.append("| " + " | ".join(COLUMNS) + " |")
-    out.append("|" + "|".join("---:" if c in ("examples", "kinks", "worst vs numeric", "worst vs torch") else "---"
-                              for c in COLUMNS) + "|")
+    out.append("|" + "|".join("---:" if c in NUMBERS else "---" for c in COLUMNS) + "|")
     icons = {"pass": "✅ pass", "caught": "✅ caught", "FAIL": "❌ FAIL", "MISSED": "❌ MISSED", "error": "⚠️ error"}
     for row in rows(report):
         cells = [f"`{row[0]}`", *row[1:6], icons[row[6]], _md(row[7])]

@@ -30,9 +30,10 @@ from gradcheck.evaluate import describe_exception
 from gradcheck.options import Settings
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
-from gradcheck.worst import track_worst
+from gradcheck.worst import WorstAt, track_worst
 
-__all__ = ["CaseRun", "InputShown", "MinimalExample", "RunReport", "case_seed", "run_case", "run_cases"]
+__all__ = ["CaseRun", "InputShown", "MinimalExample", "RunReport", "case_seed", "run_case", "run_cases",
+           "shown_inputs"]
 
 MAX_VALUES_SHOWN = 16  # an input with at most this many elements is shown in full
 MAX_SAMPLES = 20  # example inputs kept per case for plots
@@ -89,6 +90,8 @@ class CaseRun:
         kinks: kinks met over all checks (elements not compared).
         worst_numeric, worst_torch: the largest relative error against each oracle over all
             checks (None when that oracle never ran); ``*_input`` names the input.
+        worst_at: per oracle, where its worst error was met (``WorstAt``: input, element,
+            example and its inputs).
         failures: checks that failed (including the re-checks while shrinking).
         minimal: the smallest failing drawn example (shrunk by Hypothesis), else the first
             failing fixed point; None when every check passed.
@@ -108,6 +111,7 @@ class CaseRun:
     worst_numeric_input: str | None = None
     worst_torch: float | None = None
     worst_torch_input: str | None = None
+    worst_at: dict[str, WorstAt] = field(default_factory=dict, repr=False)
     failures: int = 0
     minimal: MinimalExample | None = None
     at_point: MinimalExample | None = None
@@ -136,12 +140,13 @@ class CaseRun:
             return "caught" if self.caught else "MISSED"
         return "FAIL" if self.caught else "pass"
 
-    def add(self, result: CheckResult) -> None:
-        """Count one check's findings."""
+    def add(self, result: CheckResult, inputs: Mapping[str, Any] | None = None,
+            example: int | None = None) -> None:
+        """Count one check's findings (of example number ``example`` with ``inputs``)."""
         self.oracles = tuple(o for o in ("numeric", "torch") if o in self.oracles or o in result.oracles)
         self.kinks += len(result.kinks)
         self.failures += not result.ok
-        track_worst(self, result)
+        track_worst(self, result, example=example, inputs=inputs)
 
 
 @dataclass
@@ -167,6 +172,12 @@ def _shown(inputs: Mapping[str, Any], result: CheckResult) -> tuple[InputShown, 
         spots = flagged.setdefault(item.input, [])
         if item.index not in spots and len(spots) < 5:
             spots.append(item.index)
+    return shown_inputs(inputs, flagged)
+
+
+def shown_inputs(inputs: Mapping[str, Any],
+                 flagged: Mapping[str, Sequence[tuple[int, ...]]]) -> tuple[InputShown, ...]:
+    """The inputs of an example: small ones in full, large ones at the ``flagged`` elements."""
     shown = []
     for name, value in inputs.items():
         array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
@@ -225,7 +236,7 @@ def run_case(
             run.examples += 1
             if len(run.samples) < MAX_SAMPLES:
                 run.samples.append(dict(inputs))
-        run.add(result)
+        run.add(result, inputs, None if shrinking else run.examples)
         if progress is not None:
             progress(run)
         return result

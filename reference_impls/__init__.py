@@ -3,10 +3,14 @@
 One module per family of the reference notes (gates, staged, matmul, twolayer, regression,
 sigmoid_chain, softplus) and ``gallery``, known-buggy variants the harness must catch. Importing
 the package registers every case with gradcheck; the ``gradcheck.cases`` entry point names it.
+
+This folder is installed as ``gradcheck_reference`` (see ``pyproject.toml``): import it under
+that name, and its modules import each other relatively.
 """
 
 from gradcheck.registry import register
-from reference_impls import gallery, gates, matmul, regression, sigmoid_chain, softplus, staged, twolayer
+
+from . import gallery, gates, matmul, regression, sigmoid_chain, softplus, staged, twolayer
 
 CORRECT = (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
            *sigmoid_chain.CASES, *softplus.CASES)

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
-from reference_impls import gates, matmul, regression, staged, twolayer
-from reference_impls._common import onehot_np, sigmoid_np, softmax_np
+
+from . import gates, matmul, regression, staged, twolayer
+from ._common import onehot_np, sigmoid_np, softmax_np
 
 
 def _published_batch_gradients(X, y, W1, W2, batch):

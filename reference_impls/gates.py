@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import away_from_kinks, float_arrays, shapes, with_kinks
-from reference_impls._common import sigmoid, sigmoid_np, xp_of
+
+from ._common import sigmoid, sigmoid_np, xp_of
 
 SCALE = 2.5  # ``a`` of the scale gate a * x
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
-from reference_impls._common import relu, xp_of
+
+from ._common import relu, xp_of
 
 
 def single_neuron(x, y, w, b):

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
-from reference_impls._common import sigmoid, sigmoid_np, xp_of
+
+from ._common import sigmoid, sigmoid_np, xp_of
 
 DEPTH = 4  # layers in the one-neuron chain
 WIDE = 3  # layers in the wide chain

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
-from reference_impls._common import sigmoid_np, xp_of
+
+from ._common import sigmoid_np, xp_of
 
 DOSAGE = np.array([0.0, 0.5, 1.0])
 OBSERVED = np.array([0.0, 1.0, 0.0])

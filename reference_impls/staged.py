@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.case import Case
-from reference_impls._common import sigmoid, sigmoid_np, xp_of
-from reference_impls.gates import pair
+
+from ._common import sigmoid, sigmoid_np, xp_of
+from .gates import pair
 
 PUBLISHED = {"x": np.asarray(3.0), "y": np.asarray(-4.0)}
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays, labels
-from reference_impls._common import onehot_np, relu, softmax_np, softmax_xent, xp_of
+
+from ._common import onehot_np, relu, softmax_np, softmax_xent, xp_of
 
 
 def softmax_net(X, y, W1, W2):

@@ -4,7 +4,7 @@ runs) and the notes' hand-written backward, for tests that need a realistic net 
 
 import numpy as np
 
-from reference_impls import twolayer
+from gradcheck_reference import twolayer
 
 WRT = ("W1", "W2")
 

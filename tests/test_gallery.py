@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gradcheck
-import reference_impls
+import gradcheck_reference
 
-GALLERY = {case.name: case for case in reference_impls.GALLERY}
+GALLERY = {case.name: case for case in gradcheck_reference.GALLERY}
 
 
 def test_the_gallery_covers_the_mistakes_of_the_notes():

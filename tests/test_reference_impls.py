@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradcheck
-import reference_impls
+import gradcheck_reference
 from gradcheck.registry import all_cases
-from reference_impls import gates, softplus, staged, twolayer
-from reference_impls.gates import PUBLISHED_CIRCUIT, PUBLISHED_NEURON
+from gradcheck_reference import gates, softplus, staged, twolayer
+from gradcheck_reference.gates import PUBLISHED_CIRCUIT, PUBLISHED_NEURON
 
-CORRECT = {case.name: case for case in reference_impls.CORRECT}
+CORRECT = {case.name: case for case in gradcheck_reference.CORRECT}
 
 
 def as_torch(inputs):
@@ -190,9 +190,9 @@ def test_cases_with_piecewise_forwards_meet_kinks_and_pass_there():
 
 
 def test_every_family_of_the_notes_is_registered():
-    families = {case.name.split(".")[0] for case in reference_impls.CORRECT}
+    families = {case.name.split(".")[0] for case in gradcheck_reference.CORRECT}
     assert families == {"gates", "circuits", "staged", "matmul", "twolayer", "regression",
                         "sigmoid_chain", "softplus"}
-    assert all(case.description and not case.is_gallery for case in reference_impls.CORRECT)
+    assert all(case.description and not case.is_gallery for case in gradcheck_reference.CORRECT)
     names = [c.name for c in all_cases()]
     assert set(CORRECT) <= set(names)

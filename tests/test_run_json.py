@@ -1,0 +1,66 @@
+"""``--format json``: where each worst error was met (example and element), documented."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import gradcheck
+from gradcheck import run_json
+from gradcheck.case import Case
+from gradcheck.options import Settings
+from gradcheck.runner import RunReport, run_case
+
+POINT = np.array([[0.5, -1.0, 0.25, 1.0], [0.75, 0.5, 5.0, -0.5], [1.5, 2.0, -2.5, 0.5],
+                  [-1.5, 1.25, 0.5, 2.5], [1.0, -2.0, 3.0, 0.5]])  # largest |x| at [1, 2]
+
+
+def cube(x):
+    return (x ** 3).sum()
+
+
+def cube_backward_off_at_max(dout, x):
+    """The gradient of sum(x^3), off by a relative 1e-8 * max|x| at the largest |x|: a pass."""
+    grad = 3 * x ** 2 * dout
+    i = np.unravel_index(np.argmax(np.abs(x)), x.shape)
+    grad[i] *= 1 + 1e-8 * np.max(np.abs(x))
+    return {"x": grad}
+
+
+def test_a_passing_case_says_which_example_and_element_its_worst_error_is_at():
+    # Example 1 is the point POINT / 5 (error 1e-8), example 2 the point POINT (error 5e-8),
+    # then drawn examples, all POINT / 5 again.
+    case = Case(name="mine.cube_nearly", forward=cube, backward=cube_backward_off_at_max,
+                inputs=st.just({"x": POINT / 5}), points=({"x": POINT / 5}, {"x": POINT}))
+    settings = Settings(examples=2)
+    run = run_case(case, settings)
+    assert run.verdict == "pass"
+    document = json.loads(json.dumps(run_json.run_to_dict(RunReport(settings, False, [run], 1.0))))
+    (reported,) = document["cases"]
+    for oracle in ("numeric", "torch"):
+        worst = reported["worst_at"][oracle]
+        assert worst["relative_error"] == reported["worst_relative_error"][oracle]
+        assert worst["relative_error"] == pytest.approx(5e-8, rel=1e-2)
+        assert (worst["input"], worst["index"], worst["example"]) == ("x", [1, 2], 2)
+        # The example's inputs; a large one at the element.
+        assert worst["inputs"] == [{"name": "x", "shape": [5, 4], "dtype": "float64", "values": None,
+                                    "at": [{"index": [1, 2], "value": 5.0}]}]
+    assert document["schema_version"] == 1
+
+
+def test_the_schema_documents_the_worst_keys():
+    for key in ('"worst_at"', "WORST = {", '"relative_error"', '"index"', '"example"', '"inputs"'):
+        assert key in run_json.__doc__
+
+
+@pytest.mark.parametrize(("mode", "located"), [("full", {"numeric", "torch"}), ("directional", {"torch"})])
+def test_each_input_names_the_element_of_its_worst_errors(mode, located):
+    x = POINT.copy()
+    result = gradcheck.check_gradients(cube, cube_backward_off_at_max, {"x": x}, mode=mode)
+    (summary,) = result.inputs
+    # The directional mode's numeric error is along a direction, not at an element.
+    assert summary.worst_at == {oracle: (1, 2) for oracle in located}
+    assert result.to_dict()["inputs"][0]["worst_at"] == {oracle: [1, 2] for oracle in located}
