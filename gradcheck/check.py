@@ -607,7 +607,7 @@ def check_gradients(
             kinks.extend(comparison.kinks)
             if comparison.reference is not None and comparison.mismatch_mask.any():
                 shape = grad.shape
-                evidence["analytic"][name] = grad.astype(np.float64)
+                evidence["analytic"][name] = grad  # its dtype too: an integer gradient is named
                 evidence["reference"][name] = comparison.reference.reshape(shape)
                 evidence["usable"][name] = comparison.usable.reshape(shape)
                 evidence["wrong"][name] = comparison.mismatch_mask.reshape(shape)

@@ -8,14 +8,25 @@ and among the accepted ones the simplest wins, then the one with fewer outliers,
 with the smaller residual. By rank, simplest first:
 
 0. ``zero``: ``a`` is zero everywhere the reference is not;
-1. ``sign`` / ``scale`` with a named factor, ``transpose``, ``swapped``: no free parameter;
-2. ``scale`` with an unnamed factor, ``additive`` terms with one free parameter (a constant, a
-   multiple of a one-hot of integer labels, a multiple of an input such as a missing ``lam*W``);
+1. ``sign`` / ``scale`` with a named factor, ``transpose`` (the layout, or a square operand of
+   a matrix product transposed wrongly: ``dD @ X`` for ``dD @ X.T``), ``swapped``: no free
+   parameter;
+2. ``scale`` with an unnamed factor, ``additive`` terms with at most one free parameter (a
+   constant, a multiple of a one-hot of integer labels, a multiple of an input such as a
+   missing ``lam*W``, a second term like the analytic one with another input in its place: a
+   path of a fork dropped);
 3. ``zero`` / ``mask`` on a described subset (rows, columns, where an input is positive, where
    the reference is zero...), exact elsewhere;
-4. ``additive`` terms with many parameters (constant along rows or columns, rank one);
+4. ``additive`` terms with many parameters (constant along rows or columns, rank one, affine in
+   an input along rows or columns: a normalization's mean or variance term);
 5. ``mask`` on an undescribed subset of at most half the elements, exact elsewhere;
 6. ``additive``: the reference is zero everywhere, the analytic gradient is not.
+
+The winner is named only when the example can tell it from its look-alikes (``RULES``): on a
+degenerate example (every input -1, constant rows, matching elements that share one value) a
+wrong formula fits a simple pattern by accident, and the diagnosis is ``undetermined``, saying
+what fits and why the example cannot tell. A gradient returned as an integer array is
+``integer`` where the reference is not a whole number at a mismatch (a note otherwise).
 
 Named factors are, simplest first: -1; the integers 2..10 and their reciprocals; the inputs'
 axis sizes and their reciprocals (``m`` for a batch axis: the first axis of a matrix or of an
@@ -23,7 +34,8 @@ integer label vector); ratios of two axis sizes; an axis size over an integer or
 over an axis size (an actual over a nominal minibatch size), only when the factor is known
 precisely enough to pin that integer; and each of these negated. A batch axis of size 3 or more
 names its factor ahead of the small integers, since a factor equal to the batch size is most
-likely that.
+likely that. Unnamed numbers are printed with the digits that tell them from a simple number
+(1.0001, not 1).
 
 Tolerances are relative to each element's magnitude plus a floor relative to the reference's
 largest magnitude; they come from the lowest float precision among the inputs (float64: 1e-6,
@@ -35,17 +47,17 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gradcheck.result import Diagnosis
 
-__all__ = ["KINDS", "diagnose"]
+__all__ = ["KINDS", "RULES", "diagnose"]
 
-KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive")
+KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer", "undetermined")
 
 # Fit tolerance relative to an element's magnitude, by the lowest float precision among the
 # inputs; the absolute floor is a tenth of it times the reference's largest magnitude.
@@ -175,8 +187,26 @@ def _named_factors(c: float, axes: dict[int, _Axis], rel: float) -> list[_Factor
     return out
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+SHOWN_DIGITS = 4  # significant digits of a printed number, at least
+SHOWN_GAP = 0.1  # ... and more until the printed value is off by under this share of its gap
+# from the nearest simple number (an integer or 1/k), so 1.0001 is not printed as 1
+
+
+def _fmt(value: float, known: float = 1e-15) -> str:
+    """``value`` with the digits that matter: 4 significant digits, more while they are needed
+    to tell it from the nearest simple number (1.0001, not 1; 0.33334, not 0.3333), but never
+    more than ``known`` (the relative precision of the fit) can pin."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:.{SHOWN_DIGITS}g}"
+    mag = abs(value)
+    simple = [float(round(mag))] + ([1 / round(1 / mag)] if 1 < 1 / mag < 1e6 else [])
+    gap = min(abs(mag - s) for s in simple)
+    most = max(SHOWN_DIGITS, min(17, math.ceil(-math.log10(max(known, 1e-17))) + 1))
+    for digits in range(SHOWN_DIGITS, most + 1):
+        shown = f"{value:.{digits}g}"
+        if abs(float(shown) - value) <= SHOWN_GAP * gap:
+            return shown
+    return f"{value:.{SHOWN_DIGITS}g}" if gap <= known * mag else f"{value:.{most}g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +237,14 @@ class _Problem:
     def index(self, flat: int) -> list[int]:
         return [int(i) for i in np.unravel_index(flat, self.a.shape)] if self.a.ndim else []
 
+    def fmt(self, value: float) -> str:
+        return _fmt(value, self.rel)
+
+    def aligned(self) -> dict[str, np.ndarray]:
+        """The inputs whose elements line up with the gradient's (same shape, numeric), as floats."""
+        return {n: np.asarray(v, dtype=np.float64) for n, v in self.inputs.items()
+                if np.shape(v) == self.a.shape and np.asarray(v).dtype.kind in "fiu" and np.size(v) >= 2}
+
 
 @dataclass
 class _Candidate:
@@ -221,6 +259,9 @@ class _Candidate:
     outliers: int = 0
     residual: float = 0.0
     alternatives: list[str] = field(default_factory=list)
+    needs: tuple[str, ...] = ()  # the identifiability rules it must pass (see RULES)
+    reading: str = ""  # the pattern in a few words, e.g. "a constant factor 2"
+    slack: float = 1.0  # the fit tolerance's multiple: a model solved from the reference is noisier
 
 
 def _judge(p: _Problem, c: _Candidate) -> bool:
@@ -232,7 +273,7 @@ def _judge(p: _Problem, c: _Candidate) -> bool:
     if n == 0 or (c.dof and n < c.dof + 2):
         return False
     err = np.where(defined, np.abs(p.a - np.where(defined, c.model, 0.0)), np.inf)
-    inlier = defined & (err <= p.tol(np.where(defined, c.model, 0.0)))
+    inlier = defined & (err <= c.slack * p.tol(np.where(defined, c.model, 0.0)))
     wrong = p.wrong & defined
     n_wrong = int(wrong.sum())
     if n_wrong == 0 or not np.any(inlier & wrong):
@@ -265,14 +306,16 @@ def _fit_factor(p: _Problem, x: np.ndarray, y: np.ndarray, where: np.ndarray) ->
 def _scale_candidates(p: _Problem) -> list[_Candidate]:
     rz = np.where(p.usable, p.r, 0.0)
     out = [_Candidate(0, "zero", "analytic is zero everywhere, but the reference is not (a gradient "
-                      "never written or never accumulated?)", {"fraction": 1.0}, np.zeros_like(p.a), p.usable)]
+                      "never written or never accumulated?)", {"fraction": 1.0}, np.zeros_like(p.a), p.usable,
+                      needs=("factor",), reading="a gradient that is zero everywhere")]
     c = _fit_factor(p, rz, p.a, p.usable)
     if not math.isfinite(c) or c == 0:
         return out
     for f in _named_factors(c, p.axes, p.rel):
         if f.value == -1.0:
             out.append(_Candidate(1, "sign", "analytic = -reference: the sign is flipped "
-                                  f"({f.why})", {"factor": -1.0, "named": "-1"}, -rz, p.usable))
+                                  f"({f.why})", {"factor": -1.0, "named": "-1"}, -rz, p.usable,
+                                  needs=("factor",), reading="a flipped sign"))
             continue
         also = [a for a in f.axes if a not in f.named]
         named = f.named + (f" (= {', '.join(also)})" if also else "")
@@ -280,11 +323,13 @@ def _scale_candidates(p: _Problem) -> list[_Candidate]:
         if f.axes:
             params["axes"] = list(f.axes)
         out.append(_Candidate(1, "scale", f"analytic = {named} x reference: off by a factor of "
-                              f"{named} ({f.why})", params, f.value * rz, p.usable))
+                              f"{named} ({f.why})", params, f.value * rz, p.usable,
+                              needs=("factor",), reading=f"a constant factor {f.named}"))
     if np.count_nonzero(p.usable & p.significant(rz)) >= 3:  # a free factor needs data to pin it
-        out.append(_Candidate(2, "scale", f"analytic = {_fmt(c)} x reference: off by a constant "
-                              f"factor {_fmt(c)} (no simple name)", {"factor": c, "named": _fmt(c)},
-                              c * rz, p.usable, dof=1))
+        shown = p.fmt(c)
+        out.append(_Candidate(2, "scale", f"analytic = {shown} x reference: off by a constant "
+                              f"factor {shown} (no simple name)", {"factor": c, "named": shown},
+                              c * rz, p.usable, dof=1, needs=("factor",), reading=f"a constant factor {shown}"))
     return out
 
 
@@ -327,6 +372,69 @@ def _transpose_candidates(p: _Problem) -> list[_Candidate]:
     return out
 
 
+OPERAND_MAX_SIDE = 512  # square operands up to this side are tried (an inverse each)
+OPERAND_MAX_LOOSENESS = 1e-2  # a solved model's tolerance (the fit's times the operand's
+# condition number, by which solving multiplies the reference's error) must stay below this
+
+
+def _operand_candidates(p: _Problem) -> list[_Candidate]:
+    """A square operand of a matrix product transposed wrongly: ``dW = G @ X`` where the
+    reference is ``G @ X.T`` (``D = W @ X``, the classic square-matrix bug), and the three
+    sibling mistakes. ``G``, the gradient of the product's output, is not known: it is solved
+    from the reference (``G = reference @ inv(X.T)``), which multiplies the reference's error by
+    the operand's condition number: the fit allows for that, and an operand too ill-conditioned
+    for a tight fit, or symmetric (nothing to tell apart), is not tried."""
+    r = p.r
+    if r.ndim != 2 or not p.usable.all():
+        return []
+    out = []
+    for name, v in p.inputs.items():
+        v = np.asarray(v)
+        if not (v.ndim == 2 and v.shape[0] == v.shape[1] and 2 <= v.shape[0] <= OPERAND_MAX_SIDE
+                and v.dtype.kind == "f" and np.all(np.isfinite(v))):
+            continue
+        v = v.astype(np.float64)
+        if np.allclose(v, v.T, rtol=p.rel, atol=0.0):
+            continue
+        try:
+            inverse = np.linalg.inv(v)
+        except np.linalg.LinAlgError:  # a singular operand: nothing to tell apart
+            continue
+        # The condition number in the 1-norm: within a factor n of the 2-norm's, and cheap here.
+        condition = float(np.linalg.norm(v, 1) * np.linalg.norm(inverse, 1))
+        if not condition * p.rel <= OPERAND_MAX_LOOSENESS:
+            continue
+        n = v.shape[0]
+        # (side, meant, written, model): the reference is ``meant``, analytic ``written``, and
+        # G is solved from the reference (e.g. G = reference @ inv(X.T) for G @ X.T).
+        tries = []
+        if r.shape[1] == n:
+            tries.append(("right", f"G @ {name}.T", f"G @ {name}", r @ inverse.T @ v))
+            tries.append(("right", f"G @ {name}", f"G @ {name}.T", r @ inverse @ v.T))
+        if r.shape[0] == n:
+            tries.append(("left", f"{name}.T @ G", f"{name} @ G", v @ inverse.T @ r))
+            tries.append(("left", f"{name} @ G", f"{name}.T @ G", v.T @ inverse @ r))
+        for side, meant, written, model in tries:
+            missing = meant.endswith(".T") or meant.startswith(f"{name}.T")
+            how = "is not transposed" if missing else "is transposed where it should not be"
+            if not missing:
+                example = "a .T too many"
+            elif side == "right":
+                example = "dW = dD @ X where D = W @ X needs dD @ X.T"
+            else:
+                example = "dX = W @ dD where D = W @ X needs W.T @ dD"
+            out.append(_Candidate(
+                1, "transpose",
+                f"analytic = {written} where the reference is {meant}: the operand {name!r} of a "
+                f"matrix product {how} ({example}?; G, the gradient of the product, is solved from "
+                "the reference)",
+                {"layout": "operand not transposed" if missing else "operand transposed",
+                 "operand": name, "side": side, "product": written, "meant": meant},
+                model, np.ones(r.shape, dtype=bool), reading=f"{written} in place of {meant}",
+                slack=condition))
+    return out
+
+
 def _swapped_candidates(p: _Problem) -> list[_Candidate]:
     out = []
     for other, (ref, use) in p.references.items():
@@ -334,16 +442,18 @@ def _swapped_candidates(p: _Problem) -> list[_Candidate]:
             continue
         out.append(_Candidate(1, "swapped", f"analytic is the reference gradient of {other!r}: the "
                               f"gradients of {p.name!r} and {other!r} are swapped (returned under each "
-                              "other's names?)", {"with": other}, np.where(use, ref, 0.0), use.copy()))
+                              "other's names?)", {"with": other}, np.where(use, ref, 0.0), use.copy(),
+                              needs=("swapped",), reading=f"gradients swapped with {other!r}"))
     return out
 
 
 def _additive(p: _Problem, rank: int, term: np.ndarray, defined: np.ndarray, dof: int,
-              summary: str, params: dict[str, Any]) -> _Candidate:
+              summary: str, params: dict[str, Any], *, needs: tuple[str, ...] = (),
+              reading: str = "") -> _Candidate:
     size = float(np.max(np.abs(np.where(defined, term, 0.0)), initial=0.0))
     params = {**params, "size": size, "relative": size / p.scale}
     return _Candidate(rank, "additive", summary, params, np.where(p.usable, p.r, 0.0) + term,
-                      defined, dof=dof)
+                      defined, dof=dof, needs=needs, reading=reading or f"a term {params['term']}")
 
 
 def _onehot(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -358,7 +468,8 @@ def _onehot(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _simple_additive_candidates(p: _Problem) -> list[_Candidate]:
-    """Terms with one free parameter: a constant, a one-hot of labels, a multiple of an input."""
+    """Terms with at most one free parameter: a constant, a one-hot of labels, a multiple of an
+    input, and a second term like the analytic one (a path of a fork)."""
     u = p.usable
     d = np.where(u, p.a - np.where(u, p.r, 0.0), 0.0)
     out = []
@@ -367,8 +478,9 @@ def _simple_additive_candidates(p: _Problem) -> list[_Candidate]:
         close = u & (np.abs(d - k) <= p.tol(p.a - d + k))
         k = float(np.mean(d[close])) if close.any() else k
         out.append(_additive(p, 2, np.full(p.a.shape, k), u, 1,
-                             f"analytic = reference + {_fmt(k)} on every element (a constant term "
-                             "missing or extra?)", {"term": "constant", "value": k}))
+                             f"analytic = reference + {p.fmt(k)} on every element (a constant term "
+                             "missing or extra?)", {"term": "constant", "value": k},
+                             reading=f"a constant term {p.fmt(k)}"))
     for name, value in p.inputs.items():
         value = np.asarray(value)
         hot = _onehot(value, p.a.shape)
@@ -376,27 +488,63 @@ def _simple_additive_candidates(p: _Problem) -> list[_Candidate]:
             k = _fit_factor(p, np.where(u, hot, 0.0), d, u)
             if math.isfinite(k) and k != 0:
                 named = next((f.named for f in _named_factors(k, p.axes, p.rel)
-                              if abs(f.value - k) <= p.rel * abs(k)), _fmt(k))
+                              if abs(f.value - k) <= p.rel * abs(k)), p.fmt(k))
                 missing = "missing" if k > 0 else "extra"
                 out.append(_additive(p, 2, k * hot, u, 1,
                                      f"analytic = reference + {named} x one-hot({name}): a "
                                      f"{'- ' if k > 0 else '+ '}I_{name} term {missing} (the label term "
                                      "of softmax cross-entropy?)",
                                      {"term": f"one-hot({name})", "factor": k, "named": named}))
-        if value.shape == p.a.shape and value.dtype.kind in "fiu" and value.size:
-            x = value.astype(np.float64)
-            k = _fit_factor(p, np.where(u, x, 0.0), d, u)
-            if math.isfinite(k) and k != 0:
-                out.append(_additive(p, 2, k * x, u, 1,
-                                     f"analytic = reference + {_fmt(k)} x {name} (a term proportional "
-                                     f"to {name}, such as a regularization gradient, missing or extra?)",
-                                     {"term": f"proportional to {name}", "factor": k}))
+    for name, x in p.aligned().items():
+        if _single_value(x[u], p.rel):
+            continue  # a constant input: the constant term above
+        k = _fit_factor(p, np.where(u, x, 0.0), d, u)
+        if not math.isfinite(k) or k == 0:
+            continue
+        named = next((f.named for f in _named_factors(abs(k), p.axes, p.rel)
+                      if abs(f.value - abs(k)) <= p.rel * abs(k)), p.fmt(abs(k)))
+        term = name if abs(abs(k) - 1) <= p.rel else f"{named} x {name}"
+        if k < 0:
+            summary = (f"analytic = reference - {term}: a term {term} is missing (the path through "
+                       f"{name} of a fork dropped, or a regularization gradient left out?)")
+        else:
+            summary = (f"analytic = reference + {term}: an extra term {term} (a regularization "
+                       "gradient added twice, or a path counted twice?)")
+        out.append(_additive(p, 2, k * x, u, 1, summary, {"term": f"proportional to {name}", "factor": k},
+                             reading=f"a term proportional to {name}"))
+    out += _fork_candidates(p)
+    return out
+
+
+def _fork_candidates(p: _Problem) -> list[_Candidate]:
+    """A path of a fork dropped: the reference is ``G*y + G*z`` (f = x*y + x*z), the analytic
+    ``G*y`` alone, with ``G`` unknown (the upstream gradient). Then the missing term is the
+    analytic one with ``z`` in place of ``y``: ``analytic = reference * y / (y + z)``, a model
+    without a free parameter, tried for each pair of inputs aligned with the gradient."""
+    u = p.usable
+    aligned = {n: x for n, x in p.aligned().items() if n != p.name and not _single_value(x[u], p.rel)}
+    out = []
+    for (n1, x1), (n2, x2) in itertools.permutations(aligned.items(), 2):
+        total = x1 + x2
+        defined = u & (np.abs(total) > p.rel * (np.abs(x1) + np.abs(x2)))
+        share = np.where(defined, x1 / np.where(defined, total, 1.0), 0.0)
+        if int(defined.sum()) < 3 or _single_value(share[defined], p.rel):
+            continue  # a constant share is a constant factor
+        model = np.where(defined, p.r, 0.0) * share
+        out.append(_Candidate(
+            2, "additive",
+            f"analytic = reference x {n1}/({n1} + {n2}): the reference has a second term like the "
+            f"analytic one with {n2} in place of {n1}, and analytic lacks it (a path of a fork "
+            f"dropped, e.g. dx = G*{n1} where x*{n1} + x*{n2} needs G*({n1} + {n2})?)",
+            {"term": f"path through {n2}", "present": n1, "missing": n2},
+            model, defined, reading=f"the path through {n2} missing"))
     return out
 
 
 def _axis_label(ndim: int, axis: int) -> tuple[str, str]:
     if ndim == 2:
-        return ("per row", "constant along each row: a per-sample term?") if axis == 0 else (
+        return ("per row", "constant along each row: a per-row term missing or extra, such as "
+                "the mean's term of a normalization over the row?") if axis == 0 else (
             "per column", "constant down each column: a bias contribution missing or extra?")
     return f"along axis {axis}", f"it varies only along axis {axis}"
 
@@ -435,6 +583,54 @@ def _structured_additive_candidates(p: _Problem) -> list[_Candidate]:
                                  "analytic - reference is an outer product u v^T (a rank-one term, "
                                  "such as a bias or a - I_y contribution, missing or extra?)",
                                  {"term": "rank one"}))
+    return out + _affine_candidates(p)
+
+
+AFFINE_MIN_VALUES = 3  # distinct input values a slice needs before a + b*x is a claim about it
+
+
+def _affine_candidates(p: _Problem) -> list[_Candidate]:
+    """A term that is, along one axis, an affine function ``a + b*x`` of an input ``x`` aligned
+    with the gradient, ``a`` and ``b`` fitted per slice: the terms of a normalization's backward
+    (through the mean a constant, through the variance a multiple of ``x - mean(x)``). Tried
+    only where every slice the term touches holds at least three distinct values of ``x``:
+    through two points any term is affine."""
+    out: list[_Candidate] = []
+    if p.a.ndim < 2:
+        return out
+    u = p.usable
+    d = np.where(u, p.a - np.where(u, p.r, 0.0), 0.0)
+    for name, x in p.aligned().items():
+        for axis in range(p.a.ndim):
+            size = p.a.shape[axis]
+            if size < AFFINE_MIN_VALUES:
+                continue
+            X = np.moveaxis(x, axis, -1).reshape(-1, size)
+            D = np.moveaxis(d, axis, -1).reshape(-1, size)
+            W = np.moveaxis(u, axis, -1).reshape(-1, size).astype(np.float64)
+            touched = np.any(W * p.significant(D), axis=1)
+            xs = np.sort(np.where(W > 0, X, np.nan), axis=1)
+            steps = np.diff(xs, axis=1) > p.rel * np.max(np.abs(W * X), axis=1, keepdims=True)
+            if not touched.any() or np.any(touched & (1 + steps.sum(axis=1) < AFFINE_MIN_VALUES)):
+                continue
+            s0, sx, sxx = W.sum(1), (W * X).sum(1), (W * X * X).sum(1)
+            sd, sxd = (W * D).sum(1), (W * X * D).sum(1)
+            det = s0 * sxx - sx * sx
+            b = np.where(touched, (s0 * sxd - sx * sd) / np.where(touched, det, 1.0), 0.0)
+            a0 = np.where(touched, (sd - b * sx) / np.maximum(s0, 1.0), 0.0)
+            term = (a0[:, None] + b[:, None] * X).reshape(np.moveaxis(x, axis, -1).shape)
+            term = np.moveaxis(term, -1, axis)
+            if p.a.ndim == 2:
+                along = "along each row" if axis == 1 else "down each column"
+                slices = "the row's" if axis == 1 else "the column's"
+            else:
+                along, slices = f"along axis {axis}", "the slice's"
+            out.append(_additive(
+                p, 4, term, u, 2 * int(touched.sum()),
+                f"analytic - reference is, {along}, an affine function a + b*{name} of {name!r} (a "
+                f"term through {slices} mean or variance missing or extra, as in a normalization's "
+                "backward?)", {"term": f"affine in {name} {along}"},
+                reading=f"a term affine in {name} {along}"))
     return out
 
 
@@ -533,14 +729,14 @@ def _on_subset(p: _Problem, bad: np.ndarray) -> tuple[str, dict[str, Any]]:
     named = [f for f in _named_factors(c, p.axes, p.rel)]
     candidates = [(f.value, f.named) for f in named]
     if bad.sum() >= 3 and math.isfinite(c):
-        candidates.append((c, _fmt(c)))
+        candidates.append((c, p.fmt(c)))
     for value, name in candidates:
         if np.all(np.abs(p.a[bad] - value * rz[bad]) <= p.tol(value * rz)[bad]):
             return f"analytic = {name} x reference", {"factor": value, "named": name}
     d = (p.a - rz)[bad]
     k = float(np.median(d))
     if bad.sum() >= 3 and np.all(np.abs(d - k) <= p.tol(rz + k)[bad]):
-        return f"analytic = reference + {_fmt(k)}", {"offset": k}
+        return f"analytic = reference + {p.fmt(k)}", {"offset": k}
     return "", {}
 
 
@@ -569,7 +765,8 @@ def _subset_candidates(p: _Problem) -> list[_Candidate]:
                               f"reference is not{text}, exact elsewhere (a mask applied too widely, or an "
                               "accumulation missing there?)", params,
                               evidence=f"the other {int(p.right.sum())} compared elements match the "
-                              f"reference {exact}"))
+                              f"reference {exact}", needs=SUBSET_RULES,
+                              reading=f"zeros {where[0].removeprefix('where ')}" if where else "zeros on a subset"))
         return out
     inside, inside_params = _on_subset(p, bad)
     params = {"fraction": n_bad / n, "count": n_bad, **inside_params}
@@ -585,12 +782,206 @@ def _subset_candidates(p: _Problem) -> list[_Candidate]:
                 params.setdefault(key, value)
         also = f" (also: {'; '.join(where[1:])})" if len(where) > 1 else ""
         out.append(_Candidate(3, "mask", f"wrong only {phrase}{also}, exact elsewhere{there} ({cause})",
-                              {**params, "where": where}, evidence=evidence))
+                              {**params, "where": where}, evidence=evidence, needs=SUBSET_RULES,
+                              reading=f"a mistake only {phrase}"))
     elif n_bad <= 0.5 * n:
         out.append(_Candidate(5, "mask", f"wrong only on a scattered {n_bad / n:.0%} of the elements, "
                               f"exact on the rest{there}", {**params, "where": [f"fraction {n_bad / n:.2g}"]},
-                              evidence=evidence))
+                              evidence=evidence, needs=SUBSET_RULES, reading="a mistake on a scattered subset"))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Identifiability: what the example can tell apart
+#
+# Shrunk examples are degenerate (every input -1, rows that are constant, one value shared by
+# the elements that match), and there a wrong formula fits a simple pattern by accident: a wrong
+# local derivative at a constant input multiplies every element by one number; a term that
+# vanishes on constant rows leaves those rows right. Each candidate names the rules it needs;
+# when the best fitting candidate breaks one, the diagnosis is "undetermined": it says what
+# fits, what the example cannot tell that from, and why.
+
+
+def _single_value(x: np.ndarray, rel: float) -> bool:
+    """Whether the finite values of ``x`` are one value, to ``rel`` of their magnitude."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return x.size == 0 or float(np.ptp(x)) <= rel * float(np.max(np.abs(x)))
+
+
+def _inputs_single_valued(p: _Problem) -> tuple[str, str] | None:
+    floats = {n: np.asarray(v) for n, v in p.inputs.items() if np.asarray(v).dtype.kind == "f" and np.size(v)}
+    if not floats or not all(_single_value(v, 0.0) for v in floats.values()):
+        return None
+    shown = ", ".join(f"{n} = {p.fmt(float(v.flat[0]))}" for n, v in floats.items())
+    return "a wrong formula evaluated at that one point", f"every input takes a single value: {shown}"
+
+
+def _own_input_constant(p: _Problem) -> tuple[str, str] | None:
+    x = p.aligned().get(p.name)
+    if x is None or int(p.usable.sum()) < 2 or not _single_value(x[p.usable], 0.0):
+        return None
+    value = p.fmt(float(x[p.usable][0]))
+    return ("a wrong local derivative", f"{p.name!r} is {value} at every element, so any function of it "
+            "is one number there")
+
+
+def _reference_constant(p: _Problem) -> tuple[str, str] | None:
+    r = p.r[p.usable]
+    if r.size < 2 or not _single_value(r, p.rel):
+        return None
+    return "a constant term", f"the reference is {p.fmt(float(r[0]))} at every compared element"
+
+
+def _slice_words(ndim: int, axis: int, count: int) -> str:
+    if ndim == 2:
+        return ("row" if axis == 0 else "column") + ("s" if count > 1 else "")
+    return f"ind{'ices' if count > 1 else 'ex'} along axis {axis}"
+
+
+def _degenerate_slices(p: _Problem) -> tuple[str, str] | None:
+    """The matching slices are exactly the ones where an input is constant along the slice."""
+    if p.a.ndim < 2:
+        return None
+    for name, x in p.aligned().items():
+        for axis in range(p.a.ndim):
+            others = tuple(k for k in range(p.a.ndim) if k != axis)
+            if math.prod(p.a.shape[k] for k in others) < 2:
+                continue
+            flat = np.moveaxis(x, axis, 0).reshape(p.a.shape[axis], -1)
+            constant = np.ptp(flat, axis=1) == 0
+            wrong = np.any(p.wrong, axis=others)
+            right = ~wrong & np.any(p.usable, axis=others)
+            if right.any() and wrong.any() and np.all(constant[right]) and not np.any(constant[wrong]):
+                kept, hit = np.flatnonzero(right).tolist(), np.flatnonzero(wrong).tolist()
+                kept_s = ", ".join(map(str, kept[:LISTED])) + (", ..." if len(kept) > LISTED else "")
+                hit_s = ", ".join(map(str, hit[:LISTED])) + (", ..." if len(hit) > LISTED else "")
+                one = _slice_words(p.a.ndim, axis, 1)
+                return (f"a term that vanishes where {name!r} is constant along the {one} "
+                        f"(such as {name} - mean({name}))",
+                        f"{_slice_words(p.a.ndim, axis, len(kept))} {kept_s} of {name!r} "
+                        f"{'are' if len(kept) > 1 else 'is'} constant, "
+                        f"{_slice_words(p.a.ndim, axis, len(hit))} {hit_s} {'are' if len(hit) > 1 else 'is'} not")
+    return None
+
+
+SIMPLE_MAX = 10  # integers and halves up to this size are simple values: shrinking ends there,
+# and there wrong formulas often agree with right ones (sigmoid(x) and sigmoid(-x) at 0)
+
+
+def _simple(value: float) -> bool:
+    return abs(value) <= SIMPLE_MAX and float(2 * value).is_integer()
+
+
+def _one_value_matches(p: _Problem) -> tuple[str, str] | None:
+    """The matching elements share one value of an input that no wrong element has, and that
+    value is simple or repeated (a generic draw repeats no value)."""
+    for name, x in p.aligned().items():
+        right = x[p.right]
+        if right.size == 0 or not _single_value(right, 0.0):
+            continue
+        value = float(right[0])
+        if (right.size >= 2 or _simple(value)) and not np.any(x[p.wrong] == value):
+            shown = p.fmt(value)
+            return (f"a wrong formula that agrees with the right one at {name} = {shown}",
+                    f"the elements that match all have {name} = {shown}, the wrong ones do not")
+    return None
+
+
+def _proportional_references(p: _Problem, c: _Candidate) -> tuple[str, str] | None:
+    other, use = c.model, c.defined & p.usable
+    if other is None or not use.any():
+        return None
+    x, y = p.r[use], other[use]
+    denom = float(np.dot(x, x))
+    k = float(np.dot(x, y)) / denom if denom > 0 else 0.0
+    if k == 0 or np.any(np.abs(y - k * x) > p.rel * np.maximum(np.abs(y), np.abs(k * x)) + p.floor):
+        return None
+    return "a constant factor", f"the reference of {c.params['with']!r} is {p.fmt(k)} x this one"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    asks: str  # what the example needs for the pattern to be named
+    checks: tuple[Callable[[_Problem, _Candidate], tuple[str, str] | None], ...]  # (look-alike, fact)
+
+
+# Each rule in one place: what it asks of the example, and the checks that find it lacking
+# (the README table and the tests follow it).
+RULES: dict[str, _Rule] = {
+    "factor": _Rule(
+        "a constant factor (scale, sign, zero everywhere) needs inputs that take more than one value, "
+        "the gradient's own input varying over its elements, and a reference that varies (a constant "
+        "term fits a constant reference too; a factor is tried first, so this stops both)",
+        (lambda p, c: _inputs_single_valued(p), lambda p, c: _own_input_constant(p),
+         lambda p, c: _reference_constant(p))),
+    "slices": _Rule(
+        "a mistake on some rows needs the matching rows not to be exactly the ones where an input "
+        "is constant along the row",
+        (lambda p, c: _degenerate_slices(p),)),
+    "elements": _Rule(
+        "a mistake on a subset needs the matching elements not to share one input value that the "
+        "wrong ones lack, when that value is simple (an integer or a half) or repeated",
+        (lambda p, c: _one_value_matches(p),)),
+    "swapped": _Rule(
+        "swapped gradients need the two references not to be multiples of each other",
+        (_proportional_references,)),
+}
+SUBSET_RULES = ("slices", "elements")
+
+
+def _look_alike(p: _Problem, c: _Candidate) -> tuple[str, str, str] | None:
+    """(rule, look-alike, fact) when the example cannot tell ``c`` from a look-alike."""
+    for rule in c.needs:
+        for check in RULES[rule].checks:
+            found = check(p, c)
+            if found is not None:
+                return (rule, *found)
+    return None
+
+
+def _undetermined(c: _Candidate, rule: str, look_alike: str, fact: str) -> Diagnosis:
+    return Diagnosis(
+        "undetermined",
+        f"no diagnosis: the example cannot tell {c.reading} from {look_alike} apart ({fact})",
+        {"fits": c.kind, "reading": c.reading, "pattern": dict(c.params), "rule": rule,
+         "asks": RULES[rule].asks, "look_alike": look_alike, "because": fact},
+        f"{c.reading}: {c.evidence}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# An integer gradient
+
+ROUNDINGS = (("truncated", np.trunc), ("rounded", np.round), ("floored", np.floor), ("ceiled", np.ceil))
+
+
+def _integer(p: _Problem, dtype: np.dtype, found: Diagnosis | None) -> Diagnosis | None:
+    """The gradient came back as an integer array: the cause where the reference is not whole
+    at a mismatch, else a note on whatever else explains it."""
+    fact = f"the gradient for {p.name!r} is an integer array ({dtype})"
+    rz = np.where(p.usable, p.r, 0.0)
+    fractional = p.wrong & (np.abs(rz - np.round(rz)) > p.tol(np.round(rz)))
+    if not fractional.any():
+        if found is None:
+            return Diagnosis("integer", f"{fact}; the reference is a whole number at every mismatch, so "
+                             "the integer type alone does not explain them", {"dtype": str(dtype)},
+                             f"no simple pattern fits the {int(p.wrong.sum())} mismatching elements")
+        return replace(found, evidence=f"{found.evidence}; note: {fact}")
+    params: dict[str, Any] = {"dtype": str(dtype), "fractional": int(fractional.sum())}
+    n = int(p.usable.sum())
+    for how, rounding in ROUNDINGS:
+        if np.all(p.a[p.usable] == rounding(rz[p.usable])):
+            params["rounding"] = how
+            return Diagnosis("integer", f"{fact}: a cast or integer arithmetic {how} it (analytic = "
+                             f"{rounding.__name__}(reference))", params,
+                             f"analytic is the reference {how} to a whole number at all {n} compared elements")
+    i = int(np.flatnonzero(fractional)[0])
+    at = f"{p.name}{list(p.index(i))}" if p.a.ndim else p.name
+    return Diagnosis("integer", f"{fact}: a cast or integer arithmetic truncated it", params,
+                     f"the reference is not a whole number at {int(fractional.sum())} of the "
+                     f"{int(p.wrong.sum())} mismatching elements, e.g. {at}: reference "
+                     f"{p.fmt(float(rz.flat[i]))}, analytic {p.fmt(float(p.a.flat[i]))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,6 +1003,7 @@ def _diagnose_one(
     inputs: Mapping[str, np.ndarray],
     references: Mapping[str, tuple[np.ndarray, np.ndarray]],
     axes: dict[int, _Axis],
+    dtype: np.dtype,
 ) -> Diagnosis | None:
     usable = usable & np.isfinite(r) & np.isfinite(a)
     if not usable.any():
@@ -640,7 +1032,8 @@ def _diagnose_one(
 
     candidates: list[_Candidate] = []
     if not reference_zero:
-        candidates += _scale_candidates(p) + _transpose_candidates(p) + _swapped_candidates(p)
+        candidates += (_scale_candidates(p) + _transpose_candidates(p) + _operand_candidates(p)
+                       + _swapped_candidates(p))
     candidates += _simple_additive_candidates(p)
     accepted = [c for c in candidates if _judge(p, c)]
     if not accepted and not reference_zero:
@@ -654,7 +1047,7 @@ def _diagnose_one(
                          {"term": "the whole gradient", "size": scale},
                          f"the reference is zero on all {n} compared elements")
     if not accepted:
-        return None
+        return _integer(p, dtype, None) if dtype.kind in "iu" else None
     # Simplest first, then fewer outliers and free parameters; among the rest, a residual
     # decides only when it is over 1000 times smaller (near the reference's noise, residuals
     # say nothing), else the candidate tried first (the simpler reading) wins.
@@ -669,7 +1062,9 @@ def _diagnose_one(
     if others:
         params["alternatives"] = sorted(set(others))
         evidence += f"; also consistent with: {', '.join(params['alternatives'])}"
-    return Diagnosis(best.kind, best.summary, params, evidence)
+    blocked = _look_alike(p, best)
+    found = _undetermined(best, *blocked) if blocked else Diagnosis(best.kind, best.summary, params, evidence)
+    return _integer(p, dtype, found) if dtype.kind in "iu" else found
 
 
 def diagnose(
@@ -682,7 +1077,8 @@ def diagnose(
     """The likely bug behind each input's mismatches; no I/O, never raises on finite arrays.
 
     Args:
-        analytic: name -> the backward's gradient (the input's shape, float64).
+        analytic: name -> the backward's gradient (the input's shape; float, or an integer
+            array as the backward returned it).
         reference: name -> the best oracle value per element (torch where it ran, else
             numeric), same shape.
         usable: name -> bool mask of the elements compared against the reference (False at
@@ -694,14 +1090,16 @@ def diagnose(
             precision sets the fit tolerance.
     Returns:
         name -> Diagnosis, only for inputs with at least one mismatch that a pattern explains
-        (see the module docstring for the kinds and their order); no entry means no simple
-        pattern.
+        (see the module docstring for the kinds and their order) or that the example cannot
+        tell apart (kind "undetermined"); no entry means no simple pattern.
     """
     axes = _axes(inputs)
     prepared: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    dtypes: dict[str, np.dtype] = {}
     for name, wrong in mismatched.items():
         if name not in analytic or name not in reference:
             continue
+        dtypes[name] = np.asarray(analytic[name]).dtype
         a = np.asarray(analytic[name], dtype=np.float64)
         r = np.asarray(reference[name], dtype=np.float64)
         use = np.asarray(usable[name], dtype=bool) if name in usable else np.ones(r.shape, dtype=bool)
@@ -720,7 +1118,7 @@ def diagnose(
         for name, (a, r, use, wrong) in prepared.items():
             if not wrong.any():
                 continue
-            result = _diagnose_one(name, a, r, use, wrong, inputs, references, axes)
+            result = _diagnose_one(name, a, r, use, wrong, inputs, references, axes, dtypes[name])
             if result is not None:
                 found[name] = result
     return found

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradcheck
-from gradcheck.diagnose import KINDS, diagnose
+from gradcheck.diagnose import KINDS, RULES, diagnose
 
 seeds = st.integers(0, 2**32 - 1)
 noise_levels = st.sampled_from([0.0, 1e-8])  # exact (torch) or numeric-oracle reference
@@ -45,6 +45,12 @@ def run(analytic, reference, *, inputs=None, usable=None, wrong=None, extra=None
     if currently_in_test_context():
         note(repr(found.get("g")))
     return found.get("g")
+
+
+def generic(*shape, dtype=np.float64):
+    """An input present for its axis sizes, with generic values: an input that takes a single
+    value makes a factor unidentifiable (see the rules below)."""
+    return np.random.default_rng(list(shape)).normal(size=shape).astype(dtype)
 
 
 def proportional(x, y, rtol=1e-4):
@@ -87,7 +93,7 @@ def test_batch_size_factor_is_named_after_its_axis(seed, m, sign, reciprocal, no
 def test_actual_over_nominal_batch_size_is_named(seed, actual, nominal):
     assume(nominal > actual)
     r = matrix(seed, 3, 4)
-    d = run(actual / nominal * r, r, inputs={"X": np.zeros((actual, 1))})
+    d = run(actual / nominal * r, r, inputs={"X": generic(actual, 1)})
     assert d.kind == "scale" and d.params["factor"] == pytest.approx(actual / nominal)
     if nominal == actual * actual and actual >= 3:
         expected = f"1/m (X.shape[0] = {actual})"
@@ -150,6 +156,36 @@ def test_gradients_swapped_between_two_inputs(seed, rows, cols, noise):
     note(repr(found))
     assert found["g"].kind == "swapped" and found["g"].params["with"] == "h"
     assert found["h"].kind == "swapped" and found["h"].params["with"] == "g"
+
+
+@fast
+@given(seeds, st.integers(2, 6), st.integers(1, 6), st.sampled_from(["right", "left"]), noise_levels)
+def test_square_operand_not_transposed_in_a_product(seed, n, k, side, noise):
+    # D = W @ X with X square: dW = G @ X.T, written as G @ X (and dX = W.T @ G as W @ G).
+    rng = np.random.default_rng([seed, 6])
+    V, G = rng.normal(size=(n, n)), rng.normal(size=(k, n) if side == "right" else (n, k))
+    assume(np.linalg.cond(V) < 1e3 and not np.allclose(V, V.T))
+    r, a = (G @ V.T, G @ V) if side == "right" else (V.T @ G, V @ G)
+    assume(not proportional(a, r, rtol=1e-3))
+    d = run(a, with_noise(r, noise, seed), inputs={"V": V, "other": rng.normal(size=(n, n))})
+    assert d.kind == "transpose"
+    assert d.params["layout"] == "operand not transposed" and d.params["operand"] == "V"
+    assert d.params["side"] == side
+    written = "G @ V" if side == "right" else "V @ G"
+    assert d.params["product"] == written and written in d.summary
+
+
+@fast
+@given(seeds, st.integers(2, 5))
+def test_square_operand_transposed_once_too_often(seed, n):
+    rng = np.random.default_rng([seed, 7])
+    V, G = rng.normal(size=(n, n)), rng.normal(size=(3, n))
+    assume(np.linalg.cond(V) < 1e3 and not np.allclose(V, V.T))
+    r, a = G @ V, G @ V.T
+    assume(not proportional(a, r, rtol=1e-3))
+    d = run(a, r, inputs={"V": V})
+    assert d.kind == "transpose" and d.params["layout"] == "operand transposed"
+    assert d.params["meant"] == "G @ V"
 
 
 # --- zeros and subsets ---------------------------------------------------------------------
@@ -277,6 +313,214 @@ def test_missing_regularization_term(seed, lam):
     assert d.params["factor"] == pytest.approx(-2 * lam)
 
 
+@fast
+@given(seeds, st.integers(1, 5), st.integers(3, 5), st.booleans())
+def test_dropped_path_of_a_fork_is_a_missing_term(seed, rows, cols, scalar_output):
+    # f = x*y + x*z; the backward returns dout*y for dx, dropping the path through z.
+    rng = np.random.default_rng([seed, 8])
+    x, y, z = (rng.normal(size=(rows, cols)) for _ in range(3))
+    dout = 1.0 if scalar_output else rng.normal(size=(rows, cols))
+    r, a = dout * (y + z), dout * y
+    assume(not proportional(a, r, rtol=1e-3))
+    d = run(a, r, inputs={"g": x, "y": y, "z": z})
+    assert d.kind == "additive" and d.params["term"] == "path through z"
+    assert d.params["present"] == "y" and d.params["missing"] == "z"
+
+
+def layer_norm_parts(x, gamma, dout):
+    """dx of a layer norm over the rows of ``x``, and its two terms through the row's mean and
+    variance (the first is constant along a row, the second a multiple of xhat)."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + 1e-5)
+    xhat, g = xc * rstd, dout * gamma
+    mean_term = -rstd * g.mean(axis=1, keepdims=True) * np.ones_like(x)
+    var_term = -rstd * xhat * (g * xhat).mean(axis=1, keepdims=True)
+    return rstd * g + mean_term + var_term, mean_term, var_term
+
+
+@fast
+@given(seeds, st.integers(1, 4), st.integers(4, 6), st.sampled_from(["mean", "variance"]), noise_levels)
+def test_normalization_missing_a_term(seed, rows, cols, missing, noise):
+    rng = np.random.default_rng([seed, 9])
+    x, gamma, dout = rng.normal(size=(rows, cols)), rng.normal(size=cols), rng.normal(size=(rows, cols))
+    dx, mean_term, var_term = layer_norm_parts(x, gamma, dout)
+    a = dx - (mean_term if missing == "mean" else var_term)
+    assume(not proportional(a, dx, rtol=1e-3))
+    d = run(a, with_noise(dx, noise, seed), inputs={"g": x, "gamma": gamma})
+    note(repr(d))
+    assert d.kind == "additive"
+    if missing == "mean":
+        assert d.params["term"] in ("per row", "constant") if rows > 1 else d.params["term"] == "constant"
+    else:
+        assert d.params["term"] == "affine in g along each row"
+
+
+def test_an_affine_term_needs_three_values_along_the_row():
+    # Through two points every term is affine: with two columns no such claim is made.
+    rng = np.random.default_rng(10)
+    x, gamma, dout = rng.normal(size=(3, 2)), rng.normal(size=2), rng.normal(size=(3, 2))
+    dx, _, var_term = layer_norm_parts(x, gamma, dout)
+    d = run(dx - var_term, dx, inputs={"g": x, "gamma": gamma})
+    assert d is None or "affine" not in d.params.get("term", "")
+
+
+# --- what a degenerate example cannot tell apart -------------------------------------------
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def softplus_sigmoid_of_minus_x(x):
+    """softplus' backward written with sigmoid(-x): (analytic, reference) at ``x``."""
+    dout = np.random.default_rng(11).normal(size=np.shape(x))
+    return dout * sigmoid(-x), dout * sigmoid(x)
+
+
+def degenerate_softplus():
+    a, r = softplus_sigmoid_of_minus_x(-np.ones((2, 3)))  # shrunk: every element -1
+    return {"analytic": a, "reference": r, "inputs": {"g": -np.ones((2, 3))}}
+
+
+def degenerate_sigmoid_at_zero():
+    # f = w * sigmoid(x) with s where s (1 - s) is meant, at x = 0 only: s / (s (1 - s)) = 2 there.
+    x, w = np.zeros((2, 3)), generic(2, 3)
+    s = sigmoid(x)
+    return {"analytic": w * s, "reference": w * s * (1 - s), "inputs": {"g": x, "w": w}}
+
+
+def degenerate_mean_as_sum():
+    # d mean(x) / dx is 1/n everywhere; the backward forgot the 1/n.
+    return {"analytic": np.ones((2, 3)), "reference": np.full((2, 3), 1 / 6), "inputs": {"g": generic(2, 3)}}
+
+
+def degenerate_constant_offset():
+    return {"analytic": np.full((2, 3), 0.75), "reference": np.full((2, 3), 0.5), "inputs": {"g": generic(2, 3)}}
+
+
+def degenerate_layer_norm_rows():
+    # The variance term left out, at a shrunk example: rows 0 and 1 constant (their term is 0).
+    x = -np.ones((3, 4))
+    x[2, 0] = 0.0
+    gamma, dout = -np.ones(4), np.random.default_rng(12).normal(size=(3, 4))
+    dx, _, var_term = layer_norm_parts(x, gamma, dout)
+    return {"analytic": dx - var_term, "reference": dx, "inputs": {"g": x, "gamma": gamma}}
+
+
+def degenerate_softplus_agrees_at_zero():
+    x = np.array([-1.0, 0.0, 1.0, 2.0])
+    a, r = softplus_sigmoid_of_minus_x(x)
+    return {"analytic": a, "reference": r, "inputs": {"g": x}}
+
+
+def degenerate_swap_of_multiples():
+    r = matrix(13, 2, 3)
+    return {"analytic": 1.37 * r, "reference": r, "inputs": {"g": generic(2, 3), "h": generic(3, 2)},
+            "extra": {"h": 1.37 * r}}
+
+
+def degenerate_zero_at_zero():
+    # f = x * w with dx written as dout * w * x: zero at x = 0, like a gradient never written.
+    w = generic(2, 3)
+    return {"analytic": np.zeros((2, 3)), "reference": w, "inputs": {"g": np.zeros((2, 3)), "w": w}}
+
+
+# (example, kind that must NOT be named, the rule that stops it, why)
+DEGENERATE = [
+    (degenerate_softplus, "scale", "factor", "every input takes a single value"),
+    (degenerate_sigmoid_at_zero, "scale", "factor", "'g' is 0 at every element"),
+    (degenerate_mean_as_sum, "scale", "factor", "the reference is 0.1667 at every compared element"),
+    (degenerate_constant_offset, "additive", "factor", "the reference is 0.5 at every compared element"),
+    (degenerate_layer_norm_rows, "mask", "slices", "rows 0, 1 of 'g' are constant, row 2 is not"),
+    (degenerate_softplus_agrees_at_zero, "mask", "elements", "the elements that match all have g = 0"),
+    (degenerate_swap_of_multiples, "swapped", "swapped", "the reference of 'h' is 1.37 x this one"),
+    (degenerate_zero_at_zero, "zero", "factor", "'g' is 0 at every element"),
+]
+
+
+@pytest.mark.parametrize("example, forbidden, rule, why", DEGENERATE,
+                         ids=[row[0].__name__.removeprefix("degenerate_") for row in DEGENERATE])
+def test_a_degenerate_example_names_no_pattern_it_cannot_tell_apart(example, forbidden, rule, why):
+    d = run(**example())
+    assert d is not None and d.kind == "undetermined" and d.kind != forbidden
+    assert d.params["rule"] == rule and rule in RULES
+    assert why in d.params["because"] and why in d.summary
+    assert d.summary.startswith("no diagnosis: the example cannot tell ")
+    assert d.params["reading"] in d.evidence and ("fits" in d.evidence or "match" in d.evidence)
+
+
+# The same patterns at generic points are named: the rules stop only what cannot be told apart.
+GENERIC = [
+    (lambda: {"analytic": 2.718 * matrix(14, 2, 3), "reference": matrix(14, 2, 3),
+              "inputs": {"g": generic(2, 3)}}, "scale"),
+    (lambda: {"analytic": matrix(15, 2, 3) + 0.25, "reference": matrix(15, 2, 3),
+              "inputs": {"g": generic(2, 3)}}, "additive"),
+    (lambda: {"analytic": np.where([[1], [1], [0]], 2, 1) * matrix(16, 3, 4), "reference": matrix(16, 3, 4),
+              "inputs": {"g": generic(3, 4)}}, "mask"),
+    (lambda: {"analytic": matrix(17, 2, 3), "reference": matrix(18, 2, 3), "inputs": {"g": generic(2, 3)},
+              "extra": {"h": matrix(17, 2, 3)}}, "swapped"),
+    (lambda: {"analytic": np.zeros((2, 3)), "reference": matrix(19, 2, 3), "inputs": {"g": generic(2, 3)}}, "zero"),
+]
+
+
+@pytest.mark.parametrize("example, kind", GENERIC, ids=[kind for _, kind in GENERIC])
+def test_the_same_patterns_at_generic_points_are_named(example, kind):
+    d = run(**example())
+    assert d is not None and d.kind == kind
+
+
+# --- numbers printed with the digits that matter ------------------------------------------
+
+
+def scaled_rows(factor):
+    r = matrix(20, 3, 4)
+    return np.where(np.array([[1], [0], [0]]) == 1, factor * r, r), r
+
+
+# (planted mistake, where the number shows, the number as printed)
+NUMBERS = [
+    (lambda: (1.0001 * matrix(21, 3, 4), matrix(21, 3, 4)), "named", "1.0001"),
+    (lambda: (0.9999 * matrix(21, 3, 4), matrix(21, 3, 4)), "named", "0.9999"),
+    (lambda: (1.00012345 * matrix(21, 3, 4), matrix(21, 3, 4)), "named", "1.00012"),
+    (lambda: ((1 / 3 + 1e-5) * matrix(21, 3, 4), matrix(21, 3, 4)), "named", "0.33334"),
+    (lambda: (2.718281828 * matrix(21, 3, 4), matrix(21, 3, 4)), "named", "2.718"),
+    (lambda: scaled_rows(1.0001), "on_subset", "analytic = 1.0001 x reference"),
+    (lambda: (matrix(22, 3, 4) + 2.00003, matrix(22, 3, 4)), "summary", "reference + 2.00003 on every"),
+]
+
+
+@pytest.mark.parametrize("planted, where, shown", NUMBERS, ids=[row[2] for row in NUMBERS])
+def test_numbers_are_printed_with_the_digits_that_matter(planted, where, shown):
+    a, r = planted()
+    d = run(a, r)
+    assert shown in str(d.params.get(where, d.summary)), d
+
+
+# --- integer gradients ---------------------------------------------------------------------
+
+# (analytic from the reference r, kind, what the diagnosis says)
+INTEGER = [
+    (lambda r: np.trunc(r).astype(np.int64), "integer", "(int64): a cast or integer arithmetic truncated it"),
+    (lambda r: np.round(r).astype(np.int32), "integer", "(int32): a cast or integer arithmetic rounded it"),
+    (lambda r: np.round(3 * r).astype(np.int64), "integer", "(int64): a cast or integer arithmetic truncated it"),
+]
+
+
+@pytest.mark.parametrize("analytic, kind, says", INTEGER, ids=["trunc", "round", "rounded after a factor"])
+def test_an_integer_gradient_is_named(analytic, kind, says):
+    r = 3 * matrix(23, 3, 4)
+    d = run(analytic(r), r)
+    assert d.kind == kind and says in d.summary
+    assert "not a whole number" in d.evidence or "to a whole number at all 12" in d.evidence
+
+
+def test_an_integer_gradient_of_whole_values_keeps_its_pattern_with_a_note():
+    r = np.round(5 * matrix(24, 3, 4))
+    d = run((2 * r).astype(np.int64), r)
+    assert d.kind == "scale" and d.params["named"] == "2"
+    assert "note: the gradient for 'g' is an integer array (int64)" in d.evidence
+
+
 # --- no diagnosis --------------------------------------------------------------------------
 
 
@@ -298,6 +542,19 @@ def test_unrelated_values_get_no_entry(seed, rows, cols):
     assert run(a, r, inputs=inputs, wrong=np.ones(r.shape, dtype=bool)) is None
 
 
+
+@fast
+@given(seeds, st.integers(2, 6), st.integers(2, 6), noise_levels)
+def test_unrelated_values_get_no_entry_beside_inputs_that_new_patterns_use(seed, n, k, noise):
+    # Square operands (products), inputs of the gradient's shape (forks, affine terms): none
+    # of them explains values that are unrelated to the reference.
+    rng = np.random.default_rng([seed, 29])
+    r, a = matrix(seed, n, n), matrix(seed + 1, n, n)
+    inputs = {name: rng.normal(size=(n, n)) for name in ("g", "V", "y", "z")}
+    inputs["b"] = rng.normal(size=k)
+    assert run(a, with_noise(r, noise, seed), inputs=inputs, wrong=np.ones(r.shape, dtype=bool)) is None
+
+
 # --- robustness ----------------------------------------------------------------------------
 
 
@@ -313,7 +570,7 @@ def test_an_odd_oracle_value_is_an_outlier_not_a_different_bug():
 def test_float32_gradients_are_diagnosed_at_float32_precision():
     r = matrix(1, 5, 4)
     a = (4 * r).astype(np.float32).astype(np.float64) * (1 + 1e-5)
-    d = run(a, r, inputs={"X": np.zeros((4, 5), dtype=np.float32)})
+    d = run(a, r, inputs={"X": generic(4, 5, dtype=np.float32)})
     assert d.kind == "scale" and d.params["factor"] == pytest.approx(4, rel=1e-4)
     assert d.params["named"] == "m (X.shape[0] = 4)"
 
@@ -414,3 +671,107 @@ def test_correct_and_unrelated_gradients_through_the_harness():
     bad = gradcheck.check_gradients(forward, lambda d, W, X: {**backward(d, W, X), "W": noise}, inputs)
     assert not bad.ok and bad.inputs[0].diagnosis is None
     assert "likely bug: no simple pattern" in str(bad)
+
+
+# --- the reported cases, end to end --------------------------------------------------------
+
+
+def layer_norm(x, gamma, beta):
+    xc = x - x.mean(axis=-1, keepdims=True)
+    return xc / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + 1e-5) * gamma + beta
+
+
+def layer_norm_backward_without(term):
+    def backward(dout, x, gamma, beta):
+        dx, mean_term, var_term = layer_norm_parts(x, gamma, dout)
+        dx = dx - (mean_term if term == "mean" else var_term)
+        xc = x - x.mean(axis=-1, keepdims=True)
+        xhat = xc / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + 1e-5)
+        return {"x": dx, "gamma": (dout * xhat).sum(axis=0), "beta": dout.sum(axis=0)}
+    return backward
+
+
+def wrong_inputs(result):
+    return {s.name: s.diagnosis for s in result.inputs if not s.ok}
+
+
+def test_layer_norm_missing_its_mean_term_at_all_minus_one():
+    inputs = {"x": -np.ones((3, 4)), "gamma": -np.ones(4), "beta": -np.ones(4)}
+    result = gradcheck.check_gradients(layer_norm, layer_norm_backward_without("mean"), inputs)
+    d = wrong_inputs(result)["x"]
+    assert d.kind == "additive" and d.params["term"] == "per row"
+    assert "a per-row term missing or extra" in str(result)
+
+
+def test_layer_norm_missing_its_variance_term_at_a_shrunk_point_is_not_a_mask():
+    x = -np.ones((3, 4))
+    x[2, 0] = 0.0  # what shrinking leaves: the term is zero on the constant rows 0 and 1
+    inputs = {"x": x, "gamma": -np.ones(4), "beta": -np.ones(4)}
+    result = gradcheck.check_gradients(layer_norm, layer_norm_backward_without("variance"), inputs)
+    d = wrong_inputs(result)["x"]
+    assert d.kind == "undetermined" and d.params["fits"] == "mask" and d.params["rule"] == "slices"
+    assert "likely bug (mask)" not in str(result)
+    assert "rows 0, 1 of 'x' are constant, row 2 is not" in str(result)
+
+
+def test_softplus_with_sigmoid_of_minus_x_at_a_shrunk_point_is_no_constant_factor():
+    def softplus(x):
+        return np.log1p(np.exp(x))
+
+    result = gradcheck.check_gradients(softplus, lambda dout, x: {"x": dout * sigmoid(-x)}, {"x": -np.ones(3)})
+    d = wrong_inputs(result)["x"]
+    assert d.kind == "undetermined" and d.params["fits"] == "scale"
+    assert "likely bug (scale)" not in str(result)
+    assert "no diagnosis: the example cannot tell a constant factor 2.718" in str(result)
+
+
+def test_square_weight_gradient_without_the_transpose_of_its_operand():
+    rng = np.random.default_rng(25)
+    inputs = {"W": rng.normal(size=(4, 4)), "X": rng.normal(size=(4, 4))}
+
+    def backward(dout, W, X):
+        return {"W": dout @ X, "X": W.T @ dout}  # dW should be dout @ X.T
+
+    result = gradcheck.check_gradients(lambda W, X: W @ X, backward, inputs)
+    d = wrong_inputs(result)["W"]
+    assert d.kind == "transpose" and d.params["operand"] == "X" and d.params["product"] == "G @ X"
+    assert "analytic = G @ X where the reference is G @ X.T" in str(result)
+
+
+def test_a_dropped_path_of_a_fork_through_the_harness():
+    rng = np.random.default_rng(26)
+    inputs = {name: rng.normal(size=(3, 4)) for name in "xyz"}
+
+    def backward(dout, x, y, z):
+        return {"x": dout * y, "y": dout * x, "z": dout * x}  # dx misses dout * z
+
+    result = gradcheck.check_gradients(lambda x, y, z: x * y + x * z, backward, inputs)
+    d = wrong_inputs(result)["x"]
+    assert d.kind == "additive" and d.params["term"] == "path through z"
+    assert "a path of a fork dropped" in str(result)
+
+
+def test_a_relative_gap_of_1e_4_prints_its_factor():
+    rng = np.random.default_rng(27)
+    inputs = {"W": rng.normal(size=(3, 4)), "X": rng.normal(size=(4, 2))}
+
+    def backward(dout, W, X):
+        return {"W": 1.0001 * dout @ X.T, "X": W.T @ dout}
+
+    result = gradcheck.check_gradients(lambda W, X: W @ X, backward, inputs)
+    d = wrong_inputs(result)["W"]
+    assert d.kind == "scale" and d.params["named"] == "1.0001"
+    assert "off by a constant factor 1.0001" in str(result)
+
+
+def test_an_integer_gradient_through_the_harness():
+    rng = np.random.default_rng(28)
+    inputs = {"W": rng.normal(size=(3, 4)), "X": rng.normal(size=(4, 2))}
+
+    def backward(dout, W, X):
+        return {"W": (dout @ X.T).astype(np.int64), "X": W.T @ dout}
+
+    result = gradcheck.check_gradients(lambda W, X: W @ X, backward, inputs)
+    d = wrong_inputs(result)["W"]
+    assert d.kind == "integer" and d.params["dtype"] == "int64"
+    assert "the gradient for 'W' is an integer array (int64)" in str(result)
