@@ -108,7 +108,8 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
         if summary.diagnosis is not None:
             d = summary.diagnosis
-            lines.append(f"      likely bug ({d.kind}): {d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
+            label = "" if d.kind == "undetermined" else f"likely bug ({d.kind}): "
+            lines.append(f"      {label}{d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
         shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
         if summary.diagnosis is None and any(not m.tied for m in shown):
             lines.append("      likely bug: no simple pattern")
