@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import draws
 from gradcheck.case import Case
 from gradcheck.check import check_gradients
 from gradcheck.errors import GradcheckError
@@ -249,11 +250,8 @@ def run_case(
             raise _Failed(inputs, result)
 
     given = hypothesis.given(inputs=case.inputs)(test)
-    given = hypothesis.settings(
-        max_examples=settings.examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
+    given = draws.settings(
+        examples=settings.examples,
         verbosity=Verbosity.quiet,
         report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -263,7 +261,8 @@ def run_case(
     )(given)
     given = hypothesis.seed(seed)(given)
     try:
-        given()
+        with draws.replayable_draws():
+            given()
     except _Failed as failed:
         # Hypothesis re-runs the smallest failing example last and raises its exception.
         run.minimal = MinimalExample(_shown(failed.inputs, failed.result), failed.result, "drawn")

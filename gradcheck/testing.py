@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from gradcheck import draws
 from gradcheck.case import Case
 from gradcheck.check import _validate_options, check_gradients
 from gradcheck.errors import GradcheckError, GradientMismatch
@@ -349,20 +350,19 @@ def _run(
         phases = [Phase.explicit, Phase.generate]
     else:
         phases = [p for p in Phase if p is not Phase.explain]
-    run = hypothesis.settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
+    run = draws.settings(
+        examples=examples,
         phases=phases,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )(run)
     run = hypothesis.seed(settings.seed)(run)
     if not case.is_gallery:
-        run()
+        with draws.replayable_draws():
+            run()
         return
     try:
-        run()
+        with draws.replayable_draws():
+            run()
     except GradientMismatch:
         return
     pytest.fail(

@@ -1,12 +1,14 @@
 """The pytest plugin and ``gradient_test``, run by pytester in fresh pytest sessions: options,
 header, fixture, terminal summary, failure output, and a parallel run matching a serial one."""
 
+import json
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 from hypothesis import strategies as st
+from literals import write_literals_module
 
 import gradcheck
 from gradcheck.errors import GradcheckError
@@ -316,6 +318,36 @@ def test_decorator_takes_a_case_with_points_and_gallery_bugs(project: pytest.Pyt
     assert any(line.startswith("  FAIL test_cases.py::test_caught: ") for line in summary(result))
     assert "test_correct: " not in "\n".join(summary(result))
     assert summary(result)[0].startswith("gradcheck: ")
+
+
+RECORDED = """
+import json
+from gradcheck.testing import gradient_test
+from layer import backward, drawn, forward
+
+SEEN = []
+
+@gradient_test(forward, backward, inputs=drawn.map(lambda inputs: SEEN.append(inputs["x"].tolist()) or inputs))
+def test_drawn():
+    pass
+
+def test_write_what_was_drawn():
+    with open("drawn.json", "w") as f:
+        json.dump(SEEN, f)
+"""
+
+
+def test_decorator_draws_the_same_examples_beside_any_other_test(project: pytest.Pytester) -> None:
+    """Alone, or beside a test whose module imports a project module full of number literals
+    (which Hypothesis would mix into its draws), a test draws the same examples for a seed."""
+    project.makepyfile(test_recorded=RECORDED)
+    run(project, "test_recorded.py", "-p", "no:randomly").assert_outcomes(passed=2)
+    alone = json.loads((project.path / "drawn.json").read_text())
+    write_literals_module(project.path, "project_constants", low=0.001, high=2.0)
+    project.makepyfile(test_other="import project_constants\n\ndef test_other():\n    pass\n")
+    run(project, "-p", "no:randomly").assert_outcomes(passed=3)
+    beside = json.loads((project.path / "drawn.json").read_text())
+    assert len(alone) == DEFAULT_EXAMPLES and beside == alone
 
 
 def test_decorator_runs_without_the_plugin(project: pytest.Pytester) -> None:

@@ -3,11 +3,13 @@ and the JSON document of a run."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
+from literals import write_literals_module
 
 from gradcheck import Case, GradcheckError
 from gradcheck import strategies as gs
@@ -75,6 +77,27 @@ def test_same_seed_same_run_whatever_the_order():
         other = by_name[run.case.name]
         assert (run.seed, run.examples, run.worst_numeric, run.worst_torch) == (
             other.seed, other.examples, other.worst_numeric, other.worst_torch)
+
+
+def drawn(settings: Settings) -> list[np.ndarray]:
+    """The inputs a correct case draws in a run with ``settings``, in order."""
+    seen: list[np.ndarray] = []
+    recorded = vectors.map(lambda inputs: seen.append(inputs["x"]) or inputs)
+    run = run_case(Case(name="t.recorded", forward=square, backward=square_backward, inputs=recorded), settings)
+    assert run.ok
+    return seen
+
+
+def test_drawn_examples_do_not_depend_on_imported_modules(tmp_path, monkeypatch):
+    """Hypothesis mixes number literals of imported project modules into its draws; a run
+    draws the same examples for a seed whether or not such a module was imported first."""
+    settings = Settings(seed=3, examples=40)
+    before = drawn(settings)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module(write_literals_module(tmp_path, "project_constants", low=0.01, high=10.0))
+    after = drawn(settings)
+    assert len(before) == len(after) == 40
+    assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
 
 
 def test_gallery_case_passes_when_caught_and_is_missed_when_correct():
