@@ -47,8 +47,10 @@ def replayable_draws() -> Iterator[None]:
     The switch is process-wide (Hypothesis keeps the constants in a module global): a
     Hypothesis test run concurrently in another thread also draws without them meanwhile.
     """
-    from hypothesis.internal.conjecture import providers
-
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:
+        providers = None
     collect = getattr(providers, "_get_local_constants", None)
     if collect is None:  # a Hypothesis without local constants: nothing depends on imports
         yield
