@@ -15,7 +15,8 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
       "examples": int,                  # examples checked over all cases
       "kinks": int,                     # kinks met over all cases
       "errors": [{"case": str, "error": str}],
-      "failures": [{"case": str, "minimal_example": EXAMPLE}],   # cases with a failing check
+      "failures": [{"case": str, "minimal_example": EXAMPLE,   # cases with a failing check
+                    "replay": str}],                       # and the command that replays it
       "cases": [CASE, ...]
     }
 
@@ -138,8 +139,9 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         },
         "kinks": sum(run.kinks for run in runs),
         "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],
-        "failures": [{"case": c["name"], "minimal_example": c["minimal_example"]}
-                     for c in cases if c["minimal_example"] is not None],
+        "failures": [{"case": c["name"], "minimal_example": c["minimal_example"],
+                      "replay": report.replay_command(run)}
+                     for run, c in zip(runs, cases) if c["minimal_example"] is not None],
         "cases": cases,
     }
     return _jsonable(document)

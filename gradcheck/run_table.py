@@ -103,9 +103,8 @@ def details_lines(report: RunReport) -> list[str]:
     for run in report.runs:
         if run.ok and not report.gallery:
             continue
-        replay = f"python -m gradcheck report --case {run.case.name} --seed {report.settings.seed}" + (
-            " --gallery" if report.gallery else "")
-        lines.append(f"== {run.case.name}: {run.verdict} (case seed {run.seed}; replay: {replay})")
+        lines.append(f"== {run.case.name}: {run.verdict} (case seed {run.seed}; "
+                     f"replay: {report.replay_command(run)})")
         if run.case.bug:
             lines.append(f"    bug: {run.case.bug}")
         if run.error is not None:

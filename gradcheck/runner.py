@@ -28,7 +28,7 @@ from gradcheck.case import Case
 from gradcheck.check import check_gradients
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
-from gradcheck.options import Settings
+from gradcheck.options import OPTIONS, Settings
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
 from gradcheck.worst import track_worst
@@ -147,16 +147,43 @@ class CaseRun:
 
 @dataclass
 class RunReport:
-    """A whole run: the settings, whether it ran the gallery, and one ``CaseRun`` per case."""
+    """A whole run: the settings, whether it ran the gallery, and one ``CaseRun`` per case.
+
+    ``modules`` are the case modules the run imported instead of the entry points (the CLI's
+    ``--module`` arguments, as given)."""
 
     settings: Settings
     gallery: bool
     runs: list[CaseRun]
     seconds: float = 0.0
+    modules: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.runs)
+
+    def replay_command(self, run: CaseRun) -> str:
+        """The shell command that runs ``run``'s case again as this run did: the same case
+        modules, the case alone (its draws depend on nothing else), the same kind of run, and
+        every setting (the seed always, the others where they differ from their default)."""
+        import shlex
+
+        words = ["python", "-m", "gradcheck", "report"]
+        for module in self.modules:
+            words += ["--module", module]
+        words += ["--case", _literal_pattern(run.case.name)]
+        for option in OPTIONS:
+            value = getattr(self.settings, option.name)
+            if option.name == "seed" or value != option.default:
+                words += [f"--{option.name}", repr(value)]
+        if self.gallery:
+            words.append("--gallery")
+        return shlex.join(words)
+
+
+def _literal_pattern(name: str) -> str:
+    """A ``--case`` pattern (fnmatch) that matches ``name`` alone."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 

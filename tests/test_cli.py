@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -122,7 +123,31 @@ def test_user_module_cases_run_and_a_failure_is_shrunk(user_module):
     table = gradcheck("report", "--module", "mycases", "--examples", "20", pythonpath=user_module)
     assert table.returncode == 1
     assert "smallest failing example (shrunk)" in table.stdout and "FAIL" in table.stdout
-    assert "replay: python -m gradcheck report --case mine.cube_wrong --seed 0" in table.stdout
+    assert "replay: python -m gradcheck report --module mycases --case mine.cube_wrong --seed 0 --examples 20" in table.stdout
+
+
+REPLAY = re.compile(r"^== (?P<case>\S+): (?P<verdict>\w+) \(case seed \d+; replay: (?P<command>.+)\)$", re.M)
+
+
+def details(stdout: str, case: str) -> list[str]:
+    """The details block of ``case`` in a table report: its header line to the blank line."""
+    lines = stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"== {case}: ")))
+    return lines[start:lines.index("", start)]
+
+
+def test_printed_replay_command_reproduces_the_failure(user_module):
+    run = gradcheck("report", "--module", "mycases", "--seed", "4", "--examples", "12", "--rtol", "1e-5",
+                    pythonpath=user_module)
+    assert run.returncode == 1, run.stderr
+    (printed,) = REPLAY.finditer(run.stdout)
+    assert printed["case"] == "mine.cube_wrong" and printed["verdict"] == "FAIL"
+    command = shlex.split(printed["command"])
+    assert command[:4] == ["python", "-m", "gradcheck", "report"]
+    replay = gradcheck(*command[3:], pythonpath=user_module)
+    assert replay.returncode == 1, replay.stderr
+    assert details(replay.stdout, "mine.cube_wrong") == details(run.stdout, "mine.cube_wrong")
+    assert "smallest failing example (shrunk)" in "\n".join(details(replay.stdout, "mine.cube_wrong"))
 
 
 @pytest.mark.parametrize(

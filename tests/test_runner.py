@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
+from fnmatch import fnmatchcase
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from gradcheck import strategies as gs
 from gradcheck.options import Settings
 from gradcheck.run_json import SCHEMA_VERSION, run_to_dict
 from gradcheck.run_table import markdown, rows, summary_line
-from gradcheck.runner import case_seed, run_case, run_cases, select_cases
+from gradcheck.runner import CaseRun, RunReport, case_seed, run_case, run_cases, select_cases
 
 vectors = st.fixed_dictionaries({"x": gs.float_arrays(gs.shapes(min_dims=1, max_dims=1, max_side=6))})
 
@@ -100,6 +102,25 @@ def test_drawn_examples_do_not_depend_on_imported_modules(tmp_path, monkeypatch)
     assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("name", "settings", "gallery", "modules", "command"),
+    [
+        ("t.third", Settings(), False, (), "--case t.third --seed 0"),
+        ("t.third", Settings(seed=4, examples=12), False, ("mine",),
+         "--module mine --case t.third --seed 4 --examples 12"),
+        ("t.third", Settings(rtol=1e-05, atol=0.0), True, ("a.b", "c"),
+         "--module a.b --module c --case t.third --seed 0 --rtol 1e-05 --atol 0.0 --gallery"),
+        ("odd*name[1]", Settings(), False, ("my dir",), "--module 'my dir' --case 'odd[*]name[[]1]' --seed 0"),
+    ],
+)
+def test_replay_command_names_everything_the_case_was_run_with(name, settings, gallery, modules, command):
+    run = CaseRun(case=Case(name=name, forward=square, backward=square_backward, inputs=vectors), seed=0)
+    report = RunReport(settings, gallery, [run], modules=modules)
+    assert report.replay_command(run) == "python -m gradcheck report " + command
+    pattern = shlex.split(command)[shlex.split(command).index("--case") + 1]
+    assert fnmatchcase(name, pattern) and not fnmatchcase(name + "x", pattern)
+
+
 def test_gallery_case_passes_when_caught_and_is_missed_when_correct():
     caught = run_case(Case(name="g.third", forward=square, backward=wrong_from_the_third,
                            inputs=vectors, bug="drops a gradient"), Settings(examples=30))
@@ -154,6 +175,7 @@ def test_run_document_is_strict_json_with_the_documented_keys():
                                    "examples": document["examples"], "kinks": document["kinks"]}
     (failure,) = document["failures"]
     assert failure["case"] == "t.third"
+    assert failure["replay"] == "python -m gradcheck report --case t.third --seed 0 --examples 20"
     inputs = failure["minimal_example"]["inputs"]
     assert inputs[0]["shape"] == [3] and len(inputs[0]["values"]) == 3
     assert failure["minimal_example"]["result"]["mismatches"][0]["index"] == [2]
