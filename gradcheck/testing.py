@@ -147,8 +147,10 @@ def _options(settings: Settings, seed: int | None, rtol: float | None, atol: flo
 
 
 class GradcheckFixture:
-    """What the ``gradcheck`` fixture gives a test: ``check_gradients`` and
-    ``assert_gradients`` with the run's seed and tolerances, counted in the run's summary.
+    """What the ``gradcheck`` fixture gives a test: the ``gradcheck`` module's public names
+    (its ``__all__``), which the fixture's name shadows inside the test, with
+    ``check_gradients`` (also as ``check``) and ``assert_gradients`` using the run's seed and
+    tolerances and counted in the run's summary.
 
     Attributes:
         settings: the run's ``Settings`` (from ``--gradcheck-seed`` etc.).
@@ -157,6 +159,22 @@ class GradcheckFixture:
     def __init__(self, settings: Settings, node: pytest.Item) -> None:
         self.settings = settings
         self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        """``Case``, ``GradientMismatch``, ``numeric_gradient``, ...: the module's own."""
+        import gradcheck
+
+        if name in gradcheck.__all__:
+            return getattr(gradcheck, name)
+        raise AttributeError(
+            f"the gradcheck fixture has no attribute {name!r}; it has the gradcheck module's "
+            f"public names ({', '.join(gradcheck.__all__)}) and settings"
+        )
+
+    def __dir__(self) -> list[str]:
+        import gradcheck
+
+        return sorted({*super().__dir__(), *gradcheck.__all__})
 
     def check(
         self,
@@ -185,6 +203,8 @@ class GradcheckFixture:
         )
         record(self._node, result)
         return result
+
+    check_gradients = check
 
     def assert_gradients(
         self,

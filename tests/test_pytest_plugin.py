@@ -171,6 +171,35 @@ def test_fixture_checks_with_the_run_settings(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_fixture_has_the_module_names_with_the_run_settings(project: pytest.Pytester) -> None:
+    """Inside ``def test(gradcheck)`` the fixture shadows the module: it has all its public
+    names, the checking functions with the run's seed and tolerances."""
+    project.makepyfile(
+        """
+        import pytest
+        import gradcheck as module
+        from layer import backward, forward, inputs, wrong_backward
+
+        def test_names(gradcheck):
+            missing = [name for name in module.__all__ if not hasattr(gradcheck, name)]
+            assert missing == [] and set(module.__all__) <= set(dir(gradcheck))
+            checking = {"check_gradients", "assert_gradients"}
+            assert all(getattr(gradcheck, name) is getattr(module, name)
+                       for name in module.__all__ if name not in checking)
+            result = gradcheck.check_gradients(forward, backward, inputs())
+            assert result.ok and result.seed == 5 and {s.tolerance.rtol for s in result.inputs} == {1e-4}
+            with pytest.raises(gradcheck.GradientMismatch) as caught:
+                gradcheck.assert_gradients(forward, wrong_backward, inputs())
+            assert caught.value.result.seed == 5
+            with pytest.raises(AttributeError, match="no attribute 'check_gradient'"):
+                gradcheck.check_gradient
+        """
+    )
+    result = run(project, "--gradcheck-seed=5", "--gradcheck-rtol=1e-4")
+    result.assert_outcomes(passed=1)
+    assert summary(result)[0] == "gradcheck: 2 checks in 1 test, 1 failed in 1 test; seed 5"
+
+
 def test_summary_counts_checks_kinks_and_worst_errors(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_summary="""
