@@ -247,7 +247,8 @@ def _as_case(
         )
     if inputs is None:
         raise GradcheckError(
-            "gradient_test(forward, backward, inputs=...) needs inputs, a Hypothesis strategy"
+            "gradient_test(forward, backward, inputs=...) needs inputs, a Hypothesis strategy "
+            "(or a dict of strategies)"
         )
     name = getattr(forward, "__qualname__", None) or type(forward).__name__
     return Case(
@@ -277,7 +278,8 @@ def gradient_test(
     Args:
         forward: ``forward(**inputs)``, or a ``Case`` (then give nothing else but options).
         backward: ``backward(dout, **inputs) -> {name: gradient}``, or None for torch autograd.
-        inputs: a Hypothesis strategy drawing ``{name: array or number}``.
+        inputs: a Hypothesis strategy drawing ``{name: array or number}``, or a dict of
+            strategies ``{name: strategy}`` (drawn as ``st.fixed_dictionaries``).
         wrt: the names to check; None checks every floating input.
         examples: examples to draw; None uses ``--gradcheck-examples`` (default 10). A case's
             ``points`` are checked first, in addition.
@@ -288,8 +290,8 @@ def gradient_test(
     catches the bug and fails when none does.
 
     Raises:
-        GradcheckError: misuse (a forward without backward or inputs, a non-strategy
-            ``inputs``, bad ``examples``/``mode``/tolerances), when the decorator is applied.
+        GradcheckError: misuse (a forward without backward or inputs, ``inputs`` neither a
+            strategy nor a dict of strategies, bad ``examples``/``mode``/tolerances), when the decorator is applied.
     """
     case = _as_case(forward, backward, inputs, wrt)
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):

@@ -64,9 +64,8 @@ def inputs(seed=0):
 
 
 values = st.floats(-2, 2).map(lambda v: round(v, 3))
-drawn = st.fixed_dictionaries(
-    {"x": hnp.arrays(np.float64, (3, 4), elements=values), "w": hnp.arrays(np.float64, (4, 2), elements=values)}
-)
+entries = {"x": hnp.arrays(np.float64, (3, 4), elements=values), "w": hnp.arrays(np.float64, (4, 2), elements=values)}
+drawn = st.fixed_dictionaries(entries)
 '''
 
 
@@ -271,7 +270,7 @@ def test_decorator_runs_the_configured_number_of_examples(project: pytest.Pytest
     project.makepyfile(
         test_drawn="""
         from gradcheck.testing import gradient_test
-        from layer import backward, drawn, forward
+        from layer import backward, drawn, entries, forward
 
         RESULTS = []
 
@@ -281,7 +280,7 @@ def test_decorator_runs_the_configured_number_of_examples(project: pytest.Pytest
             assert tmp_path.exists()
             RESULTS.append(result)
 
-        @gradient_test(forward, backward, inputs=drawn, examples=3, wrt="w")
+        @gradient_test(forward, backward, inputs=entries, examples=3, wrt="w")  # a dict of strategies
         def test_three(result):
             assert [s.name for s in result.inputs] == ["w"]
 
@@ -418,6 +417,9 @@ _CASE = gradcheck.Case("square", _forward, _backward, st.fixed_dictionaries({"x"
         ((_forward,), {"inputs": _CASE.inputs}, "needs a backward"),
         ((_forward, _backward), {}, "needs inputs"),
         ((_forward, _backward), {"inputs": {"x": 1.0}}, "inputs must be a Hypothesis strategy"),
+        ((_forward, _backward), {"inputs": {"x": st.floats(), "n": 3}}, "where 'n' is not a strategy"),
+        ((_forward, _backward), {"inputs": {0: st.floats()}}, "non-string names [0]"),
+        ((_forward, _backward), {"inputs": {}}, "or a dict of strategies {name: strategy}; got inputs={}"),
         ((_forward, _backward), {"inputs": _CASE.inputs, "wrt": ("x", 3)}, "wrt must be a tuple of input names"),
         ((_CASE, _backward), {}, "takes the case's own backward"),
         ((_CASE,), {"inputs": _CASE.inputs}, "takes the case's own"),
