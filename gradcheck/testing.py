@@ -195,6 +195,7 @@ class GradcheckFixture:
         Raises:
             GradcheckError: misuse, as ``check_gradients`` does.
         """
+        __tracebackhide__ = True
         from gradcheck.pytest_plugin import record
 
         result = check_gradients(
@@ -313,18 +314,24 @@ def gradient_test(
             own = {k: v for k, v in kwargs.items() if k in wanted}
 
             def after(result: CheckResult) -> None:
+                __tracebackhide__ = True
                 if "result" in params:
                     fn(result=result, **own)
                 else:
                     fn(**own)
 
             settings = session_settings(request.config)
-            _run(
-                case, request.node, settings, fn.__name__,
-                examples=settings.examples if examples is None else examples,
-                options={"wrt": case.wrt, "mode": mode, **_options(settings, None, rtol, atol)},
-                after=after,
-            )
+            try:
+                _run(
+                    case, request.node, settings, fn.__name__,
+                    examples=settings.examples if examples is None else examples,
+                    options={"wrt": case.wrt, "mode": mode, **_options(settings, None, rtol, atol)},
+                    after=after,
+                )
+                return
+            except GradientMismatch as mismatch:
+                report = [f"{type(mismatch).__name__}: {mismatch}", *getattr(mismatch, "__notes__", ())]
+            _fail("\n".join(report))
 
         functools.update_wrapper(test, fn)
         keyword = inspect.Parameter.KEYWORD_ONLY
@@ -335,6 +342,15 @@ def gradient_test(
         return test
 
     return decorate
+
+
+def _fail(message: str) -> None:
+    """Fail a ``gradient_test`` with ``message`` (the mismatch report and the example Hypothesis
+    found) and no traceback: every frame it passed through is gradcheck's or Hypothesis' own.
+    This frame stays visible (of a failure without traceback pytest prints only the message)."""
+    import pytest
+
+    pytest.fail(message, pytrace=False)
 
 
 def _run(
@@ -351,12 +367,12 @@ def _run(
     raised as ``GradientMismatch`` (for a gallery case, the first failure ends the test)."""
     __tracebackhide__ = True
     import hypothesis
-    import pytest
     from hypothesis import HealthCheck, Phase
 
     from gradcheck.pytest_plugin import record
 
     def check_one(inputs: Mapping[str, Any]) -> None:
+        __tracebackhide__ = True
         result = check_gradients(case.forward, case.backward, inputs, **options)
         record(node, result)
         if not result.ok:
@@ -387,8 +403,5 @@ def _run(
             run()
     except GradientMismatch:
         return
-    pytest.fail(
-        f"gallery case {case.name!r}: the bug ({case.bug}) was not caught in {examples} "
-        f"examples (seed {settings.seed})",
-        pytrace=False,
-    )
+    _fail(f"gallery case {case.name!r}: the bug ({case.bug}) was not caught in {examples} "
+          f"examples (seed {settings.seed})")
