@@ -16,10 +16,12 @@ import pytest
 from gradcheck import cli
 
 
+ROOT = Path(cli.__file__).resolve().parents[1]  # the subprocess imports this gradcheck, from any cwd
+
+
 def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath and str(pythonpath), str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "gradcheck", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
@@ -136,16 +138,19 @@ def details(stdout: str, case: str) -> list[str]:
     return lines[start:lines.index("", start)]
 
 
-def test_printed_replay_command_reproduces_the_failure(user_module):
+def test_printed_replay_command_reproduces_the_failure(user_module, tmp_path):
+    """Pasted in the user's directory, the printed command fails the same way (and neither run
+    leaves a Hypothesis directory there)."""
     run = gradcheck("report", "--module", "mycases", "--seed", "4", "--examples", "12", "--rtol", "1e-5",
-                    pythonpath=user_module)
+                    cwd=tmp_path, pythonpath=user_module)
     assert run.returncode == 1, run.stderr
     (printed,) = REPLAY.finditer(run.stdout)
     assert printed["case"] == "mine.cube_wrong" and printed["verdict"] == "FAIL"
     command = shlex.split(printed["command"])
     assert command[:4] == ["python", "-m", "gradcheck", "report"]
-    replay = gradcheck(*command[3:], pythonpath=user_module)
+    replay = gradcheck(*command[3:], cwd=tmp_path, pythonpath=user_module)
     assert replay.returncode == 1, replay.stderr
+    assert list(tmp_path.iterdir()) == []
     assert details(replay.stdout, "mine.cube_wrong") == details(run.stdout, "mine.cube_wrong")
     assert "smallest failing example (shrunk)" in "\n".join(details(replay.stdout, "mine.cube_wrong"))
 
