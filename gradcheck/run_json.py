@@ -12,7 +12,8 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
       "versions": {"gradcheck", "python", "numpy", "torch", "hypothesis": str | null},
       "seconds": float,
       "summary": {"cases", "passed", "failed", "errors", "examples", "kinks": int},
-      "examples": int,                  # examples checked over all cases
+      "examples": int,                  # drawn examples checked over all cases
+      "points": int,                    # fixed points checked over all cases
       "kinks": int,                     # kinks met over all cases
       "errors": [{"case": str, "error": str}],
       "failures": [{"case": str, "minimal_example": EXAMPLE,   # cases with a failing check
@@ -22,7 +23,8 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
 
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
-            | "error", "ok": bool, "seed": int, "examples": int, "oracles": [str],
+            | "error", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
+            "oracles": [str],
             "kinks": int, "failures": int, "seconds": float, "error": str | null,
             "worst_relative_error": {"numeric": float | null, "torch": float | null},
             "worst_input": {"numeric": str | null, "torch": str | null},
@@ -99,6 +101,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "ok": run.ok,
         "seed": run.seed,
         "examples": run.examples,
+        "points": run.points,
         "oracles": list(run.oracles),
         "kinks": run.kinks,
         "failures": run.failures,
@@ -124,6 +127,7 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         "gallery": report.gallery,
         "seed": settings.seed,
         "examples": sum(run.examples for run in runs),
+        "points": sum(run.points for run in runs),
         "examples_per_case": settings.examples,
         "rtol": settings.rtol,
         "atol": settings.atol,

@@ -84,8 +84,10 @@ class CaseRun:
     Attributes:
         case: the case.
         seed: the case's own seed (see ``case_seed``).
-        examples: examples checked (fixed points plus drawn examples, not counting the
-            re-checks Hypothesis makes while shrinking).
+        examples: drawn examples checked (``settings.examples`` unless a failure stopped a
+            gallery case early, or the strategy has fewer distinct examples), not counting the
+            re-checks Hypothesis makes while shrinking.
+        points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
         kinks: kinks met over all checks (elements not compared).
         worst_numeric, worst_torch: the largest relative error against each oracle over all
@@ -103,6 +105,7 @@ class CaseRun:
     case: Case
     seed: int
     examples: int = 0
+    points: int = 0
     oracles: tuple[str, ...] = ()
     kinks: int = 0
     worst_numeric: float | None = None
@@ -247,10 +250,13 @@ def run_case(
     start = time.perf_counter()
     shrinking = False
 
-    def check(inputs: Mapping[str, Any]) -> CheckResult:
+    def check(inputs: Mapping[str, Any], *, point: bool = False) -> CheckResult:
         result = check_gradients(case.forward, case.backward, inputs, **options)
-        if not shrinking:
+        if point:
+            run.points += 1
+        elif not shrinking:
             run.examples += 1
+        if not shrinking:
             if len(run.samples) < MAX_SAMPLES:
                 run.samples.append(dict(inputs))
         run.add(result)
@@ -260,7 +266,7 @@ def run_case(
 
     try:
         for point in case.points:
-            result = check(point)
+            result = check(point, point=True)
             if not result.ok:
                 run.at_point = run.minimal = MinimalExample(_shown(point, result), result, "point")
                 break

@@ -54,7 +54,8 @@ def test_case_seed_depends_only_on_the_run_seed_and_the_name():
 def test_correct_case_passes_every_example_and_counts_them():
     run = run_case(CORRECT, Settings(examples=7))
     assert run.ok and run.verdict == "pass" and run.minimal is None
-    assert run.examples == 7 + 1  # drawn examples plus the fixed point
+    assert (run.examples, run.points) == (7, 1)  # as many drawn examples as asked, and the point
+    assert rows(RunReport(Settings(examples=7), False, [run]))[0][1] == "7"
     assert run.oracles == ("numeric", "torch")
     assert run.worst_torch is not None and run.worst_torch < 1e-12
 
@@ -187,5 +188,6 @@ def test_table_rows_summary_and_markdown_agree_with_the_runs():
     assert [r[0] for r in table] == ["t.square", "t.third"]
     assert [r[6] for r in table] == ["pass", "FAIL"]
     assert "1 passed, 1 failed" in summary_line(report)
+    assert f"; {report.runs[0].examples + report.runs[1].examples} examples and 1 fixed point, " in summary_line(report)
     text = markdown(report)
     assert "| `t.third` |" in text and "❌ FAIL" in text and "smallest failing example" in text
