@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,19 @@ from gradcheck import cli
 
 
 ROOT = Path(cli.__file__).resolve().parents[1]  # the subprocess imports this gradcheck, from any cwd
+
+
+def importable(name: str) -> bool:
+    """Whether ``import name`` can work here (False also when it is blocked in ``sys.modules``)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Tests of the `plot` extra's features; without matplotlib they skip, and the test that the
+# report asks for the extra runs instead.
+needs_matplotlib = pytest.mark.skipif(not importable("matplotlib"), reason="needs the plot extra (matplotlib)")
 
 
 def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -175,6 +189,7 @@ def test_misuse_gets_one_line_and_exit_code_2(args, message):
     assert "Traceback" not in run.stderr
 
 
+@needs_matplotlib
 def test_unwritable_plot_directory_is_misuse(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -184,6 +199,7 @@ def test_unwritable_plot_directory_is_misuse(tmp_path):
     assert run.returncode == 2 and "is not writable" in run.stderr
 
 
+@needs_matplotlib
 def test_plots_are_written_per_case(tmp_path):
     out = tmp_path / "plots"
     run = gradcheck("report", "--case", "sigmoid_chain.one_per_layer", "--case", "gates.exp",
