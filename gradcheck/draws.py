@@ -52,10 +52,11 @@ def replayable_draws() -> Iterator[None]:
     except ImportError:
         providers = None
     collect = getattr(providers, "_get_local_constants", None)
-    if collect is None:  # a Hypothesis without local constants: nothing depends on imports
+    constants = getattr(providers, "Constants", None)
+    if collect is None or constants is None:  # a Hypothesis without local constants
         yield
         return
-    empty = providers.Constants()
+    empty = constants()
     providers._get_local_constants = lambda: empty
     _forget_cached_constants(providers)
     try:

@@ -6,7 +6,8 @@ shrinks it; the smallest failing example, with its ``CheckResult``, is what the 
 
 Every case gets its own seed, ``case_seed(seed, case.name)``, used both for Hypothesis and for
 ``check_gradients`` (the random upstream gradient), so a case draws the same examples whichever
-other cases run and in whatever order.
+other cases run and in whatever order; ``gradcheck.draws`` keeps the draws independent of what
+else is imported or installed.
 
 A correct case passes when every example passes; a gallery case (``case.bug`` set) passes when
 some example is caught. An exception from the case's own strategy or a misuse found while

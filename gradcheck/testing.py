@@ -10,8 +10,9 @@ object, and the per-test tallies the plugin sums up at the end of a run.
 
 Under the plugin (``gradcheck.pytest_plugin``) checks use the run's ``--gradcheck-*`` settings
 and count towards its terminal summary; without it they use the defaults of ``Settings``.
-Examples are drawn from the run's seed, never from the clock or the worker, so a run with
-``pytest -n auto`` draws exactly what a serial run draws.
+Examples are drawn from the run's seed, never from the clock, the worker or the other tests'
+modules (see ``gradcheck.draws``), so a run with ``pytest -n auto`` draws exactly what a serial
+run draws, and a test run alone draws what it draws beside any other.
 """
 
 from __future__ import annotations
