@@ -9,7 +9,8 @@ A case bundles everything needed to check a backward pass on many inputs:
   with that input's shape. ``dout`` has the forward's output shape (``1.0`` for a scalar loss).
   ``None`` means "the gradient is whatever torch autograd computes for ``forward``" (for custom
   ``torch.autograd.Function``\\ s and modules).
-* ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``.
+* ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``, or a dict
+  ``name -> strategy`` (drawn as ``st.fixed_dictionaries``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Case:
         name: unique, e.g. ``"twolayer.softmax_net"``; used by ``--case`` patterns.
         forward: ``forward(**inputs) -> float | array``.
         backward: ``backward(dout, **inputs) -> {name: gradient}``, or ``None`` for autograd.
-        inputs: Hypothesis strategy of ``dict[str, array | number]``.
+        inputs: Hypothesis strategy of ``dict[str, array | number]``; a dict of strategies
+            ``{name: strategy}`` is taken as ``st.fixed_dictionaries`` of it.
         wrt: names of the inputs to check; ``None`` checks every floating input.
         description: one line for reports.
         family: the group the case belongs to (e.g. ``"gates"``), for reports.
@@ -59,8 +61,6 @@ class Case:
     tags: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        from hypothesis.strategies import SearchStrategy
-
         if not isinstance(self.name, str) or not self.name.strip():
             raise GradcheckError(f"Case name must be a non-empty string, got name={self.name!r}")
         if not callable(self.forward):
@@ -72,11 +72,7 @@ class Case:
                 f"Case {self.name!r}: backward must be callable or None, "
                 f"got backward={self.backward!r}"
             )
-        if not isinstance(self.inputs, SearchStrategy):
-            raise GradcheckError(
-                f"Case {self.name!r}: inputs must be a Hypothesis strategy drawing a dict of "
-                f"inputs, got inputs={self.inputs!r}"
-            )
+        object.__setattr__(self, "inputs", _input_strategy(self.name, self.inputs))
         if self.wrt is not None:
             if isinstance(self.wrt, str) or not isinstance(self.wrt, tuple | list) or not all(
                 isinstance(w, str) for w in self.wrt
@@ -98,3 +94,31 @@ class Case:
     def is_gallery(self) -> bool:
         """True for a known-buggy variant, which the harness is expected to flag."""
         return self.bug is not None
+
+
+def _input_strategy(name: str, inputs: Any) -> Any:
+    """``inputs`` as a strategy: itself, or ``st.fixed_dictionaries`` of a dict of strategies.
+
+    Raises:
+        GradcheckError: ``inputs`` is neither (the message names the entries that are not
+            strategies).
+    """
+    from hypothesis import strategies as st
+
+    if isinstance(inputs, st.SearchStrategy):
+        return inputs
+    expected = (f"Case {name!r}: inputs must be a Hypothesis strategy drawing a dict of inputs, "
+                f"or a dict of strategies {{name: strategy}}")
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise GradcheckError(f"{expected}; got inputs={inputs!r}")
+    keys = [k for k in inputs if not isinstance(k, str)]
+    if keys:
+        raise GradcheckError(f"{expected}; got inputs with non-string names {keys!r}")
+    fixed = [k for k, v in inputs.items() if not isinstance(v, st.SearchStrategy)]
+    if fixed:
+        raise GradcheckError(
+            f"{expected}; got inputs={inputs!r}, where {', '.join(map(repr, fixed))} "
+            f"{'is' if len(fixed) == 1 else 'are'} not a strategy (st.just(value) holds a "
+            f"value fixed)"
+        )
+    return st.fixed_dictionaries(dict(inputs))

@@ -194,7 +194,7 @@ def _report(args: argparse.Namespace) -> int:
             progress.case_done(run)
     finally:
         progress.close()
-    report = RunReport(settings, args.gallery, runs, time.perf_counter() - start)
+    report = RunReport(settings, args.gallery, runs, time.perf_counter() - start, modules=tuple(args.module))
 
     if plot_dir is not None:
         _plot(report, plot_dir)

@@ -3,8 +3,9 @@
 * options ``--gradcheck-seed``, ``--gradcheck-examples``, ``--gradcheck-rtol``,
   ``--gradcheck-atol`` in one group, built from ``gradcheck.options.OPTIONS`` (the CLI's flags);
 * the seed in the report header;
-* the ``gradcheck`` fixture: ``gradcheck.check(...)`` and ``gradcheck.assert_gradients(...)``
-  with the run's settings;
+* the ``gradcheck`` fixture: the ``gradcheck`` module's public names, with
+  ``gradcheck.check_gradients(...)`` and ``gradcheck.assert_gradients(...)`` using the run's
+  settings;
 * a terminal summary of the checks made through the fixture and ``gradient_test``.
 
 A failing ``assert_gradients`` raises ``GradientMismatch``, an AssertionError whose message is
@@ -91,8 +92,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 @pytest.fixture
 def gradcheck(request: pytest.FixtureRequest) -> GradcheckFixture:
-    """``check_gradients`` / ``assert_gradients`` with this run's --gradcheck-* settings, as
-    ``gradcheck.check(...)`` and ``gradcheck.assert_gradients(...)``; counted in the summary."""
+    """The ``gradcheck`` module's public names (the fixture shadows the module inside the
+    test), with ``check_gradients`` / ``assert_gradients`` using this run's --gradcheck-*
+    settings and counted in the summary."""
     return GradcheckFixture(session_settings(request.config), request.node)
 
 

@@ -12,16 +12,19 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
       "versions": {"gradcheck", "python", "numpy", "torch", "hypothesis": str | null},
       "seconds": float,
       "summary": {"cases", "passed", "failed", "errors", "examples", "kinks": int},
-      "examples": int,                  # examples checked over all cases
+      "examples": int,                  # drawn examples checked over all cases
+      "points": int,                    # fixed points checked over all cases
       "kinks": int,                     # kinks met over all cases
       "errors": [{"case": str, "error": str}],
-      "failures": [{"case": str, "minimal_example": EXAMPLE}],   # cases with a failing check
+      "failures": [{"case": str, "minimal_example": EXAMPLE,   # cases with a failing check
+                    "replay": str}],                       # and the command that replays it
       "cases": [CASE, ...]
     }
 
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
-            | "error", "ok": bool, "seed": int, "examples": int, "oracles": [str],
+            | "error", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
+            "oracles": [str],
             "kinks": int, "failures": int, "seconds": float, "error": str | null,
             "worst_relative_error": {"numeric": float | null, "torch": float | null},
             "worst_input": {"numeric": str | null, "torch": str | null},
@@ -118,6 +121,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "ok": run.ok,
         "seed": run.seed,
         "examples": run.examples,
+        "points": run.points,
         "oracles": list(run.oracles),
         "kinks": run.kinks,
         "failures": run.failures,
@@ -144,6 +148,7 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         "gallery": report.gallery,
         "seed": settings.seed,
         "examples": sum(run.examples for run in runs),
+        "points": sum(run.points for run in runs),
         "examples_per_case": settings.examples,
         "rtol": settings.rtol,
         "atol": settings.atol,
@@ -159,8 +164,9 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         },
         "kinks": sum(run.kinks for run in runs),
         "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],
-        "failures": [{"case": c["name"], "minimal_example": c["minimal_example"]}
-                     for c in cases if c["minimal_example"] is not None],
+        "failures": [{"case": c["name"], "minimal_example": c["minimal_example"],
+                      "replay": report.replay_command(run)}
+                     for run, c in zip(runs, cases) if c["minimal_example"] is not None],
         "cases": cases,
     }
     return _jsonable(document)

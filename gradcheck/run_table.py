@@ -101,9 +101,15 @@ def summary_line(report: RunReport) -> str:
     return (
         f"gradcheck report {verdict}: {len(runs)} {'gallery ' if report.gallery else ''}cases, "
         f"{passed} {word[0]}, {failed} {word[1]}, {errors} errors; "
-        f"{sum(r.examples for r in runs)} examples, {kinks} kinks met (not compared); "
+        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (not compared); "
         f"seed {report.settings.seed}; {report.seconds:.1f} s"
     )
+
+
+def _points(runs: list[CaseRun]) -> str:
+    """The fixed points checked besides the drawn examples, if any: " and 4 fixed points"."""
+    points = sum(r.points for r in runs)
+    return "" if not points else f" and {points} fixed point{'s' if points > 1 else ''}"
 
 
 def _values(shown: InputShown) -> str:
@@ -162,9 +168,8 @@ def details_lines(report: RunReport) -> list[str]:
     for run in report.runs:
         if run.ok and not report.gallery:
             continue
-        replay = f"python -m gradcheck report --case {run.case.name} --seed {report.settings.seed}" + (
-            " --gallery" if report.gallery else "")
-        lines.append(f"== {run.case.name}: {run.verdict} (case seed {run.seed}; replay: {replay})")
+        lines.append(f"== {run.case.name}: {run.verdict} (case seed {run.seed}; "
+                     f"replay: {report.replay_command(run)})")
         if run.case.bug:
             lines.append(f"    bug: {run.case.bug}")
         if run.error is not None:

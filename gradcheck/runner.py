@@ -6,7 +6,8 @@ shrinks it; the smallest failing example, with its ``CheckResult``, is what the 
 
 Every case gets its own seed, ``case_seed(seed, case.name)``, used both for Hypothesis and for
 ``check_gradients`` (the random upstream gradient), so a case draws the same examples whichever
-other cases run and in whatever order.
+other cases run and in whatever order; ``gradcheck.draws`` keeps the draws independent of what
+else is imported or installed.
 
 A correct case passes when every example passes; a gallery case (``case.bug`` set) passes when
 some example is caught. An exception from the case's own strategy or a misuse found while
@@ -23,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import draws
 from gradcheck.case import Case
 from gradcheck.check import check_gradients
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
-from gradcheck.options import Settings
+from gradcheck.options import OPTIONS, Settings
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
 from gradcheck.worst import WorstAt, track_worst
@@ -84,8 +86,10 @@ class CaseRun:
     Attributes:
         case: the case.
         seed: the case's own seed (see ``case_seed``).
-        examples: examples checked (fixed points plus drawn examples, not counting the
-            re-checks Hypothesis makes while shrinking).
+        examples: drawn examples checked (``settings.examples`` unless a failure stopped a
+            gallery case early, or the strategy has fewer distinct examples), not counting the
+            re-checks Hypothesis makes while shrinking.
+        points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
         kinks: kinks met over all checks (elements not compared).
         worst_numeric, worst_torch: the largest relative error against each oracle over all
@@ -105,6 +109,7 @@ class CaseRun:
     case: Case
     seed: int
     examples: int = 0
+    points: int = 0
     oracles: tuple[str, ...] = ()
     kinks: int = 0
     worst_numeric: float | None = None
@@ -151,16 +156,43 @@ class CaseRun:
 
 @dataclass
 class RunReport:
-    """A whole run: the settings, whether it ran the gallery, and one ``CaseRun`` per case."""
+    """A whole run: the settings, whether it ran the gallery, and one ``CaseRun`` per case.
+
+    ``modules`` are the case modules the run imported instead of the entry points (the CLI's
+    ``--module`` arguments, as given)."""
 
     settings: Settings
     gallery: bool
     runs: list[CaseRun]
     seconds: float = 0.0
+    modules: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.runs)
+
+    def replay_command(self, run: CaseRun) -> str:
+        """The shell command that runs ``run``'s case again as this run did: the same case
+        modules, the case alone (its draws depend on nothing else), the same kind of run, and
+        every setting (the seed always, the others where they differ from their default)."""
+        import shlex
+
+        words = ["python", "-m", "gradcheck", "report"]
+        for module in self.modules:
+            words += ["--module", module]
+        words += ["--case", _literal_pattern(run.case.name)]
+        for option in OPTIONS:
+            value = getattr(self.settings, option.name)
+            if option.name == "seed" or value != option.default:
+                words += [f"--{option.name}", repr(value)]
+        if self.gallery:
+            words.append("--gallery")
+        return shlex.join(words)
+
+
+def _literal_pattern(name: str) -> str:
+    """A ``--case`` pattern (fnmatch) that matches ``name`` alone."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 
@@ -230,20 +262,23 @@ def run_case(
     start = time.perf_counter()
     shrinking = False
 
-    def check(inputs: Mapping[str, Any]) -> CheckResult:
+    def check(inputs: Mapping[str, Any], *, point: bool = False) -> CheckResult:
         result = check_gradients(case.forward, case.backward, inputs, **options)
-        if not shrinking:
+        if point:
+            run.points += 1
+        elif not shrinking:
             run.examples += 1
+        if not shrinking:
             if len(run.samples) < MAX_SAMPLES:
                 run.samples.append(dict(inputs))
-        run.add(result, inputs, None if shrinking else run.examples)
+        run.add(result, inputs, None if shrinking else run.points + run.examples)  # fixed points first
         if progress is not None:
             progress(run)
         return result
 
     try:
         for point in case.points:
-            result = check(point)
+            result = check(point, point=True)
             if not result.ok:
                 run.at_point = run.minimal = MinimalExample(_shown(point, result), result, "point")
                 break
@@ -260,11 +295,8 @@ def run_case(
             raise _Failed(inputs, result)
 
     given = hypothesis.given(inputs=case.inputs)(test)
-    given = hypothesis.settings(
-        max_examples=settings.examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
+    given = draws.settings(
+        examples=settings.examples,
         verbosity=Verbosity.quiet,
         report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -274,7 +306,8 @@ def run_case(
     )(given)
     given = hypothesis.seed(seed)(given)
     try:
-        given()
+        with draws.replayable_draws():
+            given()
     except _Failed as failed:
         # Hypothesis re-runs the smallest failing example last and raises its exception.
         run.minimal = MinimalExample(_shown(failed.inputs, failed.result), failed.result, "drawn")

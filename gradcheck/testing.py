@@ -10,8 +10,9 @@ object, and the per-test tallies the plugin sums up at the end of a run.
 
 Under the plugin (``gradcheck.pytest_plugin``) checks use the run's ``--gradcheck-*`` settings
 and count towards its terminal summary; without it they use the defaults of ``Settings``.
-Examples are drawn from the run's seed, never from the clock or the worker, so a run with
-``pytest -n auto`` draws exactly what a serial run draws.
+Examples are drawn from the run's seed, never from the clock, the worker or the other tests'
+modules (see ``gradcheck.draws``), so a run with ``pytest -n auto`` draws exactly what a serial
+run draws, and a test run alone draws what it draws beside any other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from gradcheck import draws
 from gradcheck.case import Case
 from gradcheck.check import _validate_options, check_gradients
 from gradcheck.errors import GradcheckError, GradientMismatch
@@ -146,8 +148,10 @@ def _options(settings: Settings, seed: int | None, rtol: float | None, atol: flo
 
 
 class GradcheckFixture:
-    """What the ``gradcheck`` fixture gives a test: ``check_gradients`` and
-    ``assert_gradients`` with the run's seed and tolerances, counted in the run's summary.
+    """What the ``gradcheck`` fixture gives a test: the ``gradcheck`` module's public names
+    (its ``__all__``), which the fixture's name shadows inside the test, with
+    ``check_gradients`` (also as ``check``) and ``assert_gradients`` using the run's seed and
+    tolerances and counted in the run's summary.
 
     Attributes:
         settings: the run's ``Settings`` (from ``--gradcheck-seed`` etc.).
@@ -156,6 +160,22 @@ class GradcheckFixture:
     def __init__(self, settings: Settings, node: pytest.Item) -> None:
         self.settings = settings
         self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        """``Case``, ``GradientMismatch``, ``numeric_gradient``, ...: the module's own."""
+        import gradcheck
+
+        if name in gradcheck.__all__:
+            return getattr(gradcheck, name)
+        raise AttributeError(
+            f"the gradcheck fixture has no attribute {name!r}; it has the gradcheck module's "
+            f"public names ({', '.join(gradcheck.__all__)}) and settings"
+        )
+
+    def __dir__(self) -> list[str]:
+        import gradcheck
+
+        return sorted({*super().__dir__(), *gradcheck.__all__})
 
     def check(
         self,
@@ -176,6 +196,7 @@ class GradcheckFixture:
         Raises:
             GradcheckError: misuse, as ``check_gradients`` does.
         """
+        __tracebackhide__ = True
         from gradcheck.pytest_plugin import record
 
         result = check_gradients(
@@ -184,6 +205,8 @@ class GradcheckFixture:
         )
         record(self._node, result)
         return result
+
+    check_gradients = check
 
     def assert_gradients(
         self,
@@ -226,7 +249,8 @@ def _as_case(
         )
     if inputs is None:
         raise GradcheckError(
-            "gradient_test(forward, backward, inputs=...) needs inputs, a Hypothesis strategy"
+            "gradient_test(forward, backward, inputs=...) needs inputs, a Hypothesis strategy "
+            "(or a dict of strategies)"
         )
     name = getattr(forward, "__qualname__", None) or type(forward).__name__
     return Case(
@@ -256,7 +280,8 @@ def gradient_test(
     Args:
         forward: ``forward(**inputs)``, or a ``Case`` (then give nothing else but options).
         backward: ``backward(dout, **inputs) -> {name: gradient}``, or None for torch autograd.
-        inputs: a Hypothesis strategy drawing ``{name: array or number}``.
+        inputs: a Hypothesis strategy drawing ``{name: array or number}``, or a dict of
+            strategies ``{name: strategy}`` (drawn as ``st.fixed_dictionaries``).
         wrt: the names to check; None checks every floating input.
         examples: examples to draw; None uses ``--gradcheck-examples`` (default 10). A case's
             ``points`` are checked first, in addition.
@@ -267,8 +292,8 @@ def gradient_test(
     catches the bug and fails when none does.
 
     Raises:
-        GradcheckError: misuse (a forward without backward or inputs, a non-strategy
-            ``inputs``, bad ``examples``/``mode``/tolerances), when the decorator is applied.
+        GradcheckError: misuse (a forward without backward or inputs, ``inputs`` neither a
+            strategy nor a dict of strategies, bad ``examples``/``mode``/tolerances), when the decorator is applied.
     """
     case = _as_case(forward, backward, inputs, wrt)
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
@@ -290,18 +315,24 @@ def gradient_test(
             own = {k: v for k, v in kwargs.items() if k in wanted}
 
             def after(result: CheckResult) -> None:
+                __tracebackhide__ = True
                 if "result" in params:
                     fn(result=result, **own)
                 else:
                     fn(**own)
 
             settings = session_settings(request.config)
-            _run(
-                case, request.node, settings, fn.__name__,
-                examples=settings.examples if examples is None else examples,
-                options={"wrt": case.wrt, "mode": mode, **_options(settings, None, rtol, atol)},
-                after=after,
-            )
+            try:
+                _run(
+                    case, request.node, settings, fn.__name__,
+                    examples=settings.examples if examples is None else examples,
+                    options={"wrt": case.wrt, "mode": mode, **_options(settings, None, rtol, atol)},
+                    after=after,
+                )
+                return
+            except GradientMismatch as mismatch:
+                report = [f"{type(mismatch).__name__}: {mismatch}", *getattr(mismatch, "__notes__", ())]
+            _fail("\n".join(report))
 
         functools.update_wrapper(test, fn)
         keyword = inspect.Parameter.KEYWORD_ONLY
@@ -312,6 +343,15 @@ def gradient_test(
         return test
 
     return decorate
+
+
+def _fail(message: str) -> None:
+    """Fail a ``gradient_test`` with ``message`` (the mismatch report and the example Hypothesis
+    found) and no traceback: every frame it passed through is gradcheck's or Hypothesis' own.
+    This frame stays visible (of a failure without traceback pytest prints only the message)."""
+    import pytest
+
+    pytest.fail(message, pytrace=False)
 
 
 def _run(
@@ -328,12 +368,12 @@ def _run(
     raised as ``GradientMismatch`` (for a gallery case, the first failure ends the test)."""
     __tracebackhide__ = True
     import hypothesis
-    import pytest
     from hypothesis import HealthCheck, Phase
 
     from gradcheck.pytest_plugin import record
 
     def check_one(inputs: Mapping[str, Any]) -> None:
+        __tracebackhide__ = True
         result = check_gradients(case.forward, case.backward, inputs, **options)
         record(node, result)
         if not result.ok:
@@ -349,24 +389,20 @@ def _run(
         phases = [Phase.explicit, Phase.generate]
     else:
         phases = [p for p in Phase if p is not Phase.explain]
-    run = hypothesis.settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
+    run = draws.settings(
+        examples=examples,
         phases=phases,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )(run)
     run = hypothesis.seed(settings.seed)(run)
     if not case.is_gallery:
-        run()
+        with draws.replayable_draws():
+            run()
         return
     try:
-        run()
+        with draws.replayable_draws():
+            run()
     except GradientMismatch:
         return
-    pytest.fail(
-        f"gallery case {case.name!r}: the bug ({case.bug}) was not caught in {examples} "
-        f"examples (seed {settings.seed})",
-        pytrace=False,
-    )
+    _fail(f"gallery case {case.name!r}: the bug ({case.bug}) was not caught in {examples} "
+          f"examples (seed {settings.seed})")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -16,11 +18,26 @@ import gradcheck as gradcheck_package
 from gradcheck import cli
 
 
+ROOT = Path(cli.__file__).resolve().parents[1]  # the subprocess imports this gradcheck, from any cwd
+
+
+def importable(name: str) -> bool:
+    """Whether ``import name`` can work here (False also when it is blocked in ``sys.modules``)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Tests of the `plot` extra's features; without matplotlib they skip, and the test that the
+# report asks for the extra runs instead.
+needs_matplotlib = pytest.mark.skipif(not importable("matplotlib"), reason="needs the plot extra (matplotlib)")
+
+
 def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("COLUMNS", None)  # output piped, width unknown: the table fits 80 columns
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath and str(pythonpath), str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "gradcheck", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
@@ -76,12 +93,13 @@ def test_json_document_has_the_documented_schema():
     document = json.loads(run.stdout)
     assert document["schema_version"] == 1 and document["ok"] is True and document["seed"] == 7
     assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
+    assert document["examples"] == 4 * 3 and document["points"] == 1  # staged.f_xy's worked example
     names = [c["name"] for c in document["cases"]]
     # In the order of the patterns, then of registration.
     assert names == ["twolayer.softmax_net", "twolayer.nn_epoch_batch", "twolayer.llayer_relu", "staged.f_xy"]
     for case in document["cases"]:
         assert case["verdict"] == "pass" and case["oracles"] == ["numeric", "torch"]
-        assert case["examples"] >= 3 and case["minimal_example"] is None
+        assert case["examples"] == 3 and case["minimal_example"] is None  # as asked, fixed points apart
         assert set(case["worst_relative_error"]) == {"numeric", "torch"}
     assert document["errors"] == [] and document["failures"] == []
 
@@ -128,7 +146,34 @@ def test_user_module_cases_run_and_a_failure_is_shrunk(user_module):
     table = gradcheck("report", "--module", "mycases", "--examples", "20", pythonpath=user_module)
     assert table.returncode == 1
     assert "smallest failing example (shrunk)" in table.stdout and "FAIL" in table.stdout
-    assert "replay: python -m gradcheck report --case mine.cube_wrong --seed 0" in table.stdout
+    assert "replay: python -m gradcheck report --module mycases --case mine.cube_wrong --seed 0 --examples 20" in table.stdout
+
+
+REPLAY = re.compile(r"^== (?P<case>\S+): (?P<verdict>\w+) \(case seed \d+; replay: (?P<command>.+)\)$", re.M)
+
+
+def details(stdout: str, case: str) -> list[str]:
+    """The details block of ``case`` in a table report: its header line to the blank line."""
+    lines = stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"== {case}: ")))
+    return lines[start:lines.index("", start)]
+
+
+def test_printed_replay_command_reproduces_the_failure(user_module, tmp_path):
+    """Pasted in the user's directory, the printed command fails the same way (and neither run
+    leaves a Hypothesis directory there)."""
+    run = gradcheck("report", "--module", "mycases", "--seed", "4", "--examples", "12", "--rtol", "1e-5",
+                    cwd=tmp_path, pythonpath=user_module)
+    assert run.returncode == 1, run.stderr
+    (printed,) = REPLAY.finditer(run.stdout)
+    assert printed["case"] == "mine.cube_wrong" and printed["verdict"] == "FAIL"
+    command = shlex.split(printed["command"])
+    assert command[:4] == ["python", "-m", "gradcheck", "report"]
+    replay = gradcheck(*command[3:], cwd=tmp_path, pythonpath=user_module)
+    assert replay.returncode == 1, replay.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert details(replay.stdout, "mine.cube_wrong") == details(run.stdout, "mine.cube_wrong")
+    assert "smallest failing example (shrunk)" in "\n".join(details(replay.stdout, "mine.cube_wrong"))
 
 
 @pytest.mark.parametrize(
@@ -151,6 +196,7 @@ def test_misuse_gets_one_line_and_exit_code_2(args, message):
     assert "Traceback" not in run.stderr
 
 
+@needs_matplotlib
 def test_unwritable_plot_directory_is_misuse(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -160,6 +206,7 @@ def test_unwritable_plot_directory_is_misuse(tmp_path):
     assert run.returncode == 2 and "is not writable" in run.stderr
 
 
+@needs_matplotlib
 def test_plots_are_written_per_case(tmp_path):
     out = tmp_path / "plots"
     run = gradcheck("report", "--case", "sigmoid_chain.one_per_layer", "--case", "gates.exp",

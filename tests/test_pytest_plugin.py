@@ -1,12 +1,14 @@
 """The pytest plugin and ``gradient_test``, run by pytester in fresh pytest sessions: options,
 header, fixture, terminal summary, failure output, and a parallel run matching a serial one."""
 
+import json
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 from hypothesis import strategies as st
+from literals import write_literals_module
 
 import gradcheck
 from gradcheck.errors import GradcheckError
@@ -62,9 +64,8 @@ def inputs(seed=0):
 
 
 values = st.floats(-2, 2).map(lambda v: round(v, 3))
-drawn = st.fixed_dictionaries(
-    {"x": hnp.arrays(np.float64, (3, 4), elements=values), "w": hnp.arrays(np.float64, (4, 2), elements=values)}
-)
+entries = {"x": hnp.arrays(np.float64, (3, 4), elements=values), "w": hnp.arrays(np.float64, (4, 2), elements=values)}
+drawn = st.fixed_dictionaries(entries)
 '''
 
 
@@ -169,6 +170,35 @@ def test_fixture_checks_with_the_run_settings(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_fixture_has_the_module_names_with_the_run_settings(project: pytest.Pytester) -> None:
+    """Inside ``def test(gradcheck)`` the fixture shadows the module: it has all its public
+    names, the checking functions with the run's seed and tolerances."""
+    project.makepyfile(
+        """
+        import pytest
+        import gradcheck as module
+        from layer import backward, forward, inputs, wrong_backward
+
+        def test_names(gradcheck):
+            missing = [name for name in module.__all__ if not hasattr(gradcheck, name)]
+            assert missing == [] and set(module.__all__) <= set(dir(gradcheck))
+            checking = {"check_gradients", "assert_gradients"}
+            assert all(getattr(gradcheck, name) is getattr(module, name)
+                       for name in module.__all__ if name not in checking)
+            result = gradcheck.check_gradients(forward, backward, inputs())
+            assert result.ok and result.seed == 5 and {s.tolerance.rtol for s in result.inputs} == {1e-4}
+            with pytest.raises(gradcheck.GradientMismatch) as caught:
+                gradcheck.assert_gradients(forward, wrong_backward, inputs())
+            assert caught.value.result.seed == 5
+            with pytest.raises(AttributeError, match="no attribute 'check_gradient'"):
+                gradcheck.check_gradient
+        """
+    )
+    result = run(project, "--gradcheck-seed=5", "--gradcheck-rtol=1e-4")
+    result.assert_outcomes(passed=1)
+    assert summary(result)[0] == "gradcheck: 2 checks in 1 test, 1 failed in 1 test; seed 5"
+
+
 def test_summary_counts_checks_kinks_and_worst_errors(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_summary="""
@@ -240,7 +270,7 @@ def test_decorator_runs_the_configured_number_of_examples(project: pytest.Pytest
     project.makepyfile(
         test_drawn="""
         from gradcheck.testing import gradient_test
-        from layer import backward, drawn, forward
+        from layer import backward, drawn, entries, forward
 
         RESULTS = []
 
@@ -250,7 +280,7 @@ def test_decorator_runs_the_configured_number_of_examples(project: pytest.Pytest
             assert tmp_path.exists()
             RESULTS.append(result)
 
-        @gradient_test(forward, backward, inputs=drawn, examples=3, wrt="w")
+        @gradient_test(forward, backward, inputs=entries, examples=3, wrt="w")  # a dict of strategies
         def test_three(result):
             assert [s.name for s in result.inputs] == ["w"]
 
@@ -279,12 +309,16 @@ def test_decorator_failure_shows_the_report_of_a_shrunk_example(project: pytest.
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "E * gradcheck.errors.GradientMismatch: gradcheck FAIL: *",
-            "E *   FAIL w (4, 2) float64: *",
-            "E * test_wrong(",  # Hypothesis names the smallest failing example
-            "E *     inputs={*",
+            "*_ test_wrong _*",
+            "GradientMismatch: gradcheck FAIL: *",
+            "  FAIL w (4, 2) float64: *",
+            "*: test_wrong(",  # Hypothesis names the smallest failing example
+            "    inputs={*",
         ]
     )
+    # Every frame the failure passed through is gradcheck's or Hypothesis' own: none is shown.
+    out = result.stdout.str()
+    assert "testing.py" not in out and "hypothesis" + os.sep not in out and "hidden" not in out
 
 
 def test_decorator_takes_a_case_with_points_and_gallery_bugs(project: pytest.Pytester) -> None:
@@ -316,6 +350,36 @@ def test_decorator_takes_a_case_with_points_and_gallery_bugs(project: pytest.Pyt
     assert any(line.startswith("  FAIL test_cases.py::test_caught: ") for line in summary(result))
     assert "test_correct: " not in "\n".join(summary(result))
     assert summary(result)[0].startswith("gradcheck: ")
+
+
+RECORDED = """
+import json
+from gradcheck.testing import gradient_test
+from layer import backward, drawn, forward
+
+SEEN = []
+
+@gradient_test(forward, backward, inputs=drawn.map(lambda inputs: SEEN.append(inputs["x"].tolist()) or inputs))
+def test_drawn():
+    pass
+
+def test_write_what_was_drawn():
+    with open("drawn.json", "w") as f:
+        json.dump(SEEN, f)
+"""
+
+
+def test_decorator_draws_the_same_examples_beside_any_other_test(project: pytest.Pytester) -> None:
+    """Alone, or beside a test whose module imports a project module full of number literals
+    (which Hypothesis would mix into its draws), a test draws the same examples for a seed."""
+    project.makepyfile(test_recorded=RECORDED)
+    run(project, "test_recorded.py", "-p", "no:randomly").assert_outcomes(passed=2)
+    alone = json.loads((project.path / "drawn.json").read_text())
+    write_literals_module(project.path, "project_constants", low=0.001, high=2.0)
+    project.makepyfile(test_other="import project_constants\n\ndef test_other():\n    pass\n")
+    run(project, "-p", "no:randomly").assert_outcomes(passed=3)
+    beside = json.loads((project.path / "drawn.json").read_text())
+    assert len(alone) == DEFAULT_EXAMPLES and beside == alone
 
 
 def test_decorator_runs_without_the_plugin(project: pytest.Pytester) -> None:
@@ -357,6 +421,9 @@ _CASE = gradcheck.Case("square", _forward, _backward, st.fixed_dictionaries({"x"
         ((_forward,), {"inputs": _CASE.inputs}, "needs a backward"),
         ((_forward, _backward), {}, "needs inputs"),
         ((_forward, _backward), {"inputs": {"x": 1.0}}, "inputs must be a Hypothesis strategy"),
+        ((_forward, _backward), {"inputs": {"x": st.floats(), "n": 3}}, "where 'n' is not a strategy"),
+        ((_forward, _backward), {"inputs": {0: st.floats()}}, "non-string names [0]"),
+        ((_forward, _backward), {"inputs": {}}, "or a dict of strategies {name: strategy}; got inputs={}"),
         ((_forward, _backward), {"inputs": _CASE.inputs, "wrt": ("x", 3)}, "wrt must be a tuple of input names"),
         ((_CASE, _backward), {}, "takes the case's own backward"),
         ((_CASE,), {"inputs": _CASE.inputs}, "takes the case's own"),

@@ -3,18 +3,22 @@ and the JSON document of a run."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import shlex
+from fnmatch import fnmatchcase
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
+from literals import write_literals_module
 
 from gradcheck import Case, GradcheckError
 from gradcheck import strategies as gs
 from gradcheck.options import Settings
 from gradcheck.run_json import SCHEMA_VERSION, run_to_dict
 from gradcheck.run_table import markdown, rows, summary_line
-from gradcheck.runner import case_seed, run_case, run_cases, select_cases
+from gradcheck.runner import CaseRun, RunReport, case_seed, run_case, run_cases, select_cases
 
 vectors = st.fixed_dictionaries({"x": gs.float_arrays(gs.shapes(min_dims=1, max_dims=1, max_side=6))})
 
@@ -50,7 +54,8 @@ def test_case_seed_depends_only_on_the_run_seed_and_the_name():
 def test_correct_case_passes_every_example_and_counts_them():
     run = run_case(CORRECT, Settings(examples=7))
     assert run.ok and run.verdict == "pass" and run.minimal is None
-    assert run.examples == 7 + 1  # drawn examples plus the fixed point
+    assert (run.examples, run.points) == (7, 1)  # as many drawn examples as asked, and the point
+    assert rows(RunReport(Settings(examples=7), False, [run]))[0][1] == "7"
     assert run.oracles == ("numeric", "torch")
     assert run.worst_torch is not None and run.worst_torch < 1e-12
 
@@ -75,6 +80,46 @@ def test_same_seed_same_run_whatever_the_order():
         other = by_name[run.case.name]
         assert (run.seed, run.examples, run.worst_numeric, run.worst_torch) == (
             other.seed, other.examples, other.worst_numeric, other.worst_torch)
+
+
+def drawn(settings: Settings) -> list[np.ndarray]:
+    """The inputs a correct case draws in a run with ``settings``, in order."""
+    seen: list[np.ndarray] = []
+    recorded = vectors.map(lambda inputs: seen.append(inputs["x"]) or inputs)
+    run = run_case(Case(name="t.recorded", forward=square, backward=square_backward, inputs=recorded), settings)
+    assert run.ok
+    return seen
+
+
+def test_drawn_examples_do_not_depend_on_imported_modules(tmp_path, monkeypatch):
+    """Hypothesis mixes number literals of imported project modules into its draws; a run
+    draws the same examples for a seed whether or not such a module was imported first."""
+    settings = Settings(seed=3, examples=40)
+    before = drawn(settings)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module(write_literals_module(tmp_path, "project_constants", low=0.01, high=10.0))
+    after = drawn(settings)
+    assert len(before) == len(after) == 40
+    assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "gallery", "modules", "command"),
+    [
+        ("t.third", Settings(), False, (), "--case t.third --seed 0"),
+        ("t.third", Settings(seed=4, examples=12), False, ("mine",),
+         "--module mine --case t.third --seed 4 --examples 12"),
+        ("t.third", Settings(rtol=1e-05, atol=0.0), True, ("a.b", "c"),
+         "--module a.b --module c --case t.third --seed 0 --rtol 1e-05 --atol 0.0 --gallery"),
+        ("odd*name[1]", Settings(), False, ("my dir",), "--module 'my dir' --case 'odd[*]name[[]1]' --seed 0"),
+    ],
+)
+def test_replay_command_names_everything_the_case_was_run_with(name, settings, gallery, modules, command):
+    run = CaseRun(case=Case(name=name, forward=square, backward=square_backward, inputs=vectors), seed=0)
+    report = RunReport(settings, gallery, [run], modules=modules)
+    assert report.replay_command(run) == "python -m gradcheck report " + command
+    pattern = shlex.split(command)[shlex.split(command).index("--case") + 1]
+    assert fnmatchcase(name, pattern) and not fnmatchcase(name + "x", pattern)
 
 
 def test_gallery_case_passes_when_caught_and_is_missed_when_correct():
@@ -131,6 +176,7 @@ def test_run_document_is_strict_json_with_the_documented_keys():
                                    "examples": document["examples"], "kinks": document["kinks"]}
     (failure,) = document["failures"]
     assert failure["case"] == "t.third"
+    assert failure["replay"] == "python -m gradcheck report --case t.third --seed 0 --examples 20"
     inputs = failure["minimal_example"]["inputs"]
     assert inputs[0]["shape"] == [3] and len(inputs[0]["values"]) == 3
     assert failure["minimal_example"]["result"]["mismatches"][0]["index"] == [2]
@@ -142,5 +188,6 @@ def test_table_rows_summary_and_markdown_agree_with_the_runs():
     assert [r[0] for r in table] == ["t.square", "t.third"]
     assert [r[6] for r in table] == ["pass", "FAIL"]
     assert "1 passed, 1 failed" in summary_line(report)
+    assert f"; {report.runs[0].examples + report.runs[1].examples} examples and 1 fixed point, " in summary_line(report)
     text = markdown(report)
     assert "| `t.third` |" in text and "❌ FAIL" in text and "smallest failing example" in text
