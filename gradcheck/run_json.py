@@ -11,7 +11,8 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
       "rtol": float | null, "atol": float | null,
       "versions": {"gradcheck", "python", "numpy", "torch", "hypothesis": str | null},
       "seconds": float,
-      "summary": {"cases", "passed", "failed", "errors", "examples", "kinks": int},
+      "summary": {"cases", "passed", "failed", "errors", "examples", "kinks",
+                  "inconclusive": int},    # inconclusive: checks that compared nothing (empty)
       "examples": int,                  # drawn examples checked over all cases
       "points": int,                    # fixed points checked over all cases
       "kinks": int,                     # kinks met over all cases
@@ -23,9 +24,9 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
 
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
-            | "error", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
+            | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
             "oracles": [str],
-            "kinks": int, "failures": int, "seconds": float, "error": str | null,
+            "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float, "error": str | null,
             "worst_relative_error": {"numeric": float | null, "torch": float | null},
             "worst_input": {"numeric": str | null, "torch": str | null},
             "worst_at": {"numeric": WORST | null, "torch": WORST | null},
@@ -122,6 +123,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "seed": run.seed,
         "examples": run.examples,
         "points": run.points,
+        "inconclusive": run.inconclusive,
         "oracles": list(run.oracles),
         "kinks": run.kinks,
         "failures": run.failures,
@@ -161,6 +163,7 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
             "errors": sum(run.error is not None for run in runs),
             "examples": sum(run.examples for run in runs),
             "kinks": sum(run.kinks for run in runs),
+            "inconclusive": sum(run.inconclusive for run in runs),
         },
         "kinks": sum(run.kinks for run in runs),
         "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],

@@ -46,7 +46,7 @@ NOTE_MIN_WIDTH = 20  # the terminal table drops the note column rather than show
 CASE_MIN_WIDTH = 12  # case names wrap over lines down to this width, no narrower
 DEFAULT_WIDTH = 80  # when the width is unknown (output piped, no COLUMNS)
 VERDICT_COLORS = {"pass": "green", "caught": "green", "FAIL": "bold red", "MISSED": "bold red",
-                  "error": "bold yellow"}
+                  "error": "bold yellow", "inconclusive": "yellow"}
 
 
 def _short(text: str, width: int = NOTE_WIDTH) -> str:
@@ -90,6 +90,11 @@ def rows(report: RunReport) -> list[tuple[str, ...]]:
     return out
 
 
+def _inconclusive(runs: list[CaseRun]) -> str:
+    n = sum(r.inconclusive for r in runs)
+    return f", {n} inconclusive check{'s' if n != 1 else ''} (empty: nothing compared)" if n else ""
+
+
 def summary_line(report: RunReport) -> str:
     runs = report.runs
     errors = sum(r.error is not None for r in runs)
@@ -101,7 +106,7 @@ def summary_line(report: RunReport) -> str:
     return (
         f"gradcheck report {verdict}: {len(runs)} {'gallery ' if report.gallery else ''}cases, "
         f"{passed} {word[0]}, {failed} {word[1]}, {errors} errors; "
-        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (not compared); "
+        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (held to their slopes){_inconclusive(runs)}; "
         f"seed {report.settings.seed}; {report.seconds:.1f} s"
     )
 

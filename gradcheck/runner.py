@@ -91,7 +91,8 @@ class CaseRun:
             re-checks Hypothesis makes while shrinking.
         points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
-        kinks: kinks met over all checks (elements not compared).
+        kinks: kinks met over all checks (elements held to their one-sided slopes).
+        inconclusive: checks that compared nothing (empty inputs or output).
         worst_numeric, worst_torch: the largest relative error against each oracle over all
             checks (None when that oracle never ran); ``*_input`` names the input.
         worst_at: per oracle, where its worst error was met (``WorstAt``: input, element,
@@ -112,6 +113,7 @@ class CaseRun:
     points: int = 0
     oracles: tuple[str, ...] = ()
     kinks: int = 0
+    inconclusive: int = 0
     worst_numeric: float | None = None
     worst_numeric_input: str | None = None
     worst_torch: float | None = None
@@ -138,12 +140,15 @@ class CaseRun:
 
     @property
     def verdict(self) -> str:
-        """"pass", "FAIL" or "error"; for a gallery case "caught", "MISSED" or "error"."""
+        """"pass", "FAIL", "error", or "inconclusive" when no check compared anything (every
+        example was empty); for a gallery case "caught", "MISSED" or "error"."""
         if self.error is not None:
             return "error"
         if self.case.is_gallery:
             return "caught" if self.caught else "MISSED"
-        return "FAIL" if self.caught else "pass"
+        if self.caught:
+            return "FAIL"
+        return "inconclusive" if self.inconclusive and self.inconclusive >= self.examples + self.points else "pass"
 
     def add(self, result: CheckResult, inputs: Mapping[str, Any] | None = None,
             example: int | None = None) -> None:
@@ -151,6 +156,7 @@ class CaseRun:
         self.oracles = tuple(o for o in ("numeric", "torch") if o in self.oracles or o in result.oracles)
         self.kinks += len(result.kinks)
         self.failures += not result.ok
+        self.inconclusive += result.verdict == "inconclusive"
         track_worst(self, result, example=example, inputs=inputs)
 
 

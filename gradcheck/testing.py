@@ -49,7 +49,9 @@ class Tally:
     Attributes:
         test: the test's node id.
         checks: checks made; failed: those that were not ok.
-        kinks: kinks met (elements not compared); kink: the first one, e.g. ``"x[0, 2]"``.
+        inconclusive: checks that compared nothing (empty inputs or output).
+        kinks: kinks met (elements held to their one-sided slopes, not to a single value);
+            kink: the first one, e.g. ``"x[0, 2]"``.
         worst_numeric, worst_torch: the largest relative error against each oracle, with the
             input it was found in (``None`` when that oracle did not run).
     """
@@ -57,6 +59,7 @@ class Tally:
     test: str
     checks: int = 0
     failed: int = 0
+    inconclusive: int = 0
     kinks: int = 0
     kink: str | None = None
     worst_numeric: float | None = None
@@ -68,6 +71,7 @@ class Tally:
         """Count one check."""
         self.checks += 1
         self.failed += not result.ok
+        self.inconclusive += result.verdict == "inconclusive"
         self.kinks += len(result.kinks)
         if self.kink is None and result.kinks:
             self.kink = index_str(result.kinks[0].input, result.kinks[0].index)
@@ -111,12 +115,15 @@ def summary_lines(tallies: Iterable[Tally], settings: Settings) -> list[str]:
         head += f", {sum(t.failed for t in failed)} failed in {_plural(len(failed), 'test')}"
     else:
         head += ", all passed"
+    inconclusive = sum(t.inconclusive for t in ran)
+    if inconclusive:
+        head += f" ({inconclusive} inconclusive: empty, nothing compared)"
     lines = [f"gradcheck: {head}; seed {settings.seed}"]
     kinked = [t for t in ran if t.kinks]
     if kinked:
         first = kinked[0]
         lines.append(
-            f"  kinks met (not compared): {sum(t.kinks for t in kinked)} in "
+            f"  kinks met (held to their one-sided slopes): {sum(t.kinks for t in kinked)} in "
             f"{_plural(len(kinked), 'test')}, e.g. {first.kink} in {first.test}"
         )
     else:

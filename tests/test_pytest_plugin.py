@@ -221,7 +221,7 @@ def test_summary_counts_checks_kinks_and_worst_errors(project: pytest.Pytester) 
     result.assert_outcomes(passed=3)
     lines = summary(result)
     assert lines[0] == "gradcheck: 3 checks in 2 tests, all passed; seed 3"
-    assert lines[1] == "  kinks met (not compared): 1 in 1 test, e.g. x[0, 1] in test_summary.py::test_relu"
+    assert lines[1] == "  kinks met (held to their one-sided slopes): 1 in 1 test, e.g. x[0, 1] in test_summary.py::test_relu"
     assert lines[2].startswith("  worst relative error vs numeric: ")
     assert lines[3].startswith("  worst relative error vs torch: ")
     assert len(lines) == 4
@@ -494,3 +494,18 @@ def test_parallel_run_matches_serial_run(project: pytest.Pytester, monkeypatch: 
     parallel.assert_outcomes(passed=6, failed=2)
     assert summary(parallel) == summary(serial)
     assert summary(serial)[0].startswith("gradcheck: ") and "failed in 2 tests" in summary(serial)[0]
+
+
+def test_summary_counts_inconclusive_checks_apart() -> None:
+    import numpy as np
+
+    from gradcheck import check_gradients
+    from gradcheck.options import Settings
+    from gradcheck.testing import Tally, summary_lines
+
+    tally = Tally("test_empty")
+    tally.add(check_gradients(lambda x: (x * x).sum(), lambda dout, x: {"x": 2 * x}, {"x": np.zeros((0, 2))}))
+    tally.add(check_gradients(lambda x: (x * x).sum(), lambda dout, x: {"x": 2 * x}, {"x": np.ones(2)}))
+    assert (tally.checks, tally.failed, tally.inconclusive) == (2, 0, 1)
+    assert summary_lines([tally], Settings())[0] == (
+        "gradcheck: 2 checks in 1 test, all passed (1 inconclusive: empty, nothing compared); seed 0")

@@ -173,7 +173,8 @@ def test_run_document_is_strict_json_with_the_documented_keys():
     assert set(document["versions"]) >= {"gradcheck", "python", "numpy", "torch", "hypothesis"}
     assert [c["name"] for c in document["cases"]] == ["t.square", "t.third"]
     assert document["summary"] == {"cases": 2, "passed": 1, "failed": 1, "errors": 0,
-                                   "examples": document["examples"], "kinks": document["kinks"]}
+                                   "examples": document["examples"], "kinks": document["kinks"],
+                                   "inconclusive": 0}
     (failure,) = document["failures"]
     assert failure["case"] == "t.third"
     assert failure["replay"] == "python -m gradcheck report --case t.third --seed 0 --examples 20"
@@ -191,3 +192,22 @@ def test_table_rows_summary_and_markdown_agree_with_the_runs():
     assert f"; {report.runs[0].examples + report.runs[1].examples} examples and 1 fixed point, " in summary_line(report)
     text = markdown(report)
     assert "| `t.third` |" in text and "❌ FAIL" in text and "smallest failing example" in text
+
+
+def test_a_case_whose_every_example_is_empty_is_inconclusive_not_a_pass():
+    empty = Case(name="t.empty", forward=lambda x: (x * x).sum(), backward=lambda dout, x: {"x": 2 * x * dout},
+                 inputs=st.sampled_from([{"x": np.zeros((0, 3))}, {"x": np.zeros((2, 0))}]))
+    settings = Settings(examples=4)
+    run = run_case(empty, settings)
+    assert run.ok and run.verdict == "inconclusive"
+    assert run.inconclusive == run.examples > 0
+    report = RunReport(settings, False, [run])
+    assert "inconclusive" in rows(report)[0]
+    assert f"{run.inconclusive} inconclusive checks (empty: nothing compared)" in summary_line(report)
+    document = json.loads(json.dumps(run_to_dict(report)))
+    assert document["cases"][0]["verdict"] == "inconclusive"
+    assert document["summary"]["inconclusive"] == run.inconclusive
+    # A case with some non-empty example is judged on those.
+    mixed = Case(name="t.mixed", forward=empty.forward, backward=empty.backward,
+                 inputs=st.sampled_from([{"x": np.zeros((0, 3))}, {"x": np.ones(3)}]))
+    assert run_case(mixed, Settings(examples=10)).verdict == "pass"
