@@ -53,7 +53,9 @@ from gradcheck.parallel import choose_workers
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.ties import check_ties
-from gradcheck.torch_oracle import torch_gradients
+from gradcheck.estimates import Estimate, Unavailable
+from gradcheck.oracles import Oracle, choose_oracles
+from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients"]
 
@@ -370,7 +372,7 @@ def _check_input_full(
     point: _Point,
     name: str,
     analytic: np.ndarray,
-    torch_grad: np.ndarray | None,
+    exact: Mapping[str, np.ndarray],
     tol: Any,
     noise: _Noise,
     sensitivity: float,
@@ -382,18 +384,18 @@ def _check_input_full(
     ev = point.evaluator
     if point.output.size == 0 or analytic.size == 0:
         # Nothing to difference: an empty output makes L identically 0 (every gradient is 0).
-        exact = NumericEstimate.exact(np.zeros(analytic.size))
-        comparison = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), exact,
-                                   None if torch_grad is None else torch_grad.reshape(-1), tol)
-        return comparison, [], _Differenced(exact, np.zeros(analytic.size), 0.0)
+        zeros = NumericEstimate.exact(np.zeros(analytic.size))
+        comparison = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), zeros,
+                                   {o: g.reshape(-1) for o, g in exact.items()}, tol)
+        return comparison, [], _Differenced(zeros, np.zeros(analytic.size), 0.0)
     ev.tracker.stage("central differences", name, 2 * analytic.size)
     central = central_pass(ev, name, point.value, point.eps)
     a = analytic.reshape(-1).astype(np.float64)
-    t = None if torch_grad is None else torch_grad.reshape(-1)
+    flat_exact = {o: g.reshape(-1) for o, g in exact.items()}
     d, h = central.gradient, central.step
     finite = np.isfinite(d)
     scale = float(max(np.max(np.abs(a), initial=0.0), np.max(np.abs(d[finite]), initial=0.0),
-                      0.0 if t is None else np.max(np.abs(t), initial=0.0)))
+                      *(np.max(np.abs(t), initial=0.0) for t in flat_exact.values())))
 
     xscale = element_scale(ev.work[name].reshape(-1))  # the scale the step follows
 
@@ -405,7 +407,7 @@ def _check_input_full(
         with np.errstate(invalid="ignore"):
             s = finite & (np.abs(a - d) > allowed(a, d, err, tol, scale))
             s |= finite & (np.abs(central.jump) > 1e-3 * scale + 16 * sigma / h)
-            if t is not None:
+            for t in flat_exact.values():
                 s |= np.abs(a - t) > allowed(a, t, rounding(sigma), tol, scale)
                 s |= finite & (np.abs(d - t) > allowed(d, t, err, tol, scale))
         return s
@@ -440,8 +442,71 @@ def _check_input_full(
     # precision has a numeric gradient of exactly 0 with no spread to measure).
     error = np.maximum(error, rounding(sigma))
     estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
-    comparison = compare_input(name, analytic.shape, a, estimate, t, tol, torch_error=rounding(sigma))
+    comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma))
     return comparison, faults, _Differenced(estimate, h, sigma)
+
+
+OUTPUT_AGREEMENT = 1e-8  # an exact oracle's forward output may differ from ours by this, relative
+
+
+def _exact_oracles(
+    forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], point: _Point,
+    chosen: tuple[Oracle, ...], *, skip: str | None,
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str], dict[str, str]]:
+    """Every chosen exact oracle that runs on the forward (``skip``: the one that gave the
+    analytic gradients): its gradients by name, the notes on those that did not run, and their
+    original errors.
+
+    An oracle whose forward output differs from the forward's own is not used: it differentiates
+    another function. Oracles unavailable for the same reason share one note. With
+    ``backward=None`` (a torch callable) the other oracles are not tried: they cannot run torch
+    code.
+    """
+    exact: dict[str, dict[str, np.ndarray]] = {}
+    reasons: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for oracle in chosen:
+        if skip is not None:
+            break
+        found = oracle.gradients(forward, prepared.widened, names, point.dout)
+        if isinstance(found, Estimate):
+            reference = point.output
+            gap = (np.max(np.abs(found.output - reference), initial=0.0)
+                   if found.output.shape == reference.shape else np.inf)
+            if gap > OUTPUT_AGREEMENT * max(point.scale, 1.0):
+                found = Unavailable(oracle.name, f"the forward gives different values on {oracle.arrays} and "
+                                    f"numpy arrays (largest difference {gap:.3g})")
+            else:
+                exact[oracle.name] = dict(found.gradients)
+                continue
+        reasons.setdefault(found.reason, []).append(found.oracle)
+        if found.error:
+            errors[found.oracle] = found.error
+    notes = [f"{' and '.join(who)} oracle{'s' if len(who) > 1 else ''} not used: {reason}"
+             for reason, who in reasons.items()]
+    return exact, notes, errors
+
+
+def _with_other_exact(
+    comparison: Any, name: str, analytic: np.ndarray, exact: Mapping[str, np.ndarray], tol: Tolerance,
+    rounding: np.ndarray,
+) -> Any:
+    """Directional mode weighs the numeric oracle against the first exact oracle; the others are
+    compared with the backward (and with the first) element by element, at no evaluation."""
+    first = next(iter(exact))
+    none = NumericEstimate.missing(analytic.size)
+    kink_mask = np.zeros(analytic.size, dtype=bool)
+    for k in comparison.kinks:
+        kink_mask[np.ravel_multi_index(k.index, analytic.shape) if analytic.shape else 0] = True
+    none = replace(none, kink=kink_mask)
+    others = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), none,
+                           {o: g.reshape(-1) for o, g in exact.items()}, tol, exact_error=rounding)
+    extra = tuple(m for m in others.mismatches if set(m.against) - {first})
+    worst = {**comparison.worst, **{o: w for o, w in others.worst.items() if o not in (first, "numeric")}}
+    worst_at = {**comparison.worst_at, **{o: i for o, i in others.worst_at.items() if o not in (first, "numeric")}}
+    return replace(comparison, mismatches=comparison.mismatches + extra,
+                   disagreements=comparison.disagreements + others.disagreements,
+                   mismatch_mask=comparison.mismatch_mask | others.mismatch_mask, worst=worst, worst_at=worst_at)
 
 
 def check_gradients(
@@ -455,6 +520,7 @@ def check_gradients(
     atol: float | None = None,
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
+    oracles: Iterable[str] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -480,6 +546,10 @@ def check_gradients(
             longer than a second; ``True`` always (a line every few seconds in a log);
             ``False`` never; a callable receives ``gradcheck.Progress`` updates (stage, input,
             evaluations done and expected, seconds elapsed and left).
+        oracles: the exact oracles to run beside the numeric one, by name, in the order they
+            serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
+            ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
+            forward (a numpy-only forward, jax not installed) is left out with a note.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
     Raises:
@@ -496,6 +566,7 @@ def check_gradients(
 
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
+    chosen = choose_oracles(oracles)
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, wrt)
     require_signature(forward, "forward", tuple(prepared.values))
@@ -503,7 +574,6 @@ def check_gradients(
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
     seed = int(seed)
     on_torch = backward is None
-    oracles: tuple[str, ...] = ("numeric",)
     if on_torch:
         try:
             import torch  # noqa: F401
@@ -519,38 +589,23 @@ def check_gradients(
         return fault_result(str(fault))
     notes = list(point.notes)
     faults: list[str] = []
-    oracle_errors: dict[str, str] = {}
-    torch_grads = None
+    source = None
     if on_torch:
-        autograd = torch_gradients(forward, prepared.widened, names, point.dout)
-        if not autograd.available:
-            raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {autograd.reason}")
-        analytic = autograd.gradients
+        found = TORCH.gradients(forward, prepared.widened, names, point.dout)
+        if isinstance(found, Unavailable):
+            raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {found.reason}")
+        analytic, source = dict(found.gradients), TORCH.name
         notes.append("analytic gradients are torch autograd's (backward=None)")
     else:
         try:
             analytic, faults = _call_backward(backward, prepared, names, point.dout)
         except _Fault as fault:
             return fault_result(str(fault), notes)
-        autograd = torch_gradients(forward, prepared.widened, names, point.dout)
-        if autograd.available:
-            assert autograd.output is not None
-            reference = point.output
-            gap = np.max(np.abs(autograd.output - reference), initial=0.0) if autograd.output.shape == reference.shape else np.inf
-            if gap > 1e-8 * max(point.scale, 1.0):
-                notes.append(
-                    "torch oracle not used: the forward gives different values on torch tensors "
-                    f"and numpy arrays (largest difference {gap:.3g})"
-                )
-            else:
-                torch_grads = autograd.gradients
-                oracles = ("numeric", "torch")
-        else:
-            notes.append(f"torch oracle not used: {autograd.reason}")
-            if autograd.error:
-                oracle_errors["torch"] = autograd.error
+    exact, oracle_notes, oracle_errors = _exact_oracles(forward, prepared, names, point, chosen, skip=source)
+    notes.extend(oracle_notes)
+    oracles = ("numeric", *exact)
 
-    if "torch" in oracles or on_torch:
+    if "torch" in exact or on_torch:
         point = _batched_point(point, forward, names)
         notes.extend(n for n in point.notes if n not in notes)
     summaries, mismatches, kinks, disagreements = [], [], [], []
@@ -567,7 +622,7 @@ def check_gradients(
         point.evaluator.seconds = point.seconds
     directions_rng = np.random.default_rng([seed, 2])
     global_scale, sensitivity = _reference_scales(
-        torch_grads if torch_grads is not None else analytic, names, prepared.widened, point.value
+        next(iter(exact.values()), analytic), names, prepared.widened, point.value
     )
     tracker = tracker_for(progress)
     point.evaluator.tracker = tracker
@@ -582,25 +637,31 @@ def check_gradients(
             # Autograd's gradient (backward=None) is computed on float64 copies.
             itemsize = 8 if on_torch else min(prepared.dtypes[name].itemsize, grad_dtype.itemsize)
             tol = default_tolerance(itemsize, rtol=rtol, atol=atol, global_scale=global_scale)
-            tgrad = None if torch_grads is None else torch_grads[name]
+            references = {o: grads[name] for o, grads in exact.items()}
             if used == "full" or grad.size == 0 or point.output.size == 0:
                 checked = int(grad.size)
                 comparison, input_faults, measured[name] = _check_input_full(
-                    point, name, grad, tgrad, tol, noise, sensitivity)
+                    point, name, grad, references, tol, noise, sensitivity)
                 tightest = tol if tightest is None or tol.rtol < tightest.rtol else tightest
                 faults.extend(input_faults)
                 compared = comparison.compared
             else:
+                first = next(iter(references), None)
                 comparison, checked, input_notes = check_input_directional(
                     point.evaluator, name, point.value, point.eps,
                     sigma_model=noise.model,
                     measure_noise=noise.measured,
-                    torch_rounding=lambda sigma, xscale: _torch_rounding(point, sensitivity, sigma, xscale),
+                    exact_rounding=lambda sigma, xscale: _torch_rounding(point, sensitivity, sigma, xscale),
                     analytic=grad,
-                    torch_grad=tgrad,
+                    exact_grad=None if first is None else references[first],
+                    exact_name=first or "",
                     tol=tol,
                     rng=directions_rng,
                 )
+                if len(references) > 1:
+                    comparison = _with_other_exact(comparison, name, grad, references, tol,
+                                                   _torch_rounding(point, sensitivity, noise.model,
+                                                                   element_scale(point.evaluator.work[name]).reshape(-1)))
                 notes.extend(input_notes)
                 compared = checked
             mismatches.extend(comparison.mismatches)
@@ -621,8 +682,7 @@ def check_gradients(
                     mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
                     compared=compared,
                     kinks=len(comparison.kinks),
-                    worst_numeric=comparison.worst_numeric,
-                    worst_torch=comparison.worst_torch,
+                    worst=dict(comparison.worst),
                     worst_at=dict(comparison.worst_at),
                     gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
                     tolerance=tol,
@@ -671,6 +731,7 @@ def assert_gradients(
     atol: float | None = None,
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
+    oracles: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
@@ -678,7 +739,7 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode,
-                             progress=progress)
+                             progress=progress, oracles=oracles)
     if not result.ok:
         raise GradientMismatch(result)
     return result

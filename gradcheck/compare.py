@@ -6,12 +6,14 @@ element in every array.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradcheck.numeric import NumericEstimate
+from gradcheck.estimates import NumericEstimate
 from gradcheck.result import Disagreement, Kink, Mismatch, Tolerance
 
 __all__ = [
@@ -90,8 +92,7 @@ class InputComparison:
     mismatches: tuple[Mismatch, ...]
     kinks: tuple[Kink, ...]
     disagreements: tuple[Disagreement, ...]
-    worst_numeric: float | None
-    worst_torch: float | None
+    worst: Mapping[str, float | None]  # oracle -> largest relative error against it
     mismatch_mask: np.ndarray
     reference: np.ndarray | None = None  # best oracle value per element (flat), for diagnosis
     usable: np.ndarray | None = None  # elements compared against it (flat)
@@ -104,24 +105,30 @@ def compare_input(
     shape: tuple[int, ...],
     analytic: np.ndarray,
     estimate: NumericEstimate,
-    torch: np.ndarray | None,
+    exact: Mapping[str, np.ndarray],
     tol: Tolerance,
-    torch_error: np.ndarray | float = 0.0,
+    exact_error: np.ndarray | float = 0.0,
 ) -> InputComparison:
     """Compare flat gradients of one input.
 
     Args:
         name, shape: the input (for element indices in the findings).
         analytic: the backward's gradient, flat ``(n,)``.
-        estimate: the numeric oracle's estimate (gradient, error, kinks and their slopes).
-        torch: autograd's gradient ``(n,)``, or None if that oracle did not run.
+        estimate: the numeric oracle's estimate (gradient, error, kinks and their slopes); all
+            NaN where it did not run.
+        exact: the exact oracles' gradients by name, flat ``(n,)``, in the order they are
+            preferred as the reference (empty where none ran).
         tol: tolerance settings for this input's precision.
-        torch_error: rounding allowed between the analytic and torch gradients (scalar or
-            ``(n,)``); both are computed in floating point through the forward's intermediates.
+        exact_error: rounding allowed between the analytic gradient and an exact oracle's
+            (scalar or ``(n,)``); both are computed in floating point through the forward's
+            intermediates.
 
-    Away from kinks an element is held to the oracles' values. At a kink it is held to the
-    range of the one-sided slopes (``estimate.low``, ``estimate.high``): a value outside it is
-    the slope of no piece meeting there, whatever the convention at the kink.
+    Away from kinks an element is held to the oracles' values: a mismatch where it disagrees
+    with an exact oracle, or with the numeric one unless an exact oracle confirms it (then the
+    numeric oracle's disagreement is reported as such). At a kink it is held to the range the
+    one-sided slopes allow (``estimate.low``, ``estimate.high``): a value outside it is the slope
+    of no piece meeting there, whatever the convention at the kink. Exact oracles that disagree
+    with each other are reported as disagreements.
     """
     numeric, numeric_error, kink = estimate.gradient, estimate.error, estimate.kink
     finite = np.isfinite(numeric)
@@ -129,7 +136,7 @@ def compare_input(
         max(
             np.max(np.abs(analytic), initial=0.0),
             np.max(np.abs(numeric[finite & ~kink]), initial=0.0),
-            np.max(np.abs(torch), initial=0.0) if torch is not None else 0.0,
+            *(np.max(np.abs(e), initial=0.0) for e in exact.values()),
         )
     )
     compared = finite & ~kink
@@ -138,65 +145,68 @@ def compare_input(
     # The worst error is reported over elements the numeric oracle resolves (larger than its
     # own error estimate); below that, a relative error says nothing about the gradient.
     resolved = compared & (np.maximum(np.abs(analytic), np.abs(numeric)) > numeric_error)
-    worst_numeric, worst_numeric_at = worst_of(rel_numeric, resolved)
 
-    # At a kink: the analytic value against the nearest end of the slopes' range.
+    # At a kink: the analytic value against the nearest end of the range the slopes allow.
     bounded = kink & np.isfinite(estimate.low) & np.isfinite(estimate.high)
     with np.errstate(invalid="ignore"):
         nearest = np.where(bounded, np.clip(analytic, estimate.low, estimate.high), analytic)
     kink_allowance = allowed(analytic, nearest, 0.0, tol, scale)
     outside = bounded & (np.abs(analytic - nearest) > kink_allowance)
 
-    bad_torch = np.zeros_like(bad_numeric)
-    disagree = np.zeros_like(bad_numeric)
-    worst_torch = worst_torch_at = None
-    rel_torch = None
-    if torch is not None:
-        bad_torch = ~kink & (np.abs(analytic - torch) > allowed(analytic, torch, torch_error, tol, scale))
-        rel_torch = relative_error(analytic, torch, scale)
+    bad_exact, rel_exact, disagree, worst, worst_index = {}, {}, {}, {}, {}
+    for oracle, e in exact.items():
+        bad_exact[oracle] = ~kink & (np.abs(analytic - e) > allowed(analytic, e, exact_error, tol, scale))
+        rel_exact[oracle] = relative_error(analytic, e, scale)
         # As for numeric: over elements above the rounding floor (a gradient that should be
         # exactly zero, computed as 1e-16, has no meaningful relative error).
-        measurable = ~kink & (np.maximum(np.abs(analytic), np.abs(torch)) > np.maximum(tol.rounding, torch_error))
-        worst_torch, worst_torch_at = worst_of(rel_torch, measurable)
-        disagree = compared & (np.abs(numeric - torch) > allowed(numeric, torch, numeric_error, tol, scale))
+        measurable = ~kink & (np.maximum(np.abs(analytic), np.abs(e)) > np.maximum(tol.rounding, exact_error))
+        worst[oracle], worst_index[oracle] = worst_of(rel_exact[oracle], measurable)
+        disagree[oracle] = compared & (np.abs(numeric - e) > allowed(numeric, e, numeric_error, tol, scale))
 
-    # An element the analytic gradient gets right by torch, where the numeric oracle disagrees
-    # with both, is an oracle disagreement (reported below), not a mismatch: the exact oracle
-    # confirms the backward, and central differences of a forward whose float evaluation is
-    # coarse (a saturated log-sum-exp rounds in steps far larger than its value) can be off.
-    bad = bad_torch | (bad_numeric & ~disagree) | outside
-    if disagree.any() and resolved.any():
-        # The worst error against numeric leaves out where it disagrees with torch too (those
-        # are reported as disagreements): there it measures the oracle, not the backward.
-        trusted = resolved & ~disagree
-        worst_numeric, worst_numeric_at = worst_of(rel_numeric, trusted)
+    # An element the analytic gradient gets right by an exact oracle, where the numeric oracle
+    # disagrees with both, is an oracle disagreement (reported below), not a mismatch: the exact
+    # oracle confirms the backward, and central differences of a forward whose float evaluation
+    # is coarse (a saturated log-sum-exp rounds in steps far larger than its value) can be off.
+    no = np.zeros_like(bad_numeric)
+    confirmed = functools.reduce(np.logical_or, [~bad_exact[o] & disagree[o] for o in exact], no)
+    any_exact_bad = functools.reduce(np.logical_or, bad_exact.values(), no)
+    bad = any_exact_bad | (bad_numeric & ~confirmed) | outside
+    # The worst error against numeric leaves out where an exact oracle disagrees with it too
+    # (those are disagreements): there it measures the oracle, not the backward.
+    numeric_disputed = functools.reduce(np.logical_or, disagree.values(), no)
+    worst["numeric"], worst_index["numeric"] = worst_of(rel_numeric, resolved & ~numeric_disputed)
+
     rel_kink = relative_error(analytic, nearest, scale)
     rel_any = np.where(compared, rel_numeric, 0.0)
-    if rel_torch is not None:
-        rel_any = np.maximum(rel_any, np.where(kink, 0.0, rel_torch))
+    for rel in rel_exact.values():
+        rel_any = np.maximum(rel_any, np.where(kink, 0.0, rel))
     rel_any = np.where(outside, rel_kink, rel_any)
     order = np.flatnonzero(bad)
     order = order[np.argsort(-rel_any[order], kind="stable")]
 
-    # The value each mismatch is held to, and its allowance, in the gradient's units.
-    if torch is None:
-        held, held_allowance = numeric, allowed(analytic, numeric, numeric_error, tol, scale)
-    else:
-        via_torch = bad_torch | ~(bad_numeric & ~disagree)
-        held = np.where(via_torch, torch, numeric)
-        held_allowance = np.where(
-            via_torch,
-            allowed(analytic, torch, torch_error, tol, scale),
-            allowed(analytic, numeric, numeric_error, tol, scale),
-        )
+    # The value each mismatch is held to, and its allowance, in the gradient's units: the first
+    # exact oracle that disagrees, else the numeric estimate (or the range allowed at a kink).
+    held = numeric.copy()
+    held_allowance = allowed(analytic, numeric, numeric_error, tol, scale)
+    chosen = np.zeros_like(bad)
+    for oracle, e in exact.items():
+        take = bad_exact[oracle] & ~chosen
+        held = np.where(take, e, held)
+        held_allowance = np.where(take, allowed(analytic, e, exact_error, tol, scale), held_allowance)
+        chosen |= take
     held = np.where(outside, nearest, held)
     held_allowance = np.where(outside, kink_allowance, held_allowance)
 
     def at(i: int) -> tuple[int, ...]:
         return tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
 
+    def values_at(i: int) -> dict[str, float]:
+        values = {"numeric": float(numeric[i])} if compared[i] else {}
+        values.update((o, float(e[i])) for o, e in exact.items())
+        return values
+
     def oracles_against(i: int) -> tuple[str, ...]:
-        flags = (("numeric", bad_numeric[i] or outside[i]), ("torch", bad_torch[i]))
+        flags = (("numeric", bad_numeric[i] or outside[i]), *((o, b[i]) for o, b in bad_exact.items()))
         return tuple(o for o, flag in flags if flag)
 
     mismatches = tuple(
@@ -204,9 +214,8 @@ def compare_input(
             input=name,
             index=at(i),
             analytic=float(analytic[i]),
-            numeric=float(numeric[i]) if finite[i] and not kink[i] else None,
-            numeric_error=float(numeric_error[i]) if finite[i] and not kink[i] else None,
-            torch=None if torch is None else float(torch[i]),
+            references=values_at(i),
+            errors={"numeric": float(numeric_error[i])} if compared[i] else {},
             relative_error=float(rel_any[i]),
             tolerance=float(held_allowance[i]),
             against=oracles_against(i),
@@ -217,16 +226,23 @@ def compare_input(
     )
     kinks = tuple(
         Kink(name, at(i), float(analytic[i]), float(estimate.left[i]), float(estimate.right[i]),
-             None if torch is None else float(torch[i]))
+             {o: float(e[i]) for o, e in exact.items()})
         for i in np.flatnonzero(kink).tolist()
     )
-    disagreements = tuple(
-        Disagreement(name, at(i), float(numeric[i]), float(numeric_error[i]), float(torch[i]))
-        for i in np.flatnonzero(disagree).tolist()
-    ) if torch is not None else ()
-    reference = numeric if torch is None else torch
-    usable = compared if torch is None else ~kink
-    worst_at = {oracle: at(i) for oracle, i in (("numeric", worst_numeric_at), ("torch", worst_torch_at))
-                if i is not None}
-    return InputComparison(mismatches, kinks, disagreements, worst_numeric, worst_torch, bad, reference,
-                           usable, compared=int(compared.sum()), worst_at=worst_at)
+    disagreements = [
+        Disagreement(name, at(i), {"numeric": float(numeric[i]), oracle: float(exact[oracle][i])},
+                     {"numeric": float(numeric_error[i])})
+        for oracle, mask in disagree.items() for i in np.flatnonzero(mask).tolist()
+    ]
+    names = list(exact)
+    for k, first in enumerate(names):
+        for second in names[k + 1:]:
+            e1, e2 = exact[first], exact[second]
+            apart = ~kink & (np.abs(e1 - e2) > allowed(e1, e2, exact_error, tol, scale))
+            disagreements += [Disagreement(name, at(i), {first: float(e1[i]), second: float(e2[i])})
+                              for i in np.flatnonzero(apart).tolist()]
+    reference = next(iter(exact.values()), numeric)
+    usable = ~kink if exact else compared
+    worst_at = {o: at(i) for o, i in worst_index.items() if i is not None}
+    return InputComparison(mismatches, kinks, tuple(disagreements), worst, bad, reference, usable,
+                           compared=int(compared.sum()), worst_at=worst_at)

@@ -17,9 +17,9 @@ measured (once per check). A correct gradient costs two evaluations per directio
 * A failing direction is localized by bisection: the direction restricted to each half of its
   coordinates is checked again, recursing into failing halves down to single elements, which
   become mismatches (or kinks) with their own numeric value. The search has a budget.
-* The torch oracle, when it ran, is compared element by element (it costs no evaluation);
-  elements where it disagrees are checked numerically one by one (a sample, if many), so a
-  different choice of subgradient at a kink is not mistaken for a bug.
+* The exact oracle (the first that ran: torch, or jax), is compared element by element (it
+  costs no evaluation); elements where it disagrees are checked numerically one by one (a
+  sample, if many), so a different choice of subgradient at a kink is not mistaken for a bug.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = ["DIRECTIONS", "check_input_directional"]
 DIRECTIONS = 3  # random directions per input (a 1e-6 error escapes all three with odds ~1e-4)
 MAX_LEAVES = 5  # elements localized per input before the search stops
 MAX_PROBES = 400  # directional probes (2 or 4 evaluations each) per input for localization
-TORCH_SAMPLE = 32  # torch-disagreeing elements verified one by one
+EXACT_SAMPLE = 32  # elements the exact oracle disagrees on, verified one by one
 MAX_STORED = 1000  # mismatches kept per input (the worst); the count covers all
 # The step along a direction, relative to the per-element scale, is a quarter of the
 # per-element one (eps**(1/3)): a direction moves every coordinate at once, so it crosses a
@@ -217,26 +217,29 @@ def check_input_directional(
     *,
     sigma_model: float,
     measure_noise: Callable[[], float],
-    torch_rounding: Callable[[float, np.ndarray], np.ndarray],
+    exact_rounding: Callable[[float, np.ndarray], np.ndarray],
     analytic: np.ndarray,
-    torch_grad: np.ndarray | None,
+    exact_grad: np.ndarray | None,
     tol: Tolerance,
     rng: np.random.Generator,
     directions: int = DIRECTIONS,
+    exact_name: str = "torch",
 ) -> tuple[InputComparison, int, list[str]]:
     """Directional check of one input; returns the comparison, directions checked, notes.
 
     ``sigma_model`` is the rounding expected of the output (``eps * |L|``), used for the first,
     two-evaluation test of each direction; ``measure_noise()`` returns the forward's measured
     noise (evaluated on first use) for the directions that need a closer look.
-    ``torch_rounding(sigma, xscale)`` is the per-element rounding allowed against torch, for a
-    noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
-    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, torch_rounding, analytic, torch_grad,
+    ``exact_grad`` is the gradient of the exact oracle called ``exact_name`` (the first that ran;
+    None when none did) and ``exact_rounding(sigma, xscale)`` the per-element rounding allowed
+    against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
+    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, exact_rounding, analytic, exact_grad,
                         tol, rng, directions)
+    check.exact_name = exact_name
     check.draw()
     if check.passed + len(check.failing) == 0 and check.kink_directions:
         check.isolate_kink_at_point()
-    check.verify_torch_suspects()
+    check.verify_exact_suspects()
     check.explain_failures()
     return check.finish(), check.passed + len(check.failing), check.notes
 
@@ -246,30 +249,31 @@ class _InputCheck:
 
     def __init__(
         self, ev: Evaluator, name: str, f0: float, eps: float, sigma_model: float,
-        measure_noise: Callable[[], float], torch_rounding: Callable[[float, np.ndarray], np.ndarray],
-        analytic: np.ndarray, torch_grad: np.ndarray | None, tol: Tolerance, rng: np.random.Generator,
+        measure_noise: Callable[[], float], exact_rounding: Callable[[float, np.ndarray], np.ndarray],
+        analytic: np.ndarray, exact_grad: np.ndarray | None, tol: Tolerance, rng: np.random.Generator,
         directions: int,
     ) -> None:
         self.ev, self.name, self.tol, self.rng, self.directions = ev, name, tol, rng, directions
+        self.exact_name = "torch"
         self.shape = analytic.shape
         a = self.a = analytic.reshape(-1).astype(np.float64)
-        t = self.t = None if torch_grad is None else torch_grad.reshape(-1)
+        t = self.t = None if exact_grad is None else exact_grad.reshape(-1)
         self.weights = element_scale(ev.work[name].reshape(-1))
         self.scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
         self.search = _Search(ev, name, f0, STEP_FACTOR * eps ** (1.0 / 3.0), sigma_model, measure_noise, a,
                               self.weights, tol, self.scale)
         self.notes: list[str] = []
         self.order = rng.permutation(a.size)
-        self.torch_err = np.zeros(a.size)
-        self.torch_bad = np.zeros(a.size, dtype=bool)
+        self.exact_err = np.zeros(a.size)
+        self.exact_bad = np.zeros(a.size, dtype=bool)
         if t is not None:
-            # Rounding allowed between the backward and torch (see ``check``): with the output's
+            # Rounding allowed between the backward and the exact oracle (see ``check``): with the output's
             # rounding first, and the measured noise only if that leaves elements disagreeing.
-            self.torch_err = np.broadcast_to(torch_rounding(sigma_model, self.weights), a.shape)
-            self.torch_bad = np.abs(a - t) > allowed(a, t, self.torch_err, tol, self.scale)
-            if self.torch_bad.any():
-                self.torch_err = np.broadcast_to(torch_rounding(measure_noise(), self.weights), a.shape)
-                self.torch_bad &= np.abs(a - t) > allowed(a, t, self.torch_err, tol, self.scale)
+            self.exact_err = np.broadcast_to(exact_rounding(sigma_model, self.weights), a.shape)
+            self.exact_bad = np.abs(a - t) > allowed(a, t, self.exact_err, tol, self.scale)
+            if self.exact_bad.any():
+                self.exact_err = np.broadcast_to(exact_rounding(measure_noise(), self.weights), a.shape)
+                self.exact_bad &= np.abs(a - t) > allowed(a, t, self.exact_err, tol, self.scale)
         self.passed = self.crossed = self.disagreeing = 0
         self.failing: list[np.ndarray] = []  # directions that failed, to explain or localize
         self.worst = 0.0
@@ -279,18 +283,18 @@ class _InputCheck:
         self.kinks: list[Kink] = []
         self.kink_elements: set[int] = set()
         self.wrong_elements: set[int] = set()
-        self.torch_only = np.zeros(0, dtype=np.int64)  # torch-bad elements listed unverified
+        self.exact_only = np.zeros(0, dtype=np.int64)  # exact-bad elements listed unverified
         self.extra = 0
 
     # -- stage 1: random directions -----------------------------------------------------------
 
-    def _torch_confirms(self, v: np.ndarray, p: _Probe) -> bool:
-        """Along ``v``, torch agrees with the backward while the numeric estimate disagrees with
+    def _exact_confirms(self, v: np.ndarray, p: _Probe) -> bool:
+        """Along ``v``, the exact oracle agrees with the backward while the numeric estimate disagrees with
         both: an oracle disagreement (as in ``compare``), not a failure."""
         if self.t is None:
             return False
         exact = float(np.dot(self.t, v))
-        rounding = float(np.sum(self.torch_err * np.abs(v)))
+        rounding = float(np.sum(self.exact_err * np.abs(v)))
         allowance, _ = self.search.judge(p.expected, exact, rounding, float(np.sum(np.abs(v))))
         return abs(p.expected - exact) <= allowance and abs(p.numeric - exact) > p.allowance
 
@@ -306,7 +310,7 @@ class _InputCheck:
             if p.status == "kink":
                 self.crossed += 1
                 self.kink_directions.append(v)
-            elif p.status == "fail" and self._torch_confirms(v, p):
+            elif p.status == "fail" and self._exact_confirms(v, p):
                 self.disagreeing += 1
                 self.passed += 1
             else:
@@ -347,16 +351,16 @@ class _InputCheck:
             if p.status == "kink":
                 self._record(i, p, ())
 
-    # -- stage 3: elements torch disagrees on -------------------------------------------------
+    # -- stage 3: elements the exact oracle disagrees on----------------------------------------------
 
-    def verify_torch_suspects(self) -> None:
-        """Check a sample of the elements torch disagrees on one by one; list the rest."""
-        if self.t is None or not self.torch_bad.any():
+    def verify_exact_suspects(self) -> None:
+        """Check a sample of the elements the exact oracle disagrees on one by one; list the rest."""
+        if self.t is None or not self.exact_bad.any():
             return
         a, t = self.a, self.t
-        suspects = np.flatnonzero(self.torch_bad)
-        if len(suspects) > TORCH_SAMPLE:
-            sample = self.rng.choice(suspects, TORCH_SAMPLE, replace=False)
+        suspects = np.flatnonzero(self.exact_bad)
+        if len(suspects) > EXACT_SAMPLE:
+            sample = self.rng.choice(suspects, EXACT_SAMPLE, replace=False)
         else:
             sample = suspects
         self.ev.tracker.stage("element checks", self.name, 4 * len(sample))
@@ -367,26 +371,26 @@ class _InputCheck:
             p = self.search.leaf(i)
             verdicts.append(p.status)
             if p.status != "pass":
-                self._record(i, p, ("numeric", "torch") if p.status == "fail" else ("torch",))
+                self._record(i, p, ("numeric", self.exact_name) if p.status == "fail" else (self.exact_name,))
         rest = np.array([i for i in suspects.tolist() if not self._seen(i)], dtype=np.int64)
         if not rest.size:
             return
         if verdicts and all(v == "kink" for v in verdicts):
             self.notes.append(
-                f"{self.name}: {rest.size} more element(s) disagree with torch where the sampled ones "
+                f"{self.name}: {rest.size} more element(s) disagree with {self.exact_name} where the sampled ones "
                 "were kinks; not compared"
             )
             return
         rel = relative_error(a[rest], t[rest], self.scale)
         keep = rest[np.argsort(-rel, kind="stable")[:MAX_STORED]]
-        allowance = allowed(a[keep], t[keep], self.torch_err[keep], self.tol, self.scale)
+        allowance = allowed(a[keep], t[keep], self.exact_err[keep], self.tol, self.scale)
         rel_keep = relative_error(a[keep], t[keep], self.scale)
         for j, i in enumerate(keep.tolist()):
-            self.mismatches.append(Mismatch(self.name, self._at(i), float(a[i]), None, None, float(t[i]),
-                                            float(rel_keep[j]), float(allowance[j]), ("torch",),
+            self.mismatches.append(Mismatch(self.name, self._at(i), float(a[i]), {self.exact_name: float(t[i])}, {},
+                                            float(rel_keep[j]), float(allowance[j]), (self.exact_name,),
                                             difference=float(abs(a[i] - t[i]))))
         self.extra = rest.size - keep.size
-        self.torch_only = rest
+        self.exact_only = rest
 
     # -- stage 4: failed directions ------------------------------------------------------------
 
@@ -428,7 +432,7 @@ class _InputCheck:
             )
             # A failing direction is a mismatch even when it could not be pinned to an element.
             self.mismatches.append(
-                Mismatch(self.name, (), float("nan"), None, None, None, self.worst, float("nan"), ("numeric",))
+                Mismatch(self.name, (), float("nan"), {}, {}, self.worst, float("nan"), ("numeric",))
             )
 
     # -- findings -----------------------------------------------------------------------------
@@ -443,30 +447,30 @@ class _InputCheck:
         if self._seen(i):
             return
         w = self.weights[i]
-        tv = None if self.t is None else float(self.t[i])
+        exact = {} if self.t is None else {self.exact_name: float(self.t[i])}
         a = float(self.a[i])
         if p.status == "kink":
             self.kink_elements.add(i)
-            self.kinks.append(Kink(self.name, self._at(i), a, p.left / w, p.right / w, tv))
+            self.kinks.append(Kink(self.name, self._at(i), a, p.left / w, p.right / w, exact))
             # As in full mode, a gradient at a kink lies between the one-sided slopes.
             low, high = kink_range(p.left / w, p.right / w)
             nearest = min(max(a, low), high)
             if abs(a - nearest) > p.allowance / w:
                 self.wrong_elements.add(i)
                 rel = abs(a - nearest) / max(abs(a), abs(nearest), 1e-3 * self.scale)
-                self.mismatches.append(Mismatch(self.name, self._at(i), a, None, None, tv, rel, p.allowance / w,
+                self.mismatches.append(Mismatch(self.name, self._at(i), a, exact, {}, rel, p.allowance / w,
                                                 ("numeric",), difference=abs(a - nearest),
                                                 slopes=(p.left / w, p.right / w)))
         else:
             self.wrong_elements.add(i)
-            self.mismatches.append(Mismatch(self.name, self._at(i), a, p.numeric / w, p.error / w,
-                                            tv, p.rel, p.allowance / w, against,
+            self.mismatches.append(Mismatch(self.name, self._at(i), a, {"numeric": p.numeric / w, **exact},
+                                            {"numeric": p.error / w}, p.rel, p.allowance / w, against,
                                             difference=abs(a - p.numeric / w)))
 
     def _record_leaves(self) -> None:
         for i, p in self.search.leaves:
-            by_torch = self.t is not None and bool(self.torch_bad[i])
-            self._record(i, p, ("numeric", "torch") if by_torch else ("numeric",))
+            by_exact = self.t is not None and bool(self.exact_bad[i])
+            self._record(i, p, ("numeric", self.exact_name) if by_exact else ("numeric",))
 
     def finish(self) -> InputComparison:
         """The last stage: the notes on what the stages met, and the comparison."""
@@ -475,7 +479,7 @@ class _InputCheck:
         if self.disagreeing:
             self.notes.append(
                 f"{self.name}: along {self.disagreeing} direction(s) the numeric derivative disagrees with both "
-                "the backward and torch, which agree (a forward that rounds coarsely there?); not a mismatch"
+                f"the backward and {self.exact_name}, which agree (a forward that rounds coarsely there?); not a mismatch"
             )
         if self.extra:
             self.notes.append(
@@ -487,17 +491,17 @@ class _InputCheck:
         for m in self.mismatches:
             if (m.index or not self.shape) and not np.isnan(m.analytic):
                 mask[np.ravel_multi_index(m.index, self.shape) if self.shape else 0] = True
-        mask[self.torch_only] = True
-        worst_torch = worst_torch_at = None
+        mask[self.exact_only] = True
+        worst: dict[str, float | None] = {"numeric": self.worst}
+        worst_at = {}
         if t is not None:
             # Over elements above the rounding allowed (as in ``compare``).
-            measurable = np.maximum(np.abs(a), np.abs(t)) > np.maximum(self.tol.rounding, self.torch_err)
-            rel_torch = relative_error(a, t, self.scale)
-            worst_torch, worst_torch_at = worst_of(rel_torch, measurable)
+            measurable = np.maximum(np.abs(a), np.abs(t)) > np.maximum(self.tol.rounding, self.exact_err)
+            worst[self.exact_name], at = worst_of(relative_error(a, t, self.scale), measurable)
+            if at is not None:  # the worst error against numeric is along a direction, at no element
+                worst_at[self.exact_name] = self._at(at)
         mismatches = sorted(self.mismatches, key=lambda m: -m.relative_error)
-        # The worst error against numeric is along a direction, not at an element.
-        worst_at = {} if worst_torch_at is None else {"torch": self._at(worst_torch_at)}
         return InputComparison(
-            tuple(mismatches), tuple(self.kinks), (), self.worst, worst_torch, mask,
+            tuple(mismatches), tuple(self.kinks), (), worst, mask,
             t, None if t is None else np.ones(a.size, dtype=bool), worst_at=worst_at,
         )

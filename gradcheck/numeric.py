@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure
 from gradcheck.inputs import prepare_inputs, resolve_wrt
 from gradcheck.parallel import choose_workers
@@ -181,36 +182,6 @@ class Refinement:
     right: np.ndarray
     low: np.ndarray
     high: np.ndarray
-
-
-@dataclass(frozen=True)
-class NumericEstimate:
-    """The numeric oracle's estimate of one input's gradient (flat arrays of length ``n``).
-
-    Attributes:
-        gradient: the estimate (central difference, Richardson-refined where suspect);
-            NaN where the forward failed.
-        error: its error estimate.
-        kink: True where the function is not differentiable along that coordinate.
-        left, right: the one-sided slopes at kinks (NaN elsewhere).
-        low, high: at kinks, the range a correct gradient may take: every one-sided slope
-            measured within ``2h`` on either side lies in it (NaN elsewhere).
-    """
-
-    gradient: np.ndarray
-    error: np.ndarray
-    kink: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-
-    @classmethod
-    def exact(cls, gradient: np.ndarray) -> NumericEstimate:
-        """A gradient known exactly (no kinks, no error): zeros for an empty output."""
-        g = np.asarray(gradient, dtype=np.float64).reshape(-1)
-        nan = np.full(g.shape, np.nan)
-        return cls(g, np.zeros(g.shape), np.zeros(g.shape, dtype=bool), nan, nan, nan, nan)
 
 
 def richardson(

@@ -85,21 +85,21 @@ def step_curve(forward: Any, inputs: Mapping[str, Any], wrt: Any = None) -> dict
         wrt: the checked inputs (None: every floating input).
     Returns:
         {"input", "index", "steps" (n,), "errors" (n,), "chosen" (the oracle's step),
-        "reference", "reference_kind" ("torch" or "numeric")}, or None when every gradient is
+        "reference", "reference_kind" (the exact oracle's name, or "numeric")}, or None when every gradient is
         zero (no curve to draw).
     """
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, wrt)
     values = dict(prepared.widened)
     reference_kind, grads = "numeric", None
-    try:
-        from gradcheck.torch_oracle import torch_gradients
+    from gradcheck.estimates import Estimate
+    from gradcheck.oracles import ORACLES
 
-        found = torch_gradients(forward, values, names, 1.0)
-        if found.available:
-            grads, reference_kind = found.gradients, "torch"
-    except ImportError:
-        pass
+    for oracle in ORACLES:  # the first exact oracle that runs on the forward
+        found = oracle.gradients(forward, values, names, 1.0)
+        if isinstance(found, Estimate):
+            grads, reference_kind = found.gradients, oracle.name
+            break
     if grads is None:
         grads = numeric_gradient(forward, values, wrt=names)
     name = max(names, key=lambda n: float(np.max(np.abs(grads[n]), initial=0.0)))

@@ -46,18 +46,13 @@ def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_outp
         if skipped > 0:
             counts.append(f"{skipped} not compared")
         parts.append(", ".join(counts) + ";")
-    errors = []
-    if "numeric" in oracles:
-        errors.append(f"numeric {fmt(s.worst_numeric, 2)}")
-    if "torch" in oracles:
-        errors.append(f"torch {fmt(s.worst_torch, 2)}")
-    parts.append("worst rel. error " + ", ".join(errors))
+    parts.append("worst rel. error " + ", ".join(f"{o} {fmt(s.worst.get(o), 2)}" for o in oracles))
     if s.kinks and mode == "directional":
         parts.append(f"; {s.kinks} kink(s) left out")
     return " ".join(parts).replace(" ;", ";")
 
 
-def _mismatch_line(m: Mismatch) -> str:
+def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
     if m.tied:
         low, high = m.slopes or (float("nan"), float("nan"))
         return (
@@ -66,20 +61,22 @@ def _mismatch_line(m: Mismatch) -> str:
             f"{fmt(m.analytic, 6)}; off by {fmt(m.difference, 3)}, allowed {fmt(m.tolerance, 2)} "
             "(a tie's gradient counted more than once?)"
         )
-    if m.slopes is not None:
-        numeric = f"at a kink, slopes {fmt(m.slopes[0], 4)} | {fmt(m.slopes[1], 4)}"
-        why = "outside the one-sided slopes"
-    else:
-        numeric = "-" if m.numeric is None else f"{fmt(m.numeric, 6)} (+-{fmt(m.numeric_error, 1)})"
-        why = f"disagrees with {' and '.join(m.against)}"
+    values = []
+    for oracle in oracles or ("numeric",):
+        if oracle == "numeric" and m.slopes is not None:
+            values.append(f"numeric at a kink, slopes {fmt(m.slopes[0], 4)} | {fmt(m.slopes[1], 4)}")
+        elif oracle in m.references:
+            error = m.errors.get(oracle)
+            spread = "" if error is None else f" (+-{fmt(error, 1)})"
+            values.append(f"{oracle} {fmt(m.references[oracle], 6)}{spread}")
+        else:
+            values.append(f"{oracle} -")
+    why = "outside the one-sided slopes" if m.slopes is not None else f"disagrees with {' and '.join(m.against)}"
     if m.difference == m.difference:  # not NaN: a located element
         off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
     else:
         off = f"rel. error {fmt(m.relative_error, 2)}"
-    return (
-        f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, numeric {numeric}, "
-        f"torch {fmt(m.torch, 6)}; {off} ({why})"
-    )
+    return f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
 
 
 _INCONCLUSIVE = {
@@ -113,7 +110,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
         if summary.diagnosis is None and any(not m.tied for m in shown):
             lines.append("      likely bug: no simple pattern")
-        lines.extend(_mismatch_line(m) for m in shown)
+        lines.extend(_mismatch_line(m, result.oracles) for m in shown)
         if summary.mismatches > len(shown):
             lines.append(f"      ... and {summary.mismatches - len(shown)} more")
     if result.kinks:
@@ -128,15 +125,20 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         )
     if result.disagreements:
         d = result.disagreements[0]
-        if all(x.numeric == 0 for x in result.disagreements):
+        numeric_apart = [x for x in result.disagreements if "numeric" in x.values]
+        if numeric_apart and all(x.values["numeric"] == 0 for x in numeric_apart):
             why = ("central differences see a flat loss: it rounds away changes this small (a saturated "
-                   "softmax?), while torch and the backward agree")
+                   "softmax?), while the exact oracles and the backward agree")
+        elif numeric_apart:
+            why = "the forward may differ between numpy and the exact oracle's arrays, or round coarsely there"
         else:
-            why = "the forward may differ between numpy and torch, or round coarsely there"
+            why = "two exact oracles differentiate the forward differently (a library's gradient convention?)"
+        shown = " vs ".join(
+            f"{o} {fmt(v, 6)}" + (f" (+-{fmt(d.errors[o], 1)})" if o in d.errors else "") for o, v in d.values.items()
+        )
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
-            f"{index_str(d.input, d.index)}: numeric {fmt(d.numeric, 6)} (+-{fmt(d.numeric_error, 1)}) "
-            f"vs torch {fmt(d.torch, 6)}: {why}"
+            f"{index_str(d.input, d.index)}: {shown}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")

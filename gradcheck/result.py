@@ -82,23 +82,25 @@ class Diagnosis:
 class Mismatch:
     """One gradient element that disagrees with an oracle.
 
-    ``numeric``/``torch`` are None when that oracle did not run; ``against`` lists the oracles
-    the analytic value disagrees with. ``difference`` and ``tolerance`` are in the gradient's
-    units and comparable: ``difference`` is how far the analytic value is from the value it was
-    held to (torch's where torch disagrees, else the numeric estimate, or the nearest end of
-    ``slopes`` at a kink) and ``tolerance`` is how far it may be. ``relative_error`` is the
-    largest relative error against any oracle. ``slopes`` is ``(low, high)``, the one-sided slopes
-    at a kink, where the element is held to the range between them instead. ``tied`` names the
-    elements of a tie moved together (see ``gradcheck.ties``): then ``analytic`` is the sum of
-    their gradients and ``slopes`` the one-sided slopes along the move; ``index`` is the first.
+    ``references`` holds each oracle's value at the element, by oracle name (``"numeric"``,
+    ``"torch"``, ``"jax"``; an oracle that did not run, or the numeric one at a kink, is
+    absent) and ``errors`` the error estimates that come with them (the numeric oracle's).
+    ``against`` lists the oracles the analytic value disagrees with. ``difference`` and
+    ``tolerance`` are in the gradient's units and comparable: ``difference`` is how far the
+    analytic value is from the value it was held to (an exact oracle's where one disagrees, else
+    the numeric estimate, or the nearest end of the allowed range at a kink) and ``tolerance`` is
+    how far it may be. ``relative_error`` is the largest relative error against any oracle.
+    ``slopes`` is ``(left, right)``, the one-sided slopes at a kink, where the element is held to
+    the range they allow instead. ``tied`` names the elements of a tie moved together (see
+    ``gradcheck.ties``): then ``analytic`` is the sum of their gradients and ``slopes`` the
+    one-sided slopes along the move; ``index`` is the first.
     """
 
     input: str
     index: tuple[int, ...]
     analytic: float
-    numeric: float | None
-    numeric_error: float | None
-    torch: float | None
+    references: Mapping[str, float]
+    errors: Mapping[str, float]
     relative_error: float
     tolerance: float
     against: tuple[str, ...]
@@ -111,9 +113,9 @@ class Mismatch:
 class Kink:
     """An element where the function is not differentiable along that coordinate.
 
-    ``left``/``right`` are the one-sided derivatives. The analytic value is not compared with a
-    single oracle value there; it must lie between the one-sided slopes (else it is a
-    ``Mismatch`` too, with ``slopes`` set).
+    ``left``/``right`` are the one-sided derivatives; ``exact`` the exact oracles' values there,
+    by name. The analytic value is not compared with a single oracle value there; it must lie in
+    the range the one-sided slopes allow (else it is a ``Mismatch`` too, with ``slopes`` set).
     """
 
     input: str
@@ -121,18 +123,18 @@ class Kink:
     analytic: float
     left: float
     right: float
-    torch: float | None
+    exact: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Disagreement:
-    """An element where the two oracles disagree with each other (away from kinks)."""
+    """An element where two oracles disagree with each other (away from kinks): ``values`` by
+    oracle name, with the ``errors`` that come with them (the numeric oracle's)."""
 
     input: str
     index: tuple[int, ...]
-    numeric: float
-    numeric_error: float
-    torch: float
+    values: Mapping[str, float]
+    errors: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,8 @@ class InputSummary:
         compared: of those, the elements (or directions) compared with an oracle's value; kinks,
             elements where the forward failed and empty inputs are not among them.
         mismatches, kinks: counts (kinks are held to their one-sided slopes in full mode).
-        worst_numeric, worst_torch: largest relative error against each oracle (None if the
-            oracle did not run or nothing was compared).
+        worst: the largest relative error against each oracle that ran, by name (None where
+            nothing was compared against it).
         worst_at: the element of each worst error, by oracle name: ``{"torch": (4, 2)}``; an
             oracle is absent when its worst is not at an element (the directional mode's numeric
             worst is along a direction) or there is none.
@@ -161,8 +163,7 @@ class InputSummary:
     checked: int
     mismatches: int
     kinks: int
-    worst_numeric: float | None
-    worst_torch: float | None
+    worst: Mapping[str, float | None]
     gradient_norm: float
     tolerance: Tolerance
     diagnosis: Diagnosis | None = None

@@ -1,9 +1,9 @@
 """A run of cases -> one JSON-ready document (``python -m gradcheck report --format json``).
 
-Schema (``schema_version`` 1; keys are stable, new keys may be added):
+Schema (``schema_version`` 2; keys are stable, new keys may be added):
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "tool": "gradcheck",
       "ok": bool,                       # every case passed (gallery: every bug caught)
       "gallery": bool,                  # the run checked the known-buggy variants
@@ -27,8 +27,8 @@ Schema (``schema_version`` 1; keys are stable, new keys may be added):
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
             "oracles": [str],
             "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float, "error": str | null,
-            "worst_relative_error": {"numeric": float | null, "torch": float | null},
-            "worst_input": {"numeric": str | null, "torch": str | null},
+            "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
+            "worst_input": {ORACLE: str | null},               # ORACLE: "numeric", "torch", "jax"
             "worst_at": {"numeric": WORST | null, "torch": WORST | null},
             "diagnoses": [{"input": str, "kind": str, "summary": str, "params": {...},
                            "evidence": str}],
@@ -58,11 +58,18 @@ from typing import Any
 
 from gradcheck.result import _jsonable
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
-from gradcheck.worst import ORACLES, WorstAt
+from gradcheck.worst import WorstAt
 
 __all__ = ["SCHEMA_VERSION", "run_to_dict", "versions"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 (from 1): everything per oracle is keyed by the oracles that ran (``oracles``), so a
+# third oracle (jax) adds keys instead of fields: ``worst_relative_error``, ``worst_input`` and
+# ``worst_at`` per case; in each ``result`` (``CheckResult.to_dict()``) a mismatch carries
+# ``references`` and ``errors`` by oracle instead of ``numeric``, ``numeric_error`` and
+# ``torch``, a kink ``exact`` instead of ``torch``, a disagreement ``values`` and ``errors``,
+# and an input ``worst`` instead of ``worst_numeric`` and ``worst_torch``. Results also carry
+# ``verdict`` (pass, fail or inconclusive), ``compared`` per input and ``oracle_errors``.
 
 
 def versions() -> dict[str, str | None]:
@@ -129,9 +136,9 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "failures": run.failures,
         "seconds": round(run.seconds, 4),
         "error": run.error,
-        "worst_relative_error": {"numeric": run.worst_numeric, "torch": run.worst_torch},
-        "worst_input": {"numeric": run.worst_numeric_input, "torch": run.worst_torch_input},
-        "worst_at": {oracle: _worst(run.worst_at.get(oracle)) for oracle in ORACLES},
+        "worst_relative_error": {oracle: run.worst.get(oracle) for oracle in run.oracles},
+        "worst_input": {oracle: run.worst_input.get(oracle) for oracle in run.oracles},
+        "worst_at": {oracle: _worst(run.worst_at.get(oracle)) for oracle in run.oracles},
         "diagnoses": diagnoses(run),
         "minimal_example": _example(run.minimal),
         "at_point": _example(run.at_point),

@@ -31,16 +31,45 @@ import numpy as np
 
 from gradcheck.report import fmt, index_str, result_lines
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
-from gradcheck.worst import ORACLES
 
-__all__ = ["COLUMNS", "DROP_ORDER", "details_lines", "fit_table", "markdown", "rows", "summary_line",
-           "terminal", "terminal_width"]
+__all__ = ["COLUMNS", "DROP_ORDER", "columns", "details_lines", "drop_order", "fit_table", "markdown", "rows", "summary_line",
+           "report_oracles", "terminal", "terminal_width"]
 
-COLUMNS = ("case", "examples", "oracles", "kinks", "worst vs numeric", "worst vs torch", "verdict", "note")
-NUMBERS = ("examples", "kinks", "worst vs numeric", "worst vs torch")  # right-aligned, never cut
-# Dropped from the terminal table in this order while it is too wide; case and verdict stay.
-DROP_ORDER = ("oracles", "examples", "note", "kinks", "worst vs numeric")
-WRAPPED_HEADERS = {"worst vs numeric": "worst vs\nnumeric", "worst vs torch": "worst vs\ntorch"}
+DEFAULT_ORACLES = ("numeric", "torch")  # the worst-error columns of a run where none ran
+
+
+def report_oracles(report: RunReport) -> tuple[str, ...]:
+    """The oracles with a worst-error column: numeric first, then the others in the order the
+    runs met them."""
+    seen: list[str] = ["numeric"]
+    for run in report.runs:
+        seen += [o for o in run.oracles if o not in seen]
+    return tuple(seen) if len(seen) > 1 or any(r.oracles for r in report.runs) else DEFAULT_ORACLES
+
+
+def columns(oracles: tuple[str, ...] = DEFAULT_ORACLES) -> tuple[str, ...]:
+    """The table's columns for a run whose checks used ``oracles``."""
+    return ("case", "examples", "oracles", "kinks", *(f"worst vs {o}" for o in oracles), "verdict", "note")
+
+
+def drop_order(oracles: tuple[str, ...] = DEFAULT_ORACLES) -> tuple[str, ...]:
+    """Dropped from the terminal table in this order while it is too wide; case, verdict and
+    the first exact oracle's worst error stay."""
+    later = tuple(f"worst vs {o}" for o in reversed(oracles[2:]))
+    return ("oracles", "examples", "note", "kinks", *later, "worst vs numeric")
+
+
+COLUMNS = columns()
+DROP_ORDER = drop_order()
+
+
+def _is_number(column: str) -> bool:
+    """Right-aligned, never cut."""
+    return column in ("examples", "kinks") or column.startswith("worst vs ")
+
+
+def _header(column: str, wrapped: bool) -> str:
+    return column.replace("worst vs ", "worst vs\n") if wrapped else column
 NOTE_WIDTH = 72  # a note is cut to this many characters in any table
 NOTE_MIN_WIDTH = 20  # the terminal table drops the note column rather than show less of it
 CASE_MIN_WIDTH = 12  # case names wrap over lines down to this width, no narrower
@@ -74,7 +103,7 @@ def note(run: CaseRun) -> str:
 
 
 def rows(report: RunReport) -> list[tuple[str, ...]]:
-    """The table's rows, one per case, as strings in ``COLUMNS`` order."""
+    """The table's rows, one per case, as strings in ``columns(report_oracles(report))`` order."""
     out = []
     for run in report.runs:
         out.append((
@@ -82,8 +111,7 @@ def rows(report: RunReport) -> list[tuple[str, ...]]:
             str(run.examples),
             "+".join(run.oracles) or "-",
             str(run.kinks),
-            fmt(run.worst_numeric, 2) if "numeric" in run.oracles else "-",
-            fmt(run.worst_torch, 2) if "torch" in run.oracles else "-",
+            *(fmt(run.worst.get(o), 2) if o in run.oracles else "-" for o in report_oracles(report)),
             run.verdict,
             note(run),
         ))
@@ -144,7 +172,7 @@ def worst_lines(run: CaseRun, indent: str = "    ") -> list[str]:
     """Where each oracle's worst error was met: the element and the example, with the
     example's inputs (a large input at those elements)."""
     groups: list[tuple[Any, list[str], dict[str, list[tuple[int, ...]]]]] = []  # per example
-    for oracle in ORACLES:
+    for oracle in run.oracles:
         where = run.worst_at.get(oracle)
         if where is None:
             continue
@@ -224,14 +252,15 @@ def _table(report: RunReport, table_rows: list[tuple[str, ...]], columns: tuple[
     table = Table(title="gradcheck report" + (" (gallery of known bugs)" if report.gallery else ""),
                   title_justify="left")
     for column in columns:
-        header = WRAPPED_HEADERS.get(column, column) if wrapped_headers else column
+        header = _header(column, wrapped_headers)
         if column == "case":
             table.add_column(header, overflow="fold", max_width=case_width, min_width=case_width)
         elif column == "note":
             table.add_column(header, overflow="ellipsis", no_wrap=True, max_width=note_width)
         else:
-            table.add_column(header, justify="right" if column in NUMBERS else "left", no_wrap=True)
-    shown = [COLUMNS.index(c) for c in columns]
+            table.add_column(header, justify="right" if _is_number(column) else "left", no_wrap=True)
+    every = _columns_of(report)
+    shown = [every.index(c) for c in columns]
     for row in table_rows:
         cells = [row[i] for i in shown]
         if "verdict" in columns:
@@ -246,11 +275,15 @@ def _natural_width(console: Any, table: Any) -> int:
     return console.measure(table, options=console.options.update_width(10**6)).maximum
 
 
-def _steps(columns: tuple[str, ...]) -> list[tuple[tuple[str, ...], bool, bool]]:
+def _columns_of(report: RunReport) -> tuple[str, ...]:
+    return columns(report_oracles(report))
+
+
+def _steps(columns: tuple[str, ...], order: tuple[str, ...]) -> list[tuple[tuple[str, ...], bool, bool]]:
     """The layouts tried, in order: (columns, ``worst vs`` headers on two lines, case names
     wrapped)."""
     steps = [(columns, False, False), (columns, True, False)]
-    for dropped in DROP_ORDER:
+    for dropped in order:
         if dropped == "worst vs numeric":
             steps.append((columns, True, True))  # case names wrap before the last drop
         columns = tuple(c for c in columns if c != dropped)
@@ -262,7 +295,8 @@ def fit_table(report: RunReport, console: Any, width: int) -> tuple[Any, Layout]
     """The run's table laid out for ``width`` columns (see the module docstring): the rich
     ``Table`` and its ``Layout``. When no layout fits, the narrowest, wider than ``width``."""
     table_rows = rows(report)
-    longest_note = max((len(row[COLUMNS.index("note")]) for row in table_rows), default=0)
+    every = _columns_of(report)
+    longest_note = max((len(row[every.index("note")]) for row in table_rows), default=0)
     longest_case = max((len(row[0]) for row in table_rows), default=0)
 
     def build(columns: tuple[str, ...], wrapped: bool, case_width: int | None,
@@ -273,8 +307,8 @@ def fit_table(report: RunReport, console: Any, width: int) -> tuple[Any, Layout]
         return table, Layout(shown, wrapped, case_width, note_width, _natural_width(console, table))
 
     best = None
-    all_columns = tuple(c for c in COLUMNS if c != "note" or longest_note)
-    for columns, wrapped, wrap_case in _steps(all_columns):
+    all_columns = tuple(c for c in every if c != "note" or longest_note)
+    for columns, wrapped, wrap_case in _steps(all_columns, drop_order(report_oracles(report))):
         case_width = None
         if wrap_case and longest_case > CASE_MIN_WIDTH:
             _, narrowest = build(columns, wrapped, CASE_MIN_WIDTH)
@@ -317,11 +351,14 @@ def _md(text: str) -> str:
 def markdown(report: RunReport) -> str:
     """A GitHub-flavoured markdown table (for CI job summaries), details folded below."""
     out = ["### gradcheck report" + (" (gallery of known bugs)" if report.gallery else ""), ""]
-    out.append("| " + " | ".join(COLUMNS) + " |")
-    out.append("|" + "|".join("---:" if c in NUMBERS else "---" for c in COLUMNS) + "|")
-    icons = {"pass": "✅ pass", "caught": "✅ caught", "FAIL": "❌ FAIL", "MISSED": "❌ MISSED", "error": "⚠️ error"}
+    every = _columns_of(report)
+    out.append("| " + " | ".join(every) + " |")
+    out.append("|" + "|".join("---:" if _is_number(c) else "---" for c in every) + "|")
+    icons = {"pass": "✅ pass", "caught": "✅ caught", "FAIL": "❌ FAIL", "MISSED": "❌ MISSED", "error": "⚠️ error",
+             "inconclusive": "➖ inconclusive"}
+    verdict = every.index("verdict")
     for row in rows(report):
-        cells = [f"`{row[0]}`", *row[1:6], icons[row[6]], _md(row[7])]
+        cells = [f"`{row[0]}`", *row[1:verdict], icons[row[verdict]], _md(row[-1])]
         out.append("| " + " | ".join(cells) + " |")
     out += ["", f"**{summary_line(report)}**", ""]
     details = details_lines(report)

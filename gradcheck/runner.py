@@ -93,8 +93,8 @@ class CaseRun:
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
         kinks: kinks met over all checks (elements held to their one-sided slopes).
         inconclusive: checks that compared nothing (empty inputs or output).
-        worst_numeric, worst_torch: the largest relative error against each oracle over all
-            checks (None when that oracle never ran); ``*_input`` names the input.
+        worst: the largest relative error against each oracle over all checks, by oracle name
+            (absent when that oracle never ran); ``worst_input`` names the input.
         worst_at: per oracle, where its worst error was met (``WorstAt``: input, element,
             example and its inputs).
         failures: checks that failed (including the re-checks while shrinking).
@@ -114,10 +114,8 @@ class CaseRun:
     oracles: tuple[str, ...] = ()
     kinks: int = 0
     inconclusive: int = 0
-    worst_numeric: float | None = None
-    worst_numeric_input: str | None = None
-    worst_torch: float | None = None
-    worst_torch_input: str | None = None
+    worst: dict[str, float | None] = field(default_factory=dict)
+    worst_input: dict[str, str] = field(default_factory=dict)
     worst_at: dict[str, WorstAt] = field(default_factory=dict, repr=False)
     failures: int = 0
     minimal: MinimalExample | None = None
@@ -153,7 +151,7 @@ class CaseRun:
     def add(self, result: CheckResult, inputs: Mapping[str, Any] | None = None,
             example: int | None = None) -> None:
         """Count one check's findings (of example number ``example`` with ``inputs``)."""
-        self.oracles = tuple(o for o in ("numeric", "torch") if o in self.oracles or o in result.oracles)
+        self.oracles = (*self.oracles, *(o for o in result.oracles if o not in self.oracles))
         self.kinks += len(result.kinks)
         self.failures += not result.ok
         self.inconclusive += result.verdict == "inconclusive"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradcheck import draws
@@ -52,8 +52,8 @@ class Tally:
         inconclusive: checks that compared nothing (empty inputs or output).
         kinks: kinks met (elements held to their one-sided slopes, not to a single value);
             kink: the first one, e.g. ``"x[0, 2]"``.
-        worst_numeric, worst_torch: the largest relative error against each oracle, with the
-            input it was found in (``None`` when that oracle did not run).
+        worst: the largest relative error against each oracle, by oracle name, and
+            ``worst_input`` the input it was found in (an oracle that did not run is absent).
     """
 
     test: str
@@ -62,10 +62,8 @@ class Tally:
     inconclusive: int = 0
     kinks: int = 0
     kink: str | None = None
-    worst_numeric: float | None = None
-    worst_numeric_input: str | None = None
-    worst_torch: float | None = None
-    worst_torch_input: str | None = None
+    worst: dict[str, float | None] = field(default_factory=dict)
+    worst_input: dict[str, str] = field(default_factory=dict)
 
     def add(self, result: CheckResult) -> None:
         """Count one check."""
@@ -128,16 +126,19 @@ def summary_lines(tallies: Iterable[Tally], settings: Settings) -> list[str]:
         )
     else:
         lines.append("  kinks met: none")
-    for oracle in ("numeric", "torch"):
+    oracles: list[str] = []
+    for t in ran:
+        oracles += [o for o in t.worst if o not in oracles]
+    for oracle in sorted(oracles, key=lambda o: o != "numeric"):  # numeric first, then as met
         worst: Tally | None = None
         for t in ran:
-            value = getattr(t, f"worst_{oracle}")
-            if value is not None and (worst is None or worse(value, getattr(worst, f"worst_{oracle}"))):
+            value = t.worst.get(oracle)
+            if value is not None and (worst is None or worse(value, worst.worst.get(oracle))):
                 worst = t
         if worst is not None:
             lines.append(
-                f"  worst relative error vs {oracle}: {fmt(getattr(worst, f'worst_{oracle}'), 2)} "
-                f"in {worst.test} (input {getattr(worst, f'worst_{oracle}_input')})"
+                f"  worst relative error vs {oracle}: {fmt(worst.worst[oracle], 2)} "
+                f"in {worst.test} (input {worst.worst_input[oracle]})"
             )
     for t in failed:
         lines.append(f"  FAIL {t.test}: {t.failed} of {_plural(t.checks, 'check')} failed")

@@ -136,7 +136,7 @@ def _move(
             index = tuple(int(j) for j in np.unravel_index(i, shape)) if shape else ()
             rel = abs(total - nearest) / max(abs(total), abs(nearest))
             mismatch = Mismatch(
-                name, index, total, None, None, None, rel, allowance, ("numeric",),
+                name, index, total, {}, {}, rel, allowance, ("numeric",),
                 difference=abs(total - nearest), slopes=(d_minus, d_plus),
                 tied=tuple(_label(n, j, shapes[n]) for n, j in elements),
             )

@@ -8,44 +8,53 @@ this oracle runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.evaluate import as_float_array, describe_exception
 
-__all__ = ["TorchGradients", "torch_available", "torch_gradients"]
+__all__ = ["TORCH", "TorchOracle", "to_torch"]
 
 
-@dataclass(frozen=True)
-class TorchGradients:
-    """What the autograd oracle found.
+class TorchOracle:
+    """torch.autograd on float64 tensors (see ``gradcheck.oracles``)."""
 
-    Attributes:
-        gradients: name -> float64 numpy gradient (input's shape), or None if unavailable.
-        reason: why the oracle is unavailable ("" when it ran), one line in our words.
-        output: the forward's output on torch, as float64 numpy (None if unavailable).
-    """
+    name = "torch"
+    arrays = "torch tensors"
 
-    gradients: dict[str, np.ndarray] | None
-    reason: str = ""
-    output: np.ndarray | None = None
-    error: str = ""  # the original exception behind ``reason``, in full, when there was one
+    def gradients(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
+        dout: np.ndarray | float,
+    ) -> Estimate | Unavailable:
+        """Gradients of ``sum(dout * forward(**inputs))`` by torch.autograd, in float64.
 
-    @property
-    def available(self) -> bool:
-        return self.gradients is not None
+        Args:
+            forward: the forward under test, called with torch tensors.
+            inputs: name -> numpy array (floating inputs already float64).
+            wrt: names to differentiate.
+            dout: upstream gradient (a number, or an array of the output's shape).
+        Returns:
+            the estimate, or why there is none; never raises for a forward that cannot run on
+            torch.
+        """
+        try:
+            import torch
+        except ImportError:
+            return Unavailable(self.name, "torch is not installed")
+        threads = torch.get_num_threads()
+        # One thread: the oracle runs once per check, and torch's idle worker threads would
+        # otherwise spin for milliseconds after it, stalling the numpy evaluations that follow.
+        torch.set_num_threads(1)
+        try:
+            return _autograd(torch, forward, inputs, wrt, dout)
+        finally:
+            torch.set_num_threads(threads)
 
 
-def torch_available() -> bool:
-    """True when torch can be imported."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+TORCH = TorchOracle()
 
 
 def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
@@ -58,62 +67,28 @@ def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
     return torch.tensor(np.asarray(array, dtype=np.int64))
 
 
-def torch_gradients(
-    forward: Callable[..., Any],
-    inputs: dict[str, np.ndarray],
-    wrt: tuple[str, ...],
-    dout: np.ndarray | float,
-) -> TorchGradients:
-    """Gradients of ``sum(dout * forward(**inputs))`` by torch.autograd, in float64.
-
-    Args:
-        forward: the forward under test, called with torch tensors.
-        inputs: name -> numpy array (floating inputs already float64).
-        wrt: names to differentiate.
-        dout: upstream gradient (a number, or an array of the output's shape).
-    Returns:
-        TorchGradients; never raises for a forward that cannot run on torch.
-    """
-    try:
-        import torch
-    except ImportError:
-        return TorchGradients(None, "torch is not installed")
-    threads = torch.get_num_threads()
-    # One thread: the oracle runs once per check, and torch's idle worker threads would
-    # otherwise spin for milliseconds after it, stalling the numpy evaluations that follow.
-    torch.set_num_threads(1)
-    try:
-        return _autograd(torch, forward, inputs, wrt, dout)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _autograd(
-    torch: Any, forward: Callable[..., Any], inputs: dict[str, np.ndarray], wrt: tuple[str, ...],
+    torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
     dout: np.ndarray | float,
-) -> TorchGradients:
+) -> Estimate | Unavailable:
     tensors = {n: to_torch(a, requires_grad=n in wrt) for n, a in inputs.items()}
     try:
         with torch.enable_grad():
             out = forward(**tensors)
     except Exception as exc:  # the forward is numpy-only, or failed on torch
-        return TorchGradients(None, _not_on_torch(exc), error=describe_exception(exc))
+        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
     if not isinstance(out, torch.Tensor):
-        return TorchGradients(
-            None, f"forward returned {type(out).__name__} on torch tensors, not a tensor"
-        )
+        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
     if not out.requires_grad:
-        return TorchGradients(
-            None, "forward's output on torch tensors has no autograd graph (it left torch)"
-        )
+        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
     out64 = out.to(torch.float64) if out.dtype != torch.float64 else out
     weight = torch.as_tensor(np.asarray(dout, dtype=np.float64), dtype=torch.float64)
     try:
         total = (out64 * weight).sum()
         grads = torch.autograd.grad(total, [tensors[n] for n in wrt], allow_unused=True)
     except Exception as exc:  # autograd could not differentiate the forward
-        return TorchGradients(None, f"torch.autograd could not differentiate the forward ({type(exc).__name__})",
-                              error=describe_exception(exc))
+        return Unavailable("torch", f"torch.autograd could not differentiate the forward ({type(exc).__name__})",
+                           describe_exception(exc))
     result = {}
     for name, g in zip(wrt, grads):
         result[name] = (
@@ -121,7 +96,7 @@ def _autograd(
             # torch.sgn on real input), which has no memory of its own to view.
             np.zeros(inputs[name].shape) if g is None else g.detach().numpy(force=True).astype(np.float64)
         )
-    return TorchGradients(result, "", as_float_array(out64))
+    return Estimate("torch", result, as_float_array(out64))
 
 
 def _not_on_torch(exc: BaseException) -> str:

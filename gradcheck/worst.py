@@ -9,9 +9,7 @@ from typing import Any
 
 from gradcheck.result import CheckResult
 
-__all__ = ["ORACLES", "WorstAt", "track_worst", "worse"]
-
-ORACLES = ("numeric", "torch")
+__all__ = ["WorstAt", "track_worst", "worse"]
 
 
 @dataclass(frozen=True)
@@ -44,16 +42,15 @@ def worse(value: float, than: float | None) -> bool:
 
 def track_worst(holder: Any, result: CheckResult, *, example: int | None = None,
                 inputs: Mapping[str, Any] | None = None) -> None:
-    """Raise ``holder.worst_<oracle>`` (and ``worst_<oracle>_input``) to the worst input of
-    ``result`` where it is worse; a holder with a ``worst_at`` dict also gets a ``WorstAt`` per
-    oracle (``example`` and ``inputs`` say which example ``result`` checked)."""
+    """Raise ``holder.worst[oracle]`` (and ``holder.worst_input[oracle]``) to the worst input of
+    ``result`` where it is worse, for every oracle; a holder with a ``worst_at`` dict also gets a
+    ``WorstAt`` per oracle (``example`` and ``inputs`` say which example ``result`` checked)."""
     where = getattr(holder, "worst_at", None)
     for summary in result.inputs:
-        for oracle in ORACLES:
-            value = getattr(summary, f"worst_{oracle}")
-            if value is not None and worse(value, getattr(holder, f"worst_{oracle}")):
-                setattr(holder, f"worst_{oracle}", value)
-                setattr(holder, f"worst_{oracle}_input", summary.name)
+        for oracle, value in summary.worst.items():
+            if value is not None and worse(value, holder.worst.get(oracle)):
+                holder.worst[oracle] = value
+                holder.worst_input[oracle] = summary.name
                 if where is not None:
                     where[oracle] = WorstAt(value, summary.name, summary.worst_at.get(oracle), example,
                                             inputs if inputs is not None else {})

@@ -91,7 +91,7 @@ def test_json_document_has_the_documented_schema():
                     "--seed", "7", "--format", "json")
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
-    assert document["schema_version"] == 1 and document["ok"] is True and document["seed"] == 7
+    assert document["schema_version"] == 2 and document["ok"] is True and document["seed"] == 7
     assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
     assert document["examples"] == 4 * 3 and document["points"] == 1  # staged.f_xy's worked example
     names = [c["name"] for c in document["cases"]]

@@ -48,7 +48,7 @@ def test_a_passing_case_says_which_example_and_element_its_worst_error_is_at():
         # The example's inputs; a large one at the element.
         assert worst["inputs"] == [{"name": "x", "shape": [5, 4], "dtype": "float64", "values": None,
                                     "at": [{"index": [1, 2], "value": 5.0}]}]
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
 
 
 def test_the_schema_documents_the_worst_keys():

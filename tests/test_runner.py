@@ -57,7 +57,7 @@ def test_correct_case_passes_every_example_and_counts_them():
     assert (run.examples, run.points) == (7, 1)  # as many drawn examples as asked, and the point
     assert rows(RunReport(Settings(examples=7), False, [run]))[0][1] == "7"
     assert run.oracles == ("numeric", "torch")
-    assert run.worst_torch is not None and run.worst_torch < 1e-12
+    assert run.worst["torch"] is not None and run.worst["torch"] < 1e-12
 
 
 def test_failure_is_shrunk_to_the_smallest_failing_example():
@@ -78,8 +78,8 @@ def test_same_seed_same_run_whatever_the_order():
     by_name = {r.case.name: r for r in second.runs}
     for run in first.runs:
         other = by_name[run.case.name]
-        assert (run.seed, run.examples, run.worst_numeric, run.worst_torch) == (
-            other.seed, other.examples, other.worst_numeric, other.worst_torch)
+        assert (run.seed, run.examples, run.worst) == (
+            other.seed, other.examples, other.worst)
 
 
 def drawn(settings: Settings) -> list[np.ndarray]:

@@ -1,0 +1,81 @@
+"""Exact oracles as plug-ins: automatic differentiation of the forward as written.
+
+An exact oracle runs the forward (written against the array API) on its own arrays in float64 and
+differentiates it: its gradient is exact for the forward's arithmetic, so it is held to rounding
+only. Each oracle is one module with an object that satisfies ``Oracle``; ``ORACLES`` registers
+them in the order they are tried. The numeric oracle (``gradcheck.numeric``) is of another kind:
+it estimates, with an error, element by element.
+
+``gradients(forward, inputs, wrt, dout)`` returns an ``Estimate`` (the gradients of
+``sum(dout * forward(**inputs))`` and the forward's output on the oracle's arrays) or an
+``Unavailable`` that says in one line why not (the package is not installed, the forward is
+numpy-only, ...), with the original error kept apart for whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from gradcheck.errors import GradcheckError
+from gradcheck.estimates import Estimate, Unavailable
+from gradcheck.jax_oracle import JAX
+from gradcheck.torch_oracle import TORCH
+
+__all__ = ["DEFAULT_ORACLES", "ORACLES", "Oracle", "choose_oracles", "oracle_named"]
+
+
+class Oracle(Protocol):
+    """What an exact oracle offers: a name, and gradients or the reason there are none."""
+
+    name: str
+    arrays: str  # what the forward runs on there, in words: "torch tensors"
+
+    def gradients(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
+        dout: np.ndarray | float,
+    ) -> Estimate | Unavailable: ...
+
+
+ORACLES: tuple[Oracle, ...] = (TORCH, JAX)
+# Used unless a check names its own: torch is a dependency and cheap per check; jax is an
+# optional extra whose eager vjp costs a few milliseconds per check (about as much as a whole
+# small check), so it runs when asked for (``oracles=("torch", "jax")``).
+DEFAULT_ORACLES = ("torch",)
+
+
+def choose_oracles(names: Iterable[str] | None) -> tuple[Oracle, ...]:
+    """The exact oracles a check runs, in order: ``names`` (None: ``DEFAULT_ORACLES``).
+
+    Raises:
+        GradcheckError: ``names`` is not a sequence of registered oracle names, or repeats one.
+    """
+    if names is None:
+        names = DEFAULT_ORACLES
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise GradcheckError(f"oracles must be a sequence of oracle names, got oracles={names!r}") from None
+    known = [o.name for o in ORACLES]
+    for name in names:
+        if name not in known:
+            raise GradcheckError(f"oracles names {name!r}, which is not an oracle (oracles: {known})")
+    if len(set(names)) != len(names):
+        raise GradcheckError(f"oracles repeats a name: oracles={names!r}")
+    return tuple(oracle_named(n) for n in names)
+
+
+def oracle_named(name: str) -> Oracle:
+    """The registered oracle called ``name``.
+
+    Raises:
+        KeyError: no oracle has that name.
+    """
+    for oracle in ORACLES:
+        if oracle.name == name:
+            return oracle
+    raise KeyError(name)
