@@ -171,10 +171,9 @@ def compare_input(
     confirmed = functools.reduce(np.logical_or, [~bad_exact[o] & disagree[o] for o in exact], no)
     any_exact_bad = functools.reduce(np.logical_or, bad_exact.values(), no)
     bad = any_exact_bad | (bad_numeric & ~confirmed) | outside
-    # The worst error against numeric leaves out where an exact oracle disagrees with it too
-    # (those are disagreements): there it measures the oracle, not the backward.
-    numeric_disputed = functools.reduce(np.logical_or, disagree.values(), no)
-    worst["numeric"], worst_index["numeric"] = worst_of(rel_numeric, resolved & ~numeric_disputed)
+    # The worst error against numeric leaves out where an exact oracle confirms the backward
+    # against it (those are disagreements): there it measures the oracle, not the backward.
+    worst["numeric"], worst_index["numeric"] = worst_of(rel_numeric, resolved & ~confirmed)
 
     rel_kink = relative_error(analytic, nearest, scale)
     rel_any = np.where(compared, rel_numeric, 0.0)
@@ -232,7 +231,7 @@ def compare_input(
     disagreements = [
         Disagreement(name, at(i), {"numeric": float(numeric[i]), oracle: float(exact[oracle][i])},
                      {"numeric": float(numeric_error[i])})
-        for oracle, mask in disagree.items() for i in np.flatnonzero(mask).tolist()
+        for oracle, mask in disagree.items() for i in np.flatnonzero(mask & ~bad_exact[oracle]).tolist()
     ]
     names = list(exact)
     for k, first in enumerate(names):
