@@ -16,7 +16,7 @@ import numpy as np
 
 from gradcheck.evaluate import as_float_array, describe_exception
 
-__all__ = ["TorchGradients", "torch_available", "torch_gradients"]
+__all__ = ["TorchGradients", "torch_gradients"]
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,6 @@ class TorchGradients:
     @property
     def available(self) -> bool:
         return self.gradients is not None
-
-
-def torch_available() -> bool:
-    """True when torch can be imported."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
