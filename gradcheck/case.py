@@ -16,9 +16,10 @@ A case bundles everything needed to check a backward pass on many inputs:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from gradcheck import validation
 from gradcheck.errors import GradcheckError
 
 __all__ = ["Case"]
@@ -34,7 +35,8 @@ class Case:
         backward: ``backward(dout, **inputs) -> {name: gradient}``, or ``None`` for autograd.
         inputs: Hypothesis strategy of ``dict[str, array | number]``; a dict of strategies
             ``{name: strategy}`` is taken as ``st.fixed_dictionaries`` of it.
-        wrt: names of the inputs to check; ``None`` checks every floating input.
+        wrt: names of the inputs to check (one name, or a sequence of them; kept as a tuple);
+            ``None`` checks every floating input.
         description: one line for reports.
         family: the group the case belongs to (e.g. ``"gates"``), for reports.
         bug: for a known-buggy gallery variant, a one-line description of the mistake;
@@ -44,7 +46,10 @@ class Case:
         points: fixed inputs (e.g. published worked examples) checked before drawn ones.
         layers: input names ordered from the first layer to the last, for cases whose
             gradient size per layer is worth plotting (vanishing/exploding gradients).
-        tags: free-form labels.
+
+    Raises:
+        GradcheckError: a field that breaks its rule in ``gradcheck.validation``; the message
+            starts with the case's name.
     """
 
     name: str
@@ -58,67 +63,22 @@ class Case:
     expected_diagnosis: str | None = None
     points: tuple[Mapping[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
-    tags: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise GradcheckError(f"Case name must be a non-empty string, got name={self.name!r}")
-        if not callable(self.forward):
-            raise GradcheckError(
-                f"Case {self.name!r}: forward must be callable, got forward={self.forward!r}"
-            )
-        if self.backward is not None and not callable(self.backward):
-            raise GradcheckError(
-                f"Case {self.name!r}: backward must be callable or None, "
-                f"got backward={self.backward!r}"
-            )
-        object.__setattr__(self, "inputs", _input_strategy(self.name, self.inputs))
-        if self.wrt is not None:
-            if isinstance(self.wrt, str) or not isinstance(self.wrt, tuple | list) or not all(
-                isinstance(w, str) for w in self.wrt
-            ):
-                raise GradcheckError(
-                    f"Case {self.name!r}: wrt must be a tuple of input names, got wrt={self.wrt!r}"
-                )
-            object.__setattr__(self, "wrt", tuple(self.wrt))
-        for i, point in enumerate(self.points):
-            if not isinstance(point, Mapping):
-                raise GradcheckError(
-                    f"Case {self.name!r}: points[{i}] must be a mapping of inputs, got {point!r}"
-                )
-        object.__setattr__(self, "points", tuple(self.points))
+        try:
+            validation.function("forward", self.forward)
+            validation.function("backward", self.backward, none_ok=True)
+            object.__setattr__(self, "inputs", validation.input_strategy(self.inputs))
+            object.__setattr__(self, "wrt", validation.wrt(self.wrt))
+            object.__setattr__(self, "points", validation.points(self.points))
+        except GradcheckError as exc:
+            raise GradcheckError(f"Case {self.name!r}: {exc}") from None
         object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "tags", frozenset(self.tags))
 
     @property
     def is_gallery(self) -> bool:
         """True for a known-buggy variant, which the harness is expected to flag."""
         return self.bug is not None
 
-
-def _input_strategy(name: str, inputs: Any) -> Any:
-    """``inputs`` as a strategy: itself, or ``st.fixed_dictionaries`` of a dict of strategies.
-
-    Raises:
-        GradcheckError: ``inputs`` is neither (the message names the entries that are not
-            strategies).
-    """
-    from hypothesis import strategies as st
-
-    if isinstance(inputs, st.SearchStrategy):
-        return inputs
-    expected = (f"Case {name!r}: inputs must be a Hypothesis strategy drawing a dict of inputs, "
-                f"or a dict of strategies {{name: strategy}}")
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise GradcheckError(f"{expected}; got inputs={inputs!r}")
-    keys = [k for k in inputs if not isinstance(k, str)]
-    if keys:
-        raise GradcheckError(f"{expected}; got inputs with non-string names {keys!r}")
-    fixed = [k for k, v in inputs.items() if not isinstance(v, st.SearchStrategy)]
-    if fixed:
-        raise GradcheckError(
-            f"{expected}; got inputs={inputs!r}, where {', '.join(map(repr, fixed))} "
-            f"{'is' if len(fixed) == 1 else 'are'} not a strategy (st.just(value) holds a "
-            f"value fixed)"
-        )
-    return st.fixed_dictionaries(dict(inputs))

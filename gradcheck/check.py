@@ -17,7 +17,6 @@ Bugs in the code under test never raise: they are faults or mismatches in the re
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import validation
 from gradcheck.compare import allowed, compare_input, default_tolerance
 from gradcheck.diagnose import diagnose
 from gradcheck.directional import check_input_directional
@@ -49,6 +49,7 @@ from gradcheck.numeric import (
     refine,
     step_sizes,
 )
+from gradcheck.options import CheckOptions
 from gradcheck.parallel import choose_workers
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
@@ -57,30 +58,9 @@ from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.oracles import Oracle, choose_oracles
 from gradcheck.torch_oracle import TORCH
 
-__all__ = ["assert_gradients", "check_gradients"]
+__all__ = ["assert_gradients", "check_gradients", "run_check"]
 
-MODES = ("auto", "full", "directional")
 AUTO_FULL_LIMIT = 20_000  # "auto" checks every element up to this many, directions beyond
-
-
-def _validate_options(
-    forward: Any, backward: Any, seed: Any, rtol: Any, atol: Any, mode: Any, progress: Any
-) -> None:
-    if not callable(forward):
-        raise GradcheckError(f"forward must be callable, got forward={forward!r}")
-    if backward is not None and not callable(backward):
-        raise GradcheckError(f"backward must be callable or None, got backward={backward!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise GradcheckError(f"seed must be a non-negative integer, got seed={seed!r}")
-    for label, value in (("rtol", rtol), ("atol", atol)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-            raise GradcheckError(f"{label} must be None or a finite number >= 0, got {label}={value!r}")
-    if mode not in MODES:
-        raise GradcheckError(f"mode must be one of {MODES}, got mode={mode!r}")
-    if progress is not None and not isinstance(progress, bool) and not callable(progress):
-        raise GradcheckError(f"progress must be None, True, False or a callable, got progress={progress!r}")
 
 
 @dataclass
@@ -554,10 +534,26 @@ def check_gradients(
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
-            or arrays, ``wrt`` naming a missing or integer input. Bugs in ``forward`` or
-            ``backward`` never raise; they are reported in the result.
+            or arrays, ``wrt`` naming a missing or integer input (the messages are
+            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
+            are reported in the result.
     """
-    _validate_options(forward, backward, seed, rtol, atol, mode, progress)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    return run_check(forward, backward, inputs, options)
+
+
+def run_check(
+    forward: Callable[..., Any],
+    backward: Callable[..., Mapping[str, Any]] | None,
+    inputs: Mapping[str, Any],
+    options: CheckOptions,
+) -> CheckResult:
+    """``check_gradients`` with its keyword options as one validated value (what the fixture,
+    ``gradient_test`` and the runner call)."""
+    validation.function("forward", forward)
+    validation.function("backward", backward, none_ok=True)
+    wrt, seed, rtol, atol = options.wrt, options.seed, options.rtol, options.atol
+    mode, progress, oracles = options.mode, options.progress, options.oracles
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
         import torch
 
@@ -572,7 +568,6 @@ def check_gradients(
     require_signature(forward, "forward", tuple(prepared.values))
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
-    seed = int(seed)
     on_torch = backward is None
     if on_torch:
         try:
@@ -738,8 +733,8 @@ def assert_gradients(
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    result = check_gradients(forward, backward, inputs, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode,
-                             progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)
     return result

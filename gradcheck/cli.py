@@ -23,11 +23,14 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradcheck import __version__
 from gradcheck.errors import GradcheckError
 from gradcheck.options import OPTIONS, Settings
+
+if TYPE_CHECKING:
+    from gradcheck.runner import CaseSelectionError
 
 __all__ = ["main"]
 
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cases(args: argparse.Namespace) -> list[Any]:
     from gradcheck.registry import load_entry_points, load_module
-    from gradcheck.runner import select_cases
+    from gradcheck.runner import CaseSelectionError, select_cases
 
     if args.module:
         # As under ``python -m``: modules are found from the current directory, also when run
@@ -96,7 +99,19 @@ def _cases(args: argparse.Namespace) -> list[Any]:
             cases.extend(c for c in load_module(name) if c not in cases)
     else:
         cases = load_entry_points()
-    return select_cases(cases, args.case, gallery=args.gallery)
+    try:
+        return select_cases(cases, args.case, gallery=args.gallery)
+    except CaseSelectionError as exc:
+        raise GradcheckError(_selection_message(exc)) from None
+
+
+def _selection_message(exc: CaseSelectionError) -> str:
+    """A ``CaseSelectionError`` in the words of the flags: ``--case``, ``--gallery``, ``--list``."""
+    if exc.pattern is None:
+        return f"{exc}{'' if exc.gallery else '; use --gallery to run the known-buggy variants'}"
+    if exc.other is not None:
+        return f"--case {exc.pattern!r} {exc.detail}; run them {'without' if exc.gallery else 'with'} --gallery"
+    return f"--case {exc.pattern!r} {exc.detail}; --list shows them all"
 
 
 LOG_EVERY = 30.0  # seconds between lines of a long check's progress in a log
@@ -181,20 +196,14 @@ def _report(args: argparse.Namespace) -> int:
             print(f"{case.name}\t{case.bug or case.description}")
         return EXIT_OK
 
-    from gradcheck.runner import RunReport, run_case
+    from gradcheck.runner import run_cases
 
     progress = _Progress(cases, settings.examples, enabled=not args.no_progress)
-    start = time.perf_counter()
-    runs = []
     try:
-        for case in cases:
-            progress.start_case(case)
-            run = run_case(case, settings, progress=progress.check, check_progress=progress.within_check)
-            runs.append(run)
-            progress.case_done(run)
+        report = run_cases(cases, settings, gallery=args.gallery, modules=args.module, started=progress.start_case,
+                           progress=progress.check, check_progress=progress.within_check, done=progress.case_done)
     finally:
         progress.close()
-    report = RunReport(settings, args.gallery, runs, time.perf_counter() - start, modules=tuple(args.module))
 
     if plot_dir is not None:
         _plot(report, plot_dir)

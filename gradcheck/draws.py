@@ -1,8 +1,8 @@
 """Hypothesis draws that depend only on the strategy, the seed and the number of examples.
 
-Both drivers of Hypothesis (``runner.run_case`` for the report, ``testing.gradient_test`` for
-pytest) draw through ``replayable_draws``, so that a printed seed replays the same examples
-whatever else is imported, installed or selected:
+The one driver of Hypothesis (``runner.drive``, for the report and for ``gradient_test``) draws
+through ``replayable_draws``, so that a printed seed replays the same examples whatever else is
+imported, installed or selected:
 
 * ``settings(examples=..., ...)`` fixes every setting that changes what is drawn (no example
   database, so nothing is reused from or written to ``.hypothesis/`` in the current directory;

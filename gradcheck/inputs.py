@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import validation
 from gradcheck.errors import GradcheckError
 
 __all__ = ["PreparedInputs", "prepare_inputs", "require_signature", "resolve_wrt"]
@@ -31,24 +32,22 @@ class PreparedInputs:
             numeric oracle perturbs these.
         floating: names of floating inputs, in the caller's order.
         dtypes: name -> the caller's dtype (numpy).
-        from_torch: True if the caller passed torch tensors.
     """
 
     values: dict[str, np.ndarray]
     widened: dict[str, np.ndarray]
     floating: tuple[str, ...]
     dtypes: dict[str, np.dtype]
-    from_torch: bool
 
 
-def _to_array(name: str, value: Any) -> tuple[np.ndarray, bool]:
-    """Copy one input to a numpy array; the flag says whether it came from torch."""
+def _to_array(name: str, value: Any) -> np.ndarray:
+    """Copy one input to a numpy array."""
     if isinstance(value, bool) or isinstance(value, np.bool_):
         raise GradcheckError(
             f"input {name!r} is a bool ({value!r}); pass a float to check it or an int to hold it"
         )
     if isinstance(value, numbers.Real):
-        return np.asarray(value, dtype=np.float64 if not isinstance(value, numbers.Integral) else np.int64), False
+        return np.asarray(value, dtype=np.float64 if not isinstance(value, numbers.Integral) else np.int64)
     module = type(value).__module__
     if module.startswith("torch"):
         import torch
@@ -66,9 +65,9 @@ def _to_array(name: str, value: Any) -> tuple[np.ndarray, bool]:
                 )
             # Row-major, whatever the caller's strides: perturbations go through flat views.
             dense = value.detach().cpu().clone(memory_format=torch.contiguous_format)
-            return dense.resolve_conj().resolve_neg().numpy(), True
+            return dense.resolve_conj().resolve_neg().numpy()
     if isinstance(value, np.ndarray | np.generic):
-        return np.array(value, copy=True, order="C"), False
+        return np.array(value, copy=True, order="C")
     raise GradcheckError(
         f"input {name!r} must be a number or an array, got {type(value).__name__}: {value!r:.80}"
     )
@@ -92,12 +91,10 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
     widened: dict[str, np.ndarray] = {}
     floating: list[str] = []
     dtypes: dict[str, np.dtype] = {}
-    from_torch = False
     for name, value in inputs.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise GradcheckError(f"input names must be identifiers (they become keyword arguments), got {name!r}")
-        array, was_torch = _to_array(name, value)
-        from_torch = from_torch or was_torch
+        array = _to_array(name, value)
         kind = array.dtype.kind
         if kind == "f":
             if not np.all(np.isfinite(array)):
@@ -122,15 +119,16 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
             )
         values[name] = array
         dtypes[name] = array.dtype
-    return PreparedInputs(values, widened, tuple(floating), dtypes, from_torch)
+    return PreparedInputs(values, widened, tuple(floating), dtypes)
 
 
 def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tuple[str, ...]:
     """The names to check: ``wrt`` validated, or every floating input when ``wrt`` is None.
 
     Raises:
-        GradcheckError: ``wrt`` names a missing or an integer input, repeats a name, is empty,
-            or there is no floating input to check.
+        GradcheckError: ``wrt`` is not a name or a sequence of distinct names
+            (``validation.wrt``), names a missing or an integer input, or there is no floating
+            input to check.
     """
     if wrt is None:
         if not prepared.floating:
@@ -139,13 +137,7 @@ def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tu
                 + ", ".join(f"{n!r} ({d})" for n, d in prepared.dtypes.items())
             )
         return prepared.floating
-    names = (wrt,) if isinstance(wrt, str) else wrt
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise GradcheckError(f"wrt must be a name or a sequence of names, got wrt={wrt!r}") from None
-    if not names:
-        raise GradcheckError("wrt=() names no input to check")
+    names = validation.wrt(wrt)
     for name in names:
         if name not in prepared.values:
             raise GradcheckError(
@@ -156,8 +148,6 @@ def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tu
                 f"wrt names {name!r}, an integer input ({prepared.dtypes[name]}) that is held "
                 "constant; only floating inputs can be checked"
             )
-    if len(set(names)) != len(names):
-        raise GradcheckError(f"wrt repeats a name: wrt={names!r}")
     return names
 
 

@@ -280,10 +280,10 @@ def numeric_gradient(
         GradcheckError: misuse (see ``check_gradients``); ``ValueError`` if the forward fails
             at the point, or ``dout``'s shape does not match the output.
     """
+    from gradcheck import validation
     from gradcheck.errors import GradcheckError
 
-    if not callable(forward):
-        raise GradcheckError(f"forward must be callable, got forward={forward!r}")
+    validation.function("forward", forward)
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, wrt)
     ev = Evaluator(forward, prepared.widened)

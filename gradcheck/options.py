@@ -1,21 +1,62 @@
-"""The run settings, defined once for the command line and the pytest plugin.
+"""Options, each validated once where it is made (by ``gradcheck.validation``).
 
-``OPTIONS`` describes each flag (name, type, default, help). The CLI adds them as ``--seed`` etc.,
-the pytest plugin as ``--gradcheck-seed`` etc.; both turn the parsed values into ``Settings``.
+* ``CheckOptions``: the keyword options of one check (``check_gradients``'s ``wrt``, ``seed``,
+  ``rtol``, ``atol``, ``mode``, ``progress``), passed as one value from the public functions, the
+  fixture, ``gradient_test`` and the runner to the check.
+* ``Settings``: the settings of a run (seed, examples, tolerances), defined once for the command
+  line and the pytest plugin. ``OPTIONS`` describes each as a flag (name, type, default, help):
+  the CLI adds them as ``--seed`` etc., the pytest plugin as ``--gradcheck-seed`` etc.; both
+  turn the parsed values into ``Settings``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradcheck.errors import GradcheckError
+from gradcheck import validation
 
-__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "Option", "Settings"]
+if TYPE_CHECKING:
+    from gradcheck.progress import Progress
+
+__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "CheckOptions", "Option", "Settings", "run_options"]
 
 DEFAULT_EXAMPLES = 25
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """The options of one check, validated when made (``GradcheckError`` on a bad value).
+
+    Attributes:
+        wrt: the names of the inputs to check (a tuple; one name is made a 1-tuple), or None
+            for every floating input.
+        seed: seed for the upstream gradient and the noise probe (an ``int`` >= 0).
+        rtol, atol: tolerances overriding the per-dtype defaults; None keeps the default.
+        mode: "auto", "full" or "directional".
+        progress: None, True, False or a callable receiving ``Progress`` updates.
+        oracles: the exact oracles to run, by name (a tuple), or None for the default
+            (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
+            registry to say.
+    """
+
+    wrt: tuple[str, ...] | None = None
+    seed: int = 0
+    rtol: float | None = None
+    atol: float | None = None
+    mode: str = "auto"
+    progress: bool | Callable[[Progress], Any] | None = None
+    oracles: Iterable[str] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wrt", validation.wrt(self.wrt))
+        object.__setattr__(self, "seed", validation.seed(self.seed))
+        validation.tolerance("rtol", self.rtol)
+        validation.tolerance("atol", self.atol)
+        validation.mode(self.mode)
+        validation.progress(self.progress)
+        object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
 
 
 @dataclass(frozen=True)
@@ -50,17 +91,37 @@ class Settings:
     atol: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise GradcheckError(f"seed must be a non-negative integer, got seed={self.seed!r}")
-        if isinstance(self.examples, bool) or not isinstance(self.examples, int) or self.examples < 1:
-            raise GradcheckError(f"examples must be a positive integer, got examples={self.examples!r}")
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value < 0):
-                raise GradcheckError(f"{name} must be a finite number >= 0, got {name}={value!r}")
+        object.__setattr__(self, "seed", validation.seed(self.seed))
+        object.__setattr__(self, "examples", validation.examples(self.examples))
+        validation.tolerance("rtol", self.rtol)
+        validation.tolerance("atol", self.atol)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "Settings":
         """Settings from parsed option values keyed by option name (missing -> default)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def run_options(
+    settings: Settings,
+    *,
+    wrt: str | tuple[str, ...] | None = None,
+    seed: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    mode: str = "auto",
+    progress: bool | Callable[[Progress], Any] | None = None,
+    oracles: Iterable[str] | None = None,
+) -> CheckOptions:
+    """The options of one check in a run with ``settings``: a seed or tolerance given for the
+    check (not None) wins over the run's setting, which wins over the per-dtype default."""
+    return CheckOptions(
+        wrt=wrt,
+        seed=settings.seed if seed is None else seed,
+        rtol=settings.rtol if rtol is None else rtol,
+        atol=settings.atol if atol is None else atol,
+        mode=mode,
+        progress=progress,
+        oracles=oracles,
+    )

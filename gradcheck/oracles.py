@@ -14,7 +14,7 @@ numpy-only, ...), with the original error kept apart for whoever asks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,27 +46,18 @@ ORACLES: tuple[Oracle, ...] = (TORCH, JAX)
 DEFAULT_ORACLES = ("torch",)
 
 
-def choose_oracles(names: Iterable[str] | None) -> tuple[Oracle, ...]:
-    """The exact oracles a check runs, in order: ``names`` (None: ``DEFAULT_ORACLES``).
+def choose_oracles(names: tuple[str, ...] | None) -> tuple[Oracle, ...]:
+    """The exact oracles a check runs, in order: ``names`` (validated by ``CheckOptions``; None:
+    ``DEFAULT_ORACLES``).
 
     Raises:
-        GradcheckError: ``names`` is not a sequence of registered oracle names, or repeats one.
+        GradcheckError: a name is not a registered oracle's.
     """
-    if names is None:
-        names = DEFAULT_ORACLES
-    if isinstance(names, str):
-        names = (names,)
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise GradcheckError(f"oracles must be a sequence of oracle names, got oracles={names!r}") from None
     known = [o.name for o in ORACLES]
-    for name in names:
+    for name in DEFAULT_ORACLES if names is None else names:
         if name not in known:
             raise GradcheckError(f"oracles names {name!r}, which is not an oracle (oracles: {known})")
-    if len(set(names)) != len(names):
-        raise GradcheckError(f"oracles repeats a name: oracles={names!r}")
-    return tuple(oracle_named(n) for n in names)
+    return tuple(oracle_named(n) for n in (DEFAULT_ORACLES if names is None else names))
 
 
 def oracle_named(name: str) -> Oracle:

@@ -101,11 +101,10 @@ class Tracker:
             self._next = now + self.interval
             self.callback(self._snapshot(now, False))
 
-    def interlude(self, stage: str, total: int | None = None, *, same_input: bool = False) -> _Interlude:
-        """``with tracker.interlude("noise", 16): ...``: a stage inside the current one, which
-        resumes (with its count) afterwards. ``same_input``: the interlude works on the
-        current stage's input."""
-        return _Interlude(self, stage, total, same_input)
+    def interlude(self, stage: str, total: int | None = None) -> _Interlude:
+        """``with tracker.interlude("noise", 16): ...``: a stage inside the current one (on no
+        particular input), which resumes (with its count) afterwards."""
+        return _Interlude(self, stage, total)
 
     def finish(self) -> None:
         """The current stage is over."""
@@ -126,14 +125,14 @@ class Tracker:
 
 
 class _Interlude:
-    def __init__(self, tracker: Tracker, stage: str, total: int | None, same_input: bool) -> None:
-        self.tracker, self.name, self.total, self.same_input = tracker, stage, total, same_input
+    def __init__(self, tracker: Tracker, stage: str, total: int | None) -> None:
+        self.tracker, self.name, self.total = tracker, stage, total
 
     def __enter__(self) -> None:
         t = self.tracker
         self.saved = (t._open, t._stage, t._input, t._done, t._total, t._stage_start)
         t._open = False  # paused, not finished
-        t.stage(self.name, t._input if self.same_input else "", self.total)
+        t.stage(self.name, "", self.total)
 
     def __exit__(self, *exc: object) -> None:
         t = self.tracker
@@ -153,7 +152,7 @@ class _NullTracker(Tracker):
     def tick(self, k: int = 1) -> None:
         pass
 
-    def interlude(self, stage: str, total: int | None = None, *, same_input: bool = False) -> Any:
+    def interlude(self, stage: str, total: int | None = None) -> Any:
         return contextlib.nullcontext()
 
     def finish(self) -> None:

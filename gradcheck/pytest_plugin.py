@@ -10,12 +10,15 @@
 
 A failing ``assert_gradients`` raises ``GradientMismatch``, an AssertionError whose message is
 the mismatch report, so pytest shows the report itself. The lines printed here are built by
-``gradcheck.testing``; the hooks only print them. Under pytest-xdist each test's tally rides
-on its report to the controller, which prints the summary.
+``gradcheck.report``; the hooks only print them. The plugin imports the library, never the
+reverse: it hands ``gradcheck.testing`` the run's settings and its way of recording a check
+(``set_run``). Under pytest-xdist each test's tally rides on its report to the
+controller, which prints the summary.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import Any
 
@@ -23,17 +26,17 @@ import pytest
 
 from gradcheck.errors import GradcheckError
 from gradcheck.options import OPTIONS, Settings
+from gradcheck.report import Tally, header_lines, summary_lines
 from gradcheck.result import CheckResult
-from gradcheck.testing import GradcheckFixture, Tally, header_lines, summary_lines
+from gradcheck.testing import GradcheckFixture, PytestRun, run_for, set_run
 
-SETTINGS_KEY = pytest.StashKey[Settings]()  # the run's settings, from the options
 TALLY_KEY = pytest.StashKey[Tally]()  # what the checks of one test found, on its item
 _REPORT_ATTRIBUTE = "gradcheck_tally"
 
 
 def session_settings(config: pytest.Config) -> Settings:
     """The run's settings: from the options, or the defaults when the plugin is not active."""
-    return config.stash.get(SETTINGS_KEY, Settings())
+    return run_for(config).settings
 
 
 def record(node: pytest.Item, result: CheckResult) -> None:
@@ -80,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = Settings.from_mapping(values)
     except GradcheckError as exc:
         raise pytest.UsageError(f"--gradcheck-* options: {exc}") from None
-    config.stash[SETTINGS_KEY] = settings
+    set_run(config, PytestRun(settings, record))
     tallies = _Tallies()
     config.stash[_TALLIES_KEY] = tallies
     config.pluginmanager.register(tallies, "gradcheck-tallies")
@@ -95,7 +98,7 @@ def gradcheck(request: pytest.FixtureRequest) -> GradcheckFixture:
     """The ``gradcheck`` module's public names (the fixture shadows the module inside the
     test), with ``check_gradients`` / ``assert_gradients`` using this run's --gradcheck-*
     settings and counted in the summary."""
-    return GradcheckFixture(session_settings(request.config), request.node)
+    return GradcheckFixture(session_settings(request.config), functools.partial(record, request.node))
 
 
 @pytest.hookimpl(wrapper=True)

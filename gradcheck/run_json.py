@@ -7,8 +7,9 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
       "tool": "gradcheck",
       "ok": bool,                       # every case passed (gallery: every bug caught)
       "gallery": bool,                  # the run checked the known-buggy variants
-      "seed": int, "examples": int,     # run settings: seed, drawn examples per case
-      "rtol": float | null, "atol": float | null,
+      "seed": int,                      # run settings: the seed, drawn examples asked per case
+      "examples_per_case": int,         # (a case may draw fewer: see CASE's "examples"),
+      "rtol": float | null, "atol": float | null,   # and the tolerances (null: per dtype)
       "versions": {"gradcheck", "python", "numpy", "torch", "hypothesis": str | null},
       "seconds": float,
       "summary": {"cases", "passed", "failed", "errors", "examples", "kinks",

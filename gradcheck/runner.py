@@ -1,8 +1,11 @@
 """Run cases: draw inputs with Hypothesis, check each, shrink a failure to its smallest example.
 
-For one ``Case`` the runner checks its fixed ``points`` first, then ``examples`` inputs drawn
-from ``case.inputs``. A failing check is raised inside the Hypothesis test so that Hypothesis
-shrinks it; the smallest failing example, with its ``CheckResult``, is what the report shows.
+``drive`` is the one loop that does this, for the report (``run_case``, ``run_cases``) and for
+``gradient_test``: for one ``Case`` it checks its fixed ``points`` first, then ``examples``
+inputs drawn from ``case.inputs``. A failing check is raised inside the Hypothesis test so that
+Hypothesis shrinks it; the smallest failing example, with its ``CheckResult``, is what the
+report shows. What each caller does with every check (count it, record it, run a test body) is
+a callback.
 
 Every case gets its own seed, ``case_seed(seed, case.name)``, used both for Hypothesis and for
 ``check_gradients`` (the random upstream gradient), so a case draws the same examples whichever
@@ -26,16 +29,16 @@ import numpy as np
 
 from gradcheck import draws
 from gradcheck.case import Case
-from gradcheck.check import check_gradients
+from gradcheck.check import run_check
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
-from gradcheck.options import OPTIONS, Settings
+from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
 from gradcheck.worst import WorstAt, track_worst
 
-__all__ = ["CaseRun", "InputShown", "MinimalExample", "RunReport", "case_seed", "run_case", "run_cases",
-           "shown_inputs"]
+__all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
+           "case_seed", "drive", "run_case", "run_cases", "select_cases", "shown_inputs"]
 
 MAX_VALUES_SHOWN = 16  # an input with at most this many elements is shown in full
 MAX_SAMPLES = 20  # example inputs kept per case for plots
@@ -225,13 +228,129 @@ def shown_inputs(inputs: Mapping[str, Any],
     return tuple(shown)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One check made by ``drive``.
+
+    Attributes:
+        inputs: the example's inputs.
+        result: its check.
+        source: "point" (one of ``case.points``), "drawn", or "shrinking" (a re-check that
+            Hypothesis makes while shrinking a failure, or replaying the one it reports).
+        number: the example's number: 1 for the first checked (fixed points first, then the
+            drawn examples); None for a re-check while shrinking.
+    """
+
+    inputs: Mapping[str, Any]
+    result: CheckResult
+    source: str
+    number: int | None
+
+
 class _Failed(Exception):
     """Raised inside the Hypothesis test for a failing check, so that Hypothesis shrinks it."""
 
-    def __init__(self, inputs: Mapping[str, Any], result: CheckResult) -> None:
+    def __init__(self, checked: Checked) -> None:
         super().__init__("gradient check failed")
-        self.inputs = inputs
-        self.result = result
+        self.checked = checked
+
+
+# What Hypothesis may skip a check for: a gradient check is slow and its inputs are arrays.
+_HEALTH_CHECKS_SUPPRESSED = ("too_slow", "data_too_large")
+
+
+def drive(
+    case: Case,
+    options: CheckOptions,
+    *,
+    examples: int,
+    on_check: Callable[[Checked], None] | None = None,
+    shrink: bool = True,
+    quiet: bool = True,
+    name: str = "check",
+) -> Checked | None:
+    """Check ``case``: its fixed points in order (up to the first that fails), then
+    ``examples`` inputs that Hypothesis draws from ``case.inputs`` and ``options.seed``; a
+    failing drawn example is shrunk to the smallest one Hypothesis finds (unless ``shrink`` is
+    false: then the first failure ends the drawing). Every check uses ``options``.
+
+    The report (``run_case``) and ``gradient_test`` both drive their checks through here; what
+    they do with each check is the callback's part.
+
+    Args:
+        case: the case to check.
+        options: the options of every check; ``options.seed`` also seeds Hypothesis.
+        examples: the examples to draw.
+        on_check: called with each check as it is made (re-checks while shrinking too). What
+            it raises ends the drive and propagates; raised within Hypothesis, it is the
+            failure that Hypothesis shrinks (and notes the example of).
+        shrink: shrink a failing drawn example.
+        quiet: Hypothesis reports nothing (no notes), only one failure (the first found), and
+            a strategy that filters out too many examples only draws fewer. Otherwise these
+            follow the loaded Hypothesis profile, as in any other Hypothesis test (by default:
+            notes, every distinct failure, and a health check failing such a strategy).
+        name: the name Hypothesis gives the test in its notes.
+    Returns:
+        The check of the drawn example that failed (the smallest found, as Hypothesis replays
+        it last), or None when every drawn example passed.
+    Raises:
+        GradcheckError: misuse found while checking a fixed point (``"fixed point: ..."``) or
+            a drawn example; whatever the case's strategy or ``on_check`` raises.
+    """
+    __tracebackhide__ = True
+    import hypothesis
+    from hypothesis import HealthCheck, Phase, Verbosity
+
+    count = 0
+    shrinking = False
+
+    def check(inputs: Mapping[str, Any], source: str) -> Checked:
+        __tracebackhide__ = True
+        nonlocal count, shrinking
+        try:
+            result = run_check(case.forward, case.backward, inputs, options)
+        except GradcheckError as exc:
+            if source != "point":
+                raise
+            raise GradcheckError(f"fixed point: {exc}") from None
+        if source != "shrinking":
+            count += 1
+        if source != "point" and not result.ok:
+            shrinking = True  # what Hypothesis checks from now on re-checks the failure
+        checked = Checked(inputs, result, source, count if source != "shrinking" else None)
+        if on_check is not None:
+            on_check(checked)
+        return checked
+
+    for point in case.points:
+        if not check(point, "point").result.ok:
+            break
+
+    def test(inputs: Mapping[str, Any]) -> None:
+        __tracebackhide__ = True
+        checked = check(inputs, "shrinking" if shrinking else "drawn")
+        if not checked.result.ok:
+            raise _Failed(checked)
+
+    test.__name__ = test.__qualname__ = name
+    suppressed = _HEALTH_CHECKS_SUPPRESSED + (("filter_too_much",) if quiet else ())
+    reporting = {"verbosity": Verbosity.quiet, "report_multiple_bugs": False} if quiet else {}
+    given = hypothesis.given(inputs=case.inputs)(test)
+    given = draws.settings(
+        examples=examples,
+        # Phase.explain would list gradcheck's own lines.
+        phases=[p for p in Phase if p is not Phase.explain] if shrink else [Phase.explicit, Phase.generate],
+        suppress_health_check=[getattr(HealthCheck, n) for n in suppressed],
+        **reporting,
+    )(given)
+    given = hypothesis.seed(options.seed)(given)
+    try:
+        with draws.replayable_draws():
+            given()
+    except _Failed as failed:
+        # Hypothesis re-runs the smallest failing example last and raises its exception.
+        return failed.checked
+    return None
 
 
 def run_case(
@@ -241,7 +360,7 @@ def run_case(
     progress: Callable[[CaseRun], None] | None = None,
     check_progress: Callable[[Progress], None] | None = None,
 ) -> CaseRun:
-    """Check ``case`` on its fixed points and ``settings.examples`` drawn examples.
+    """Check ``case`` on its fixed points and ``settings.examples`` drawn examples (``drive``).
 
     A correct case's failure is shrunk to its smallest example; a gallery case stops at the
     first failing example and shrinks it too, so the report shows how the bug was caught.
@@ -255,66 +374,31 @@ def run_case(
     Returns:
         The ``CaseRun``; never raises for a bug in the case (that is a failure or a case error).
     """
-    import hypothesis
-    from hypothesis import HealthCheck, Phase, Verbosity
-
     seed = case_seed(settings.seed, case.name)
     run = CaseRun(case=case, seed=seed)
     # The report draws its own progress (no stderr line from each check).
-    options = {"wrt": case.wrt, "seed": seed, "rtol": settings.rtol, "atol": settings.atol,
-               "progress": check_progress if check_progress is not None else False}
+    options = run_options(settings, wrt=case.wrt, seed=seed,
+                          progress=check_progress if check_progress is not None else False)
     start = time.perf_counter()
-    shrinking = False
 
-    def check(inputs: Mapping[str, Any], *, point: bool = False) -> CheckResult:
-        result = check_gradients(case.forward, case.backward, inputs, **options)
-        if point:
+    def count(checked: Checked) -> None:
+        if checked.source == "point":
             run.points += 1
-        elif not shrinking:
+            if not checked.result.ok:
+                run.at_point = run.minimal = MinimalExample(_shown(checked.inputs, checked.result), checked.result,
+                                                            "point")
+        elif checked.source == "drawn":
             run.examples += 1
-        if not shrinking:
-            if len(run.samples) < MAX_SAMPLES:
-                run.samples.append(dict(inputs))
-        run.add(result, inputs, None if shrinking else run.points + run.examples)  # fixed points first
+        if checked.number is not None and len(run.samples) < MAX_SAMPLES:
+            run.samples.append(dict(checked.inputs))
+        run.add(checked.result, checked.inputs, checked.number)
         if progress is not None:
             progress(run)
-        return result
 
     try:
-        for point in case.points:
-            result = check(point, point=True)
-            if not result.ok:
-                run.at_point = run.minimal = MinimalExample(_shown(point, result), result, "point")
-                break
-    except GradcheckError as exc:
-        run.error = f"fixed point: {exc}"
-        run.seconds = time.perf_counter() - start
-        return run
-
-    def test(inputs: Mapping[str, Any]) -> None:
-        nonlocal shrinking
-        result = check(inputs)
-        if not result.ok:
-            shrinking = True
-            raise _Failed(inputs, result)
-
-    given = hypothesis.given(inputs=case.inputs)(test)
-    given = draws.settings(
-        examples=settings.examples,
-        verbosity=Verbosity.quiet,
-        report_multiple_bugs=False,
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-        suppress_health_check=[
-            HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-        ],
-    )(given)
-    given = hypothesis.seed(seed)(given)
-    try:
-        with draws.replayable_draws():
-            given()
-    except _Failed as failed:
-        # Hypothesis re-runs the smallest failing example last and raises its exception.
-        run.minimal = MinimalExample(_shown(failed.inputs, failed.result), failed.result, "drawn")
+        failed = drive(case, options, examples=settings.examples, on_check=count)
+        if failed is not None:
+            run.minimal = MinimalExample(_shown(failed.inputs, failed.result), failed.result, "drawn")
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # the case's strategy or a misuse: a case error, not a crash
@@ -332,12 +416,33 @@ def _describe_error(exc: BaseException) -> str:
     return describe_exception(exc) if isinstance(exc, Exception) else type(exc).__name__
 
 
+class CaseSelectionError(GradcheckError):
+    """No case to run for a pattern, or none of the kind asked for.
+
+    Attributes:
+        pattern: the pattern that matched none of the kind asked for; None when there was no
+            pattern and there is no case of that kind.
+        gallery: the kind asked for (True: gallery cases).
+        other: a case of the other kind that ``pattern`` matches, if any.
+        detail: what went wrong, after the pattern (the message is ``pattern <p> <detail>``).
+    """
+
+    def __init__(self, message: str, *, pattern: str | None, gallery: bool, other: Case | None = None,
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.pattern, self.gallery, self.other, self.detail = pattern, gallery, other, detail
+
+
+def _kind(gallery: bool) -> str:
+    return "gallery" if gallery else "correct (non-gallery)"
+
+
 def select_cases(cases: Sequence[Case], patterns: Iterable[str], *, gallery: bool) -> list[Case]:
     """The cases to run: gallery or correct ones, filtered by fnmatch ``patterns`` (any).
 
     Raises:
-        GradcheckError: a pattern matches no case of the kind asked for (the message says when
-            it matches cases of the other kind), or there is no case at all.
+        CaseSelectionError: a pattern matches no case of the kind asked for (``other`` is a
+            case of the other kind it matches, if any), or there is no case of that kind.
     """
     from fnmatch import fnmatchcase
 
@@ -345,25 +450,20 @@ def select_cases(cases: Sequence[Case], patterns: Iterable[str], *, gallery: boo
     patterns = list(patterns)
     if not patterns:
         if not kind:
-            what = "gallery cases" if gallery else "correct (non-gallery) cases"
-            hint = "" if gallery else "; use --gallery to run the known-buggy variants"
-            raise GradcheckError(f"there are no {what} to run{hint}")
+            raise CaseSelectionError(f"there are no {_kind(gallery)} cases to run", pattern=None, gallery=gallery)
         return kind
     chosen: list[Case] = []
     for pattern in patterns:
         matched = [c for c in kind if fnmatchcase(c.name, pattern)]
         if not matched:
-            other = [c for c in cases if c.is_gallery != gallery and fnmatchcase(c.name, pattern)]
-            if other:
-                flag = "without --gallery" if gallery else "with --gallery"
-                raise GradcheckError(
-                    f"--case {pattern!r} matches only {'correct' if gallery else 'gallery'} cases "
-                    f"(e.g. {other[0].name!r}); run them {flag}"
-                )
-            raise GradcheckError(
-                f"--case {pattern!r} matches no case (known: {', '.join(c.name for c in cases[:8])}"
-                f"{', ...' if len(cases) > 8 else ''}); --list shows them all"
-            )
+            other = next((c for c in cases if c.is_gallery != gallery and fnmatchcase(c.name, pattern)), None)
+            if other is not None:
+                detail = f"matches only {'correct' if gallery else 'gallery'} cases (e.g. {other.name!r})"
+            else:
+                detail = (f"matches no case (known: {', '.join(c.name for c in cases[:8])}"
+                          f"{', ...' if len(cases) > 8 else ''})")
+            raise CaseSelectionError(f"pattern {pattern!r} {detail}", pattern=pattern, gallery=gallery,
+                                     other=other, detail=detail)
         chosen.extend(c for c in matched if c not in chosen)
     return chosen
 
@@ -373,15 +473,29 @@ def run_cases(
     settings: Settings,
     *,
     gallery: bool = False,
+    modules: Sequence[str] = (),
+    started: Callable[[Case], None] | None = None,
     progress: Callable[[CaseRun], None] | None = None,
+    check_progress: Callable[[Progress], None] | None = None,
     done: Callable[[CaseRun], None] | None = None,
 ) -> RunReport:
-    """Run each case in turn (see ``run_case``); ``done`` is called after each case."""
+    """Run each case in turn (``run_case``) into a ``RunReport``.
+
+    Args:
+        cases: the cases, run in this order.
+        settings: the run's settings.
+        gallery: the cases are the gallery's (for the report and its replay commands).
+        modules: the case modules the cases came from (for the replay commands).
+        started: called with each case before it runs; ``done``, with its ``CaseRun`` after.
+        progress, check_progress: as for ``run_case``.
+    """
     start = time.perf_counter()
     runs = []
     for case in cases:
-        run = run_case(case, settings, progress=progress)
+        if started is not None:
+            started(case)
+        run = run_case(case, settings, progress=progress, check_progress=check_progress)
         runs.append(run)
         if done is not None:
             done(run)
-    return RunReport(settings, gallery, runs, time.perf_counter() - start)
+    return RunReport(settings, gallery, runs, time.perf_counter() - start, modules=tuple(modules))

@@ -2,17 +2,16 @@
 
 Arrays here are well scaled: every element is either exactly 0 (when kinks are wanted) or has a
 magnitude in ``[min_magnitude, max_magnitude]``, so no gradient drowns in rounding noise.
+Bad arguments raise ``GradcheckError`` with the messages of ``gradcheck.validation``.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcheck.errors import GradcheckError
+from gradcheck import validation
 
 __all__ = [
     "away_from_kinks",
@@ -24,30 +23,14 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise GradcheckError(f"{name} must be an integer >= {low}, got {name}={value!r}")
-    return value
-
-
-def _check_magnitudes(min_magnitude: float, max_magnitude: float) -> None:
-    for name, value in (("min_magnitude", min_magnitude), ("max_magnitude", max_magnitude)):
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise GradcheckError(f"{name} must be a finite number > 0, got {name}={value!r}")
-    if min_magnitude > max_magnitude:
-        raise GradcheckError(
-            f"min_magnitude={min_magnitude!r} is larger than max_magnitude={max_magnitude!r}"
-        )
-
-
 def shapes(*, min_dims: int = 0, max_dims: int = 2, min_side: int = 1, max_side: int = 4) -> st.SearchStrategy:
     """Array shapes with ``min_dims..max_dims`` axes of ``min_side..max_side`` each."""
-    _check_int("min_dims", min_dims, 0)
-    _check_int("min_side", min_side, 1)
-    if _check_int("max_dims", max_dims, 0) < min_dims:
-        raise GradcheckError(f"max_dims={max_dims!r} is smaller than min_dims={min_dims!r}")
-    if _check_int("max_side", max_side, 1) < min_side:
-        raise GradcheckError(f"max_side={max_side!r} is smaller than min_side={min_side!r}")
+    min_dims = validation.integer("min_dims", min_dims, minimum=0)
+    max_dims = validation.integer("max_dims", max_dims, minimum=0)
+    min_side = validation.integer("min_side", min_side, minimum=1)
+    max_side = validation.integer("max_side", max_side, minimum=1)
+    validation.ordered("min_dims", min_dims, "max_dims", max_dims)
+    validation.ordered("min_side", min_side, "max_side", max_side)
     return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
 
 
@@ -72,12 +55,11 @@ def float_arrays(
     Every element is ``+-x`` with ``x`` in ``[min_magnitude, max_magnitude]``, or exactly 0 when
     ``zeros`` is true.
     """
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise GradcheckError(f"dtype must be a floating dtype, got dtype={dtype!r}")
-    _check_magnitudes(min_magnitude, max_magnitude)
-    if not isinstance(shape, st.SearchStrategy | tuple | int):
-        raise GradcheckError(f"shape must be a tuple or a strategy of tuples, got shape={shape!r}")
+    dtype = validation.float_dtype(dtype)
+    validation.positive_number("min_magnitude", min_magnitude)
+    validation.positive_number("max_magnitude", max_magnitude)
+    validation.ordered("min_magnitude", min_magnitude, "max_magnitude", max_magnitude)
+    validation.shape(shape)
     width = 32 if dtype.itemsize == 4 else 64
     if dtype.itemsize == 4:
         max_magnitude = float(np.float32(max_magnitude))
@@ -114,15 +96,15 @@ def with_kinks(
 
 def labels(batch: int, num_classes: int) -> st.SearchStrategy:
     """Integer class labels, shape ``(batch,)``, values in ``[0, num_classes)``."""
-    _check_int("batch", batch, 1)
-    _check_int("num_classes", num_classes, 1)
+    batch = validation.integer("batch", batch, minimum=1)
+    num_classes = validation.integer("num_classes", num_classes, minimum=1)
     return hnp.arrays(np.int64, (batch,), elements=st.integers(0, num_classes - 1))
 
 
 def layer_sizes(*, layers: int = 2, min_size: int = 1, max_size: int = 6) -> st.SearchStrategy:
     """``layers + 1`` sizes ``(n_0, ..., n_layers)`` for a chain of matmuls ``(n_i, n_{i+1})``."""
-    _check_int("layers", layers, 1)
-    _check_int("min_size", min_size, 1)
-    if _check_int("max_size", max_size, 1) < min_size:
-        raise GradcheckError(f"max_size={max_size!r} is smaller than min_size={min_size!r}")
+    layers = validation.integer("layers", layers, minimum=1)
+    min_size = validation.integer("min_size", min_size, minimum=1)
+    max_size = validation.integer("max_size", max_size, minimum=1)
+    validation.ordered("min_size", min_size, "max_size", max_size)
     return st.tuples(*[st.integers(min_size, max_size) for _ in range(layers + 1)])

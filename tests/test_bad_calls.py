@@ -1,14 +1,22 @@
-"""Misuse of the harness raises GradcheckError naming the problem; a bug in the code under test
-is a failed check with a reason, never an uncaught exception; the caller's arrays are never
-mutated."""
+"""Misuse of the harness raises GradcheckError naming the problem, with one message per rule
+whichever entry point the bad value comes through; a bug in the code under test is a failed
+check with a reason, never an uncaught exception; the caller's arrays are never mutated."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
+from bad_values import BAD_VALUES, FLAG_VALUES
+from hypothesis import strategies as st
 
 import gradcheck
-from gradcheck import GradcheckError
+from gradcheck import Case, GradcheckError, cli, torch_oracle
+from gradcheck.inputs import PreparedInputs
+from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
+from gradcheck.testing import GradcheckFixture, gradient_test
 
 
 def forward(x):
@@ -178,3 +186,118 @@ def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
     for k, v in before.items():
         assert np.array_equal(np.asarray(inputs[k]), v) and np.asarray(inputs[k]).dtype == v.dtype
     assert inputs["n"] == 3
+
+
+# --- one rule, one message, at every entry point -----------------------------------------------
+
+
+DRAWN = st.fixed_dictionaries({"x": st.just(X)})
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress"}
+
+
+def _fixture() -> GradcheckFixture:
+    return GradcheckFixture(Settings(), lambda result: None)
+
+
+def _checking(fn):
+    """An entry point shaped like ``check_gradients``, called on ``{"x": X}``."""
+    def call(forward=forward, backward=backward, **options):
+        return fn(forward, backward, {"x": X}, **options)
+    return call
+
+
+def _decorator(forward=forward, backward=backward, inputs=DRAWN, **options):
+    return gradient_test(forward, backward, inputs=inputs, **options)
+
+
+def _case(forward=forward, backward=backward, inputs=DRAWN, **fields):
+    return Case("c", forward, backward, inputs, **fields)
+
+
+# entry point -> (a call taking one argument by name, the arguments it takes)
+ENTRY_POINTS = {
+    "check_gradients": (_checking(gradcheck.check_gradients), {"forward", "backward", *CHECK_OPTIONS}),
+    "assert_gradients": (_checking(gradcheck.assert_gradients), {"forward", "backward", *CHECK_OPTIONS}),
+    "fixture.check": (lambda **kw: _checking(_fixture().check)(**kw), {"forward", "backward", *CHECK_OPTIONS}),
+    "fixture.assert_gradients": (lambda **kw: _checking(_fixture().assert_gradients)(**kw),
+                                 {"forward", "backward", *CHECK_OPTIONS}),
+    "numeric_gradient": (lambda forward=forward, **kw: gradcheck.numeric_gradient(forward, {"x": X}, **kw),
+                         {"forward", "wrt"}),
+    "gradient_test": (_decorator, {"forward", "backward", "inputs", "wrt", "examples", "mode", "rtol", "atol"}),
+    "Case": (_case, {"forward", "backward", "inputs", "wrt"}),
+    "CheckOptions": (CheckOptions, CHECK_OPTIONS),
+    "Settings": (Settings, {"seed", "examples", "rtol", "atol"}),
+}
+CALLS = [(entry, name, value, message) for name, value, message in BAD_VALUES
+         for entry, (_, takes) in ENTRY_POINTS.items() if name in takes]
+
+
+def test_every_rule_enters_through_several_entry_points():
+    reached = {name: {entry for entry, n, _, _ in CALLS if n == name} for name, _, _ in BAD_VALUES}
+    assert all(len(entries) >= 2 for entries in reached.values()), reached
+
+
+@pytest.mark.parametrize(("entry", "name", "value", "message"), CALLS,
+                         ids=[f"{entry}-{name}={value!r}" for entry, name, value, _ in CALLS])
+def test_each_entry_point_gives_a_bad_value_its_rules_one_message(entry, name, value, message):
+    call, _ = ENTRY_POINTS[entry]
+    with pytest.raises(GradcheckError) as info:
+        call(**{name: value})
+    text = str(info.value)
+    assert text == message or text.endswith(f": {message}")  # a context may come first: "Case 'c': "
+
+
+@pytest.mark.parametrize(("name", "text", "message"), FLAG_VALUES, ids=[f"--{n}={t}" for n, t, _ in FLAG_VALUES])
+def test_the_command_line_gives_a_bad_flag_its_rules_one_message(name, text, message, capsys):
+    option = next(o for o in OPTIONS if o.name == name)
+    with pytest.raises(GradcheckError) as info:
+        Settings(**{name: option.type(text)})
+    assert str(info.value) == message  # the flag's value, parsed, is the API's bad value
+    assert cli.main(["report", f"--{name}={text}"]) == 2
+    assert capsys.readouterr().err == f"gradcheck: error: {message}\n"
+
+
+@pytest.mark.parametrize("seed", [3, np.int64(3), np.uint8(3)], ids=repr)
+def test_a_seed_is_any_non_negative_integral_number_everywhere(seed):
+    assert CheckOptions(seed=seed) == CheckOptions(seed=3) and type(CheckOptions(seed=seed).seed) is int
+    assert Settings(seed=seed) == Settings(seed=3) and type(Settings(seed=seed).seed) is int
+    for check in (gradcheck.check_gradients, gradcheck.assert_gradients, _fixture().check):
+        result = check(forward, backward, {"x": X}, seed=seed)
+        assert result.ok and result.seed == 3 and type(result.seed) is int
+
+
+def test_examples_are_any_positive_integral_number_everywhere():
+    assert Settings(examples=np.int64(2)) == Settings(examples=2)
+    assert callable(gradient_test(forward, backward, inputs=DRAWN, examples=np.int64(2)))
+
+
+def test_the_options_of_a_check_are_one_frozen_value():
+    options = CheckOptions(wrt="x", seed=np.int64(2))
+    assert (options.wrt, options.seed) == (("x",), 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 3
+    assert run_options(Settings(seed=4, rtol=1e-3), rtol=1e-2) == CheckOptions(seed=4, rtol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [gradcheck.check_gradients, gradcheck.assert_gradients, GradcheckFixture.check,
+     GradcheckFixture.assert_gradients, run_options],
+    ids=lambda fn: fn.__qualname__,
+)
+def test_every_checking_function_takes_the_options_of_a_check_by_keyword(fn):
+    keywords = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert [p.name for p in keywords] == [f.name for f in dataclasses.fields(CheckOptions)]
+    if fn in (gradcheck.check_gradients, gradcheck.assert_gradients):
+        assert {p.name: p.default for p in keywords} == dataclasses.asdict(CheckOptions())
+
+
+# --- what is gone: unused names ----------------------------------------------------------------
+
+
+def test_unused_names_are_gone():
+    assert "tags" not in {f.name for f in dataclasses.fields(Case)}
+    assert "from_torch" not in {f.name for f in dataclasses.fields(PreparedInputs)}
+    assert not hasattr(torch_oracle, "torch_available")
+    with pytest.raises(TypeError):
+        Case("c", forward, backward, DRAWN, tags={"a"})

@@ -196,6 +196,50 @@ def test_misuse_gets_one_line_and_exit_code_2(args, message):
     assert "Traceback" not in run.stderr
 
 
+GALLERY_ONLY = '''
+import numpy as np
+from hypothesis import strategies as st
+import gradcheck
+
+gradcheck.register(gradcheck.Case(
+    name="mine.doubled", forward=lambda x: float(np.sum(x ** 2)), backward=lambda dout, x: {"x": 4 * x * dout},
+    inputs=st.just({"x": np.ones(2)}), bug="the gradient doubled",
+))
+'''
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "there are no correct (non-gallery) cases to run; use --gallery to run the known-buggy variants"),
+        (["--case", "mine.*"], "--case 'mine.*' matches only gallery cases (e.g. 'mine.doubled'); run them with --gallery"),
+        (["--gallery", "--case", "x*"], "--case 'x*' matches no case (known: mine.doubled); --list shows them all"),
+    ],
+)
+def test_case_selection_misuse_is_said_in_the_flags_words(args, message, tmp_path, monkeypatch, capsys,
+                                                           isolated_imports):
+    (tmp_path / "gallery_only_cases.py").write_text(GALLERY_ONLY)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "--module", "gallery_only_cases.py", "--list", *args]) == 2
+    assert capsys.readouterr().err == f"gradcheck: error: {message}\n"
+
+
+def test_the_report_runs_its_cases_through_the_runner(tmp_path, monkeypatch, capsys):
+    """The command line has no run loop of its own: ``runner.run_cases`` runs the cases."""
+    from gradcheck import runner
+
+    (tmp_path / "gallery_run_cases.py").write_text(GALLERY_ONLY.replace("mine.doubled", "mine.doubled_run"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reports = []
+    run_cases = runner.run_cases
+    monkeypatch.setattr(runner, "run_cases", lambda *a, **kw: reports.append(run_cases(*a, **kw)) or reports[-1])
+    args = ["report", "--module", "gallery_run_cases", "--gallery", "--examples", "2", "--format", "json"]
+    assert cli.main(args) == 0
+    (report,) = reports
+    assert [run.verdict for run in report.runs] == ["caught"] and report.modules == ("gallery_run_cases",)
+    assert json.loads(capsys.readouterr().out)["cases"][0]["verdict"] == "caught"
+
+
 @needs_matplotlib
 def test_unwritable_plot_directory_is_misuse(tmp_path):
     blocker = tmp_path / "file"

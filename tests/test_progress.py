@@ -1,5 +1,6 @@
 """Progress of long checks: the callback's updates, the stderr line, and bad arguments."""
 
+import inspect
 import io
 
 import pytest
@@ -106,3 +107,18 @@ def test_describe_reads_as_a_sentence():
     assert p.describe() == "W1: central differences 12,288/32,768 (38%), 1.4 s, about 2.3 s left"
     q = gradcheck.Progress("noise", "", 16, None, 20, 0.25, None, True)
     assert q.describe() == "noise 16 evaluations, 0.2 s"
+
+
+def test_an_interlude_runs_on_no_input_and_the_stage_it_interrupts_resumes():
+    updates = []
+    tracker = progress_module.Tracker(updates.append, interval=float("inf"))  # finished stages only
+    tracker.stage("central differences", "W1", 10)
+    tracker.tick(3)
+    with tracker.interlude("noise", 16):
+        tracker.tick(16)
+    tracker.tick(2)
+    tracker.finish()
+    assert [(u.stage, u.input, u.done, u.total) for u in updates] == [
+        ("noise", "", 16, 16), ("central differences", "W1", 5, 10)]
+    assert list(inspect.signature(tracker.interlude).parameters) == ["stage", "total"]
+    assert list(inspect.signature(progress_module.NULL_TRACKER.interlude).parameters) == ["stage", "total"]

@@ -1,12 +1,15 @@
 """The pytest plugin and ``gradient_test``, run by pytester in fresh pytest sessions: options,
 header, fixture, terminal summary, failure output, and a parallel run matching a serial one."""
 
+import ast
 import json
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from bad_values import FLAG_VALUES
 from hypothesis import strategies as st
 from literals import write_literals_module
 
@@ -126,17 +129,16 @@ def test_help_shows_the_shared_options_in_one_group(pytester: pytest.Pytester) -
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--gradcheck-seed", "-1", "seed=-1"),
-        ("--gradcheck-examples", "0", "examples=0"),
-        ("--gradcheck-rtol", "nan", "rtol=nan"),
-        ("--gradcheck-atol", "-1e-9", "atol=-1e-09"),
+        *((f"--gradcheck-{name}", text, f"--gradcheck-* options: {message}") for name, text, message in FLAG_VALUES),
         ("--gradcheck-examples", "ten", "invalid int value: 'ten'"),
     ],
 )
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, flag: str, value: str, message: str) -> None:
+    """With the message of the value's rule, as the API and the command line give it
+    (``tests/bad_values.py``)."""
     result = run(pytester, f"{flag}={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert message in result.stderr.str()
+    assert any(line.endswith(message) for line in result.stderr.lines), result.stderr.str()
 
 
 def test_header_prints_the_seed(pytester: pytest.Pytester) -> None:
@@ -424,7 +426,8 @@ _CASE = gradcheck.Case("square", _forward, _backward, st.fixed_dictionaries({"x"
         ((_forward, _backward), {"inputs": {"x": st.floats(), "n": 3}}, "where 'n' is not a strategy"),
         ((_forward, _backward), {"inputs": {0: st.floats()}}, "non-string names [0]"),
         ((_forward, _backward), {"inputs": {}}, "or a dict of strategies {name: strategy}; got inputs={}"),
-        ((_forward, _backward), {"inputs": _CASE.inputs, "wrt": ("x", 3)}, "wrt must be a tuple of input names"),
+        ((_forward, _backward), {"inputs": _CASE.inputs, "wrt": ("x", 3)},
+         "wrt must be a name or a sequence of names, got wrt=('x', 3)"),
         ((_CASE, _backward), {}, "takes the case's own backward"),
         ((_CASE,), {"inputs": _CASE.inputs}, "takes the case's own"),
         ((_CASE,), {"examples": 0}, "examples=0"),
@@ -501,7 +504,7 @@ def test_summary_counts_inconclusive_checks_apart() -> None:
 
     from gradcheck import check_gradients
     from gradcheck.options import Settings
-    from gradcheck.testing import Tally, summary_lines
+    from gradcheck.report import Tally, summary_lines
 
     tally = Tally("test_empty")
     tally.add(check_gradients(lambda x: (x * x).sum(), lambda dout, x: {"x": 2 * x}, {"x": np.zeros((0, 2))}))
@@ -509,3 +512,74 @@ def test_summary_counts_inconclusive_checks_apart() -> None:
     assert (tally.checks, tally.failed, tally.inconclusive) == (2, 0, 1)
     assert summary_lines([tally], Settings())[0] == (
         "gradcheck: 2 checks in 1 test, all passed (1 inconclusive: empty, nothing compared); seed 0")
+
+
+# --- the library and its plugin -----------------------------------------------------------------
+
+
+def test_the_library_never_imports_its_plugin() -> None:
+    """The plugin imports the library; the library hands out no import back up to it (the run's
+    settings and recording reach ``gradient_test`` through ``testing.set_run``)."""
+    package = Path(gradcheck.__file__).resolve().parent
+    importers = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import | ast.ImportFrom) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{name}" for name in names]
+            if "gradcheck.pytest_plugin" in names and path.stem != "pytest_plugin":
+                importers.append(path.name)
+    assert importers == []
+
+
+def _request(config: SimpleNamespace, node: str = "test_node") -> SimpleNamespace:
+    """What a ``gradient_test`` takes from pytest's ``request``: the config and the test item."""
+    return SimpleNamespace(config=config, node=node)
+
+
+def test_gradient_test_checks_with_the_run_it_is_handed() -> None:
+    from gradcheck.options import Settings
+    from gradcheck.testing import PytestRun, set_run
+
+    recorded, bodies = [], []
+    config = SimpleNamespace(stash=pytest.Stash())
+    set_run(config, PytestRun(Settings(seed=7, examples=3), lambda node, result: recorded.append((node, result))))
+
+    @gradient_test(_forward, _backward, inputs=_CASE.inputs)
+    def test_square(result):
+        bodies.append(result)
+
+    test_square(request=_request(config))
+    assert len(recorded) == 3 and all(node == "test_node" and r.ok and r.seed == 7 for node, r in recorded)
+    assert bodies == [r for _, r in recorded]  # the body ran after each passing check
+
+
+def test_gradient_test_and_the_report_draw_and_count_alike() -> None:
+    """Both drive their checks through ``runner.drive``: with the case's seed a test checks what
+    the report checks, fixed points first, and counts each check."""
+    import numpy as np
+
+    from gradcheck.options import Settings
+    from gradcheck.runner import case_seed, run_case
+    from gradcheck.testing import PytestRun, set_run
+
+    def case(seen: list) -> gradcheck.Case:
+        drawn = _CASE.inputs.map(lambda inputs: seen.append(inputs["x"]) or inputs)
+        return gradcheck.Case("square", _forward, _backward, drawn, points=({"x": np.float64(0.5)},))
+
+    by_report: list = []
+    run = run_case(case(by_report), Settings(seed=3, examples=5))
+    by_test: list = []
+    recorded = []
+    config = SimpleNamespace(stash=pytest.Stash())
+    set_run(config, PytestRun(Settings(seed=case_seed(3, "square"), examples=5), lambda node, r: recorded.append(r)))
+    gradient_test(case(by_test))(lambda: None)(request=_request(config))
+    assert by_test == by_report and len(by_report) == 5
+    assert len(recorded) == run.points + run.examples == 6
+
+
+def test_gradient_test_says_its_default_number_of_examples() -> None:
+    from gradcheck.options import DEFAULT_EXAMPLES
+
+    text = " ".join(gradient_test.__doc__.split())
+    assert f"(default ``options.DEFAULT_EXAMPLES``, {DEFAULT_EXAMPLES})" in text

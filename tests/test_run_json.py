@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import gradcheck
 from gradcheck import run_json
 from gradcheck.case import Case
 from gradcheck.options import Settings
-from gradcheck.runner import RunReport, run_case
+from gradcheck.runner import CaseRun, RunReport, run_case
 
 POINT = np.array([[0.5, -1.0, 0.25, 1.0], [0.75, 0.5, 5.0, -0.5], [1.5, 2.0, -2.5, 0.5],
                   [-1.5, 1.25, 0.5, 2.5], [1.0, -2.0, 3.0, 0.5]])  # largest |x| at [1, 2]
@@ -54,6 +55,42 @@ def test_a_passing_case_says_which_example_and_element_its_worst_error_is_at():
 def test_the_schema_documents_the_worst_keys():
     for key in ('"worst_at"', "WORST = {", '"relative_error"', '"index"', '"example"', '"inputs"'):
         assert key in run_json.__doc__
+
+
+def _schema_keys(name: str) -> set[str]:
+    """The keys of the documented object ``name`` ("" for the document itself): the quoted names
+    followed by ``:`` at its top level (comments left out)."""
+    doc = run_json.__doc__
+    start = doc.index(f"{name} = {{") + len(name) + 3 if name else doc.index("    {\n") + 4
+    text = "\n".join(line.split("#")[0] for line in doc[start:].splitlines())
+    assert text[0] == "{"
+    keys, depth, i = set(), 0, 0
+    while i < len(text):
+        c = text[i]
+        if c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth -= 1
+            if depth == 0:
+                return keys
+        elif c == '"':
+            end = text.index('"', i + 1)
+            if depth == 1 and text[end + 1:end + 2] == ":":
+                keys.add(text[i + 1:end])
+            i = end
+        i += 1
+    raise AssertionError(f"no end to {name or 'the document'} in the schema")
+
+
+def test_the_schema_documents_every_key_emitted_and_no_other():
+    run = CaseRun(case=Case(name="mine.cube", forward=cube, backward=cube_backward_off_at_max,
+                            inputs=st.just({"x": POINT})), seed=0)
+    document = run_json.run_to_dict(RunReport(Settings(examples=3), False, [run], 1.0))
+    assert set(document) == _schema_keys("")
+    assert document["examples_per_case"] == 3  # the setting; "examples" counts what was drawn
+    (case,) = document["cases"]
+    documented = set(re.findall(r'"(\w+)"', run_json.__doc__[run_json.__doc__.index("CASE = {"):]))
+    assert set(case) <= documented
 
 
 @pytest.mark.parametrize(("mode", "located"), [("full", {"numeric", "torch"}), ("directional", {"torch"})])

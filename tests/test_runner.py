@@ -15,10 +15,20 @@ from literals import write_literals_module
 
 from gradcheck import Case, GradcheckError
 from gradcheck import strategies as gs
-from gradcheck.options import Settings
+from gradcheck.options import CheckOptions, Settings
 from gradcheck.run_json import SCHEMA_VERSION, run_to_dict
 from gradcheck.run_table import markdown, rows, summary_line
-from gradcheck.runner import CaseRun, RunReport, case_seed, run_case, run_cases, select_cases
+from gradcheck.runner import (
+    CaseRun,
+    CaseSelectionError,
+    Checked,
+    RunReport,
+    case_seed,
+    drive,
+    run_case,
+    run_cases,
+    select_cases,
+)
 
 vectors = st.fixed_dictionaries({"x": gs.float_arrays(gs.shapes(min_dims=1, max_dims=1, max_side=6))})
 
@@ -159,10 +169,17 @@ def test_select_cases_by_pattern_and_kind():
     assert select_cases(cases, [], gallery=False) == [CORRECT, BUGGY]
     assert select_cases(cases, ["t.sq*"], gallery=False) == [CORRECT]
     assert select_cases(cases, [], gallery=True) == [gallery]
-    with pytest.raises(GradcheckError, match="matches no case"):
+    with pytest.raises(CaseSelectionError) as nothing:
         select_cases(cases, ["nothing*"], gallery=False)
-    with pytest.raises(GradcheckError, match="run them with --gallery"):
+    assert str(nothing.value) == "pattern 'nothing*' matches no case (known: t.square, t.third, g.third)"
+    assert (nothing.value.pattern, nothing.value.other) == ("nothing*", None)
+    with pytest.raises(CaseSelectionError) as other:
         select_cases(cases, ["g.*"], gallery=False)
+    assert str(other.value) == "pattern 'g.*' matches only gallery cases (e.g. 'g.third')"
+    assert (other.value.pattern, other.value.other, other.value.gallery) == ("g.*", gallery, False)
+    with pytest.raises(CaseSelectionError, match=r"^there are no gallery cases to run$"):
+        select_cases([CORRECT], [], gallery=True)
+    assert isinstance(other.value, GradcheckError)  # misuse, whoever selects
 
 
 def test_run_document_is_strict_json_with_the_documented_keys():
@@ -211,3 +228,52 @@ def test_a_case_whose_every_example_is_empty_is_inconclusive_not_a_pass():
     mixed = Case(name="t.mixed", forward=empty.forward, backward=empty.backward,
                  inputs=st.sampled_from([{"x": np.zeros((0, 3))}, {"x": np.ones(3)}]))
     assert run_case(mixed, Settings(examples=10)).verdict == "pass"
+
+
+# --- the one loop: drive -----------------------------------------------------------------------
+
+
+def test_drive_checks_points_first_then_draws_numbering_each_example():
+    points = ({"x": np.array([1.0, 2.0])}, {"x": np.array([1.0, 2.0, 3.0])}, {"x": np.array([5.0])})
+    case = Case(name="t.points", forward=square, backward=wrong_from_the_third, inputs=vectors, points=points)
+    seen: list[Checked] = []
+    failed = drive(case, CheckOptions(seed=1), examples=30, on_check=seen.append)
+    # The second point fails: the third is not checked, the examples are still drawn.
+    assert [c.source for c in seen[:3]] == ["point", "point", "drawn"]
+    assert [c.result.ok for c in seen[:2]] == [True, False]
+    counted = [c for c in seen if c.source != "shrinking"]
+    assert [c.number for c in counted] == list(range(1, len(counted) + 1))
+    assert all(c.number is None for c in seen if c.source == "shrinking")
+    assert all(c.result.seed == 1 for c in seen)
+    assert failed is not None and failed.inputs["x"].shape == (3,)  # shrunk
+    assert [m.index for m in failed.result.mismatches] == [(2,)]
+
+
+def test_drive_without_shrinking_reports_the_first_failure():
+    seen: list[Checked] = []
+    failed = drive(BUGGY, CheckOptions(seed=5), examples=50, on_check=seen.append, shrink=False)
+    first = next(i for i, c in enumerate(seen) if not c.result.ok)
+    assert seen[first].source == "drawn" and {c.source for c in seen[first + 1:]} == {"shrinking"}
+    assert failed is not None and np.array_equal(failed.inputs["x"], seen[first].inputs["x"])
+
+
+def test_what_the_callback_raises_is_the_failure_hypothesis_shrinks_and_notes():
+    class Wrong(Exception):
+        pass
+
+    def fail(checked: Checked) -> None:
+        if not checked.result.ok:
+            raise Wrong(checked.inputs["x"].shape)
+
+    with pytest.raises(Wrong) as info:
+        drive(BUGGY, CheckOptions(), examples=50, on_check=fail, quiet=False, name="test_third")
+    assert info.value.args == ((3,),)
+    assert any(note.startswith("Falsifying example: test_third(") for note in info.value.__notes__)
+
+
+def test_misuse_at_a_fixed_point_says_so():
+    case = Case(name="t.bad_point", forward=square, backward=square_backward, inputs=vectors,
+                points=({"x": np.array([np.nan])},))
+    with pytest.raises(GradcheckError, match=r"^fixed point: input 'x' has 1 non-finite value\(s\)"):
+        drive(case, CheckOptions(), examples=1)
+    assert run_case(case, Settings(examples=1)).error.startswith("fixed point: input 'x' has 1 non-finite")

@@ -65,19 +65,21 @@ def test_layer_sizes_chain(data, layers):
 
 
 BAD_CALLS = [
-    (lambda: gs.shapes(min_dims=-1), "min_dims must be an integer >= 0, got min_dims=-1"),
+    (lambda: gs.shapes(min_dims=-1), "min_dims must be a non-negative integer, got min_dims=-1"),
     (lambda: gs.shapes(min_dims=2, max_dims=1), "max_dims=1 is smaller than min_dims=2"),
-    (lambda: gs.shapes(min_side=0), "min_side must be an integer >= 1, got min_side=0"),
-    (lambda: gs.shapes(max_side=2.5), "max_side must be an integer >= 1, got max_side=2.5"),
-    (lambda: gs.float_arrays((2,), dtype=np.int64), "dtype must be a floating dtype"),
+    (lambda: gs.shapes(min_side=0), "min_side must be a positive integer, got min_side=0"),
+    (lambda: gs.shapes(max_side=2.5), "max_side must be a positive integer, got max_side=2.5"),
+    (lambda: gs.float_arrays((2,), dtype=np.int64), "dtype must be a floating dtype, got dtype=<class 'numpy.int64'>"),
     (lambda: gs.float_arrays((2,), min_magnitude=0.0), "min_magnitude must be a finite number > 0, got min_magnitude=0.0"),
-    (lambda: gs.float_arrays((2,), max_magnitude=float("inf")), "max_magnitude must be a finite number > 0"),
-    (lambda: gs.float_arrays((2,), min_magnitude=2.0, max_magnitude=1.0), "min_magnitude=2.0 is larger than max_magnitude=1.0"),
+    (lambda: gs.float_arrays((2,), max_magnitude=float("inf")), "max_magnitude must be a finite number > 0, got max_magnitude=inf"),
+    (lambda: gs.float_arrays((2,), min_magnitude=2.0, max_magnitude=1.0), "max_magnitude=1.0 is smaller than min_magnitude=2.0"),
     (lambda: gs.float_arrays("3x2"), "shape must be a tuple or a strategy of tuples, got shape='3x2'"),
-    (lambda: gs.labels(0, 3), "batch must be an integer >= 1, got batch=0"),
-    (lambda: gs.labels(3, True), "num_classes must be an integer >= 1, got num_classes=True"),
-    (lambda: gs.layer_sizes(layers=0), "layers must be an integer >= 1, got layers=0"),
+    (lambda: gs.labels(0, 3), "batch must be a positive integer, got batch=0"),
+    (lambda: gs.labels(3, True), "num_classes must be a positive integer, got num_classes=True"),
+    (lambda: gs.layer_sizes(layers=0), "layers must be a positive integer, got layers=0"),
     (lambda: gs.layer_sizes(min_size=4, max_size=2), "max_size=2 is smaller than min_size=4"),
+    (lambda: gs.float_arrays((2,), dtype="no such dtype"), "dtype must be a floating dtype, got dtype='no such dtype'"),
+    (lambda: gs.float_arrays((2,), min_magnitude=True), "min_magnitude must be a finite number > 0, got min_magnitude=True"),
 ]
 
 
@@ -85,4 +87,10 @@ BAD_CALLS = [
 def test_bad_calls_raise_a_clear_error(call, message):
     with pytest.raises(GradcheckError) as info:
         call()
-    assert message in str(info.value)
+    assert str(info.value) == message
+
+
+def test_numpy_integers_are_integers_and_floats_are_not():
+    assert gs.labels(np.int64(2), np.uint8(3)) is not None
+    with pytest.raises(GradcheckError, match=r"^max_dims must be a non-negative integer, got max_dims=2\.0$"):
+        gs.shapes(max_dims=2.0)
