@@ -141,7 +141,10 @@ def test_markdown_is_a_table_for_job_summaries(cli_main):
 
 
 def test_gallery_passes_only_when_every_bug_is_caught_and_says_how(cli_main):
-    run = cli_main("report", "--gallery", "--examples", "5", "--format", "json")
+    """The one run of the whole gallery end to end. One drawn example per case: a bug counts as
+    caught at its fixed point too, and test_gallery.py checks that each bug is caught on most
+    drawn examples, by direct checks."""
+    run = cli_main("report", "--gallery", "--examples", "1", "--format", "json")
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
     assert document["gallery"] is True and document["ok"] is True
