@@ -2,9 +2,10 @@
 
 * ``pytester`` runs the pytest plugin in a fresh session, as pytest would.
 * Hypothesis profiles, chosen by the ``HYPOTHESIS_PROFILE`` environment variable: ``ci`` (the
-  default, as CI runs the suite: 25 examples where a test sets no count of its own, and no
-  deadline, which would fail a test for a slow example on a busy machine), ``default``
-  (Hypothesis's own: 100 examples, 200 ms deadline) and ``thorough`` (many examples).
+  default, as CI runs the suite: the same examples on every run, 25 where a test sets no count
+  of its own, no example database and no deadline, which would fail a test for a slow example
+  on a busy machine), ``default`` (Hypothesis's own: 100 new examples each run, 200 ms
+  deadline) and ``thorough`` (500 new examples each run).
 * ``check_clock``: the clock checks time their progress by, under the test's control.
 """
 
@@ -16,7 +17,7 @@ from hypothesis import settings
 
 pytest_plugins = ["pytester"]
 
-settings.register_profile("ci", max_examples=25, deadline=None)
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
