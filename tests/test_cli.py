@@ -1,4 +1,8 @@
-"""``python -m gradcheck report`` run as a user runs it: a subprocess, its output and exit code."""
+"""``python -m gradcheck report`` run as a user runs it: its output and exit code.
+
+A subprocess where the process boundary is the point (exit codes reaching the shell, the console
+script, a printed replay command pasted into a shell); elsewhere ``cli.main`` in this process,
+with its output piped the same way, which spares each test a fresh import of torch."""
 
 from __future__ import annotations
 
@@ -42,6 +46,29 @@ def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = Non
                           cwd=cwd, env=env, timeout=600)
 
 
+def _not_a_terminal(fd: int = 1) -> os.terminal_size:
+    raise OSError("not a terminal")
+
+
+@pytest.fixture
+def cli_main(capsys, monkeypatch):
+    """``cli_main(*args)``: what ``gradcheck(*args)`` returns, from ``cli.main(args)`` in this
+    process. Output is captured as when piped: no terminal, no ``COLUMNS`` (so the table fits
+    80 columns and progress is a line per case); ``sys.path`` is restored after. (Imported
+    modules stay: torch, imported by a first check, cannot be imported twice in one process.)"""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(os, "get_terminal_size", _not_a_terminal)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["python", "-m", "gradcheck", *args], code, out.out, out.err)
+
+    return run
+
+
 USER_MODULE = '''
 import numpy as np
 from hypothesis import strategies as st
@@ -72,8 +99,8 @@ def user_module(tmp_path_factory) -> Path:
     return root
 
 
-def test_table_has_a_row_per_case_and_a_summary():
-    run = gradcheck("report", "--case", "gates.*", "--examples", "3")
+def test_table_has_a_row_per_case_and_a_summary(cli_main):
+    run = cli_main("report", "--case", "gates.*", "--examples", "3")
     assert run.returncode == 0, run.stderr
     for name in ("gates.add", "gates.multiply", "gates.max", "gates.sigmoid"):
         assert name in run.stdout
@@ -86,8 +113,8 @@ def test_table_has_a_row_per_case_and_a_summary():
     assert "[8/8] gates.sigmoid: pass" in run.stderr  # progress, off the report's stream
 
 
-def test_json_document_has_the_documented_schema():
-    run = gradcheck("report", "--case", "twolayer.*", "--case", "staged.*", "--examples", "3",
+def test_json_document_has_the_documented_schema(cli_main):
+    run = cli_main("report", "--case", "twolayer.*", "--case", "staged.*", "--examples", "3",
                     "--seed", "7", "--format", "json")
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
@@ -104,8 +131,8 @@ def test_json_document_has_the_documented_schema():
     assert document["errors"] == [] and document["failures"] == []
 
 
-def test_markdown_is_a_table_for_job_summaries():
-    run = gradcheck("report", "--case", "matmul.*", "--examples", "2", "--format", "markdown")
+def test_markdown_is_a_table_for_job_summaries(cli_main):
+    run = cli_main("report", "--case", "matmul.*", "--examples", "2", "--format", "markdown")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("### gradcheck report")
@@ -113,8 +140,11 @@ def test_markdown_is_a_table_for_job_summaries():
     assert any(line.startswith("| `matmul.dW_dX` |") and "pass" in line for line in lines)
 
 
-def test_gallery_passes_only_when_every_bug_is_caught_and_says_how():
-    run = gradcheck("report", "--gallery", "--examples", "5", "--format", "json")
+def test_gallery_passes_only_when_every_bug_is_caught_and_says_how(cli_main):
+    """The one run of the whole gallery end to end. One drawn example per case: a bug counts as
+    caught at its fixed point too, and test_gallery.py checks that each bug is caught on most
+    drawn examples, by direct checks."""
+    run = cli_main("report", "--gallery", "--examples", "1", "--format", "json")
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
     assert document["gallery"] is True and document["ok"] is True
@@ -124,14 +154,14 @@ def test_gallery_passes_only_when_every_bug_is_caught_and_says_how():
         expected = case["expected_diagnosis"]
         if expected is not None:
             assert expected in {d["kind"] for d in case["diagnoses"]}, case["name"]
-    table = gradcheck("report", "--gallery", "--case", "gallery.transposed_dW", "--examples", "5")
+    table = cli_main("report", "--gallery", "--case", "gallery.transposed_dW", "--examples", "5")
     assert table.returncode == 0
     assert "caught" in table.stdout and "transpose" in table.stdout and "bug: dW computed as" in table.stdout
 
 
-def test_user_module_cases_run_and_a_failure_is_shrunk(user_module):
-    run = gradcheck("report", "--module", "mycases", "--examples", "20", "--format", "json",
-                    pythonpath=user_module)
+def test_user_module_cases_run_and_a_failure_is_shrunk(user_module, cli_main, monkeypatch):
+    monkeypatch.syspath_prepend(str(user_module))
+    run = cli_main("report", "--module", "mycases", "--examples", "20", "--format", "json")
     assert run.returncode == 1, run.stderr
     document = json.loads(run.stdout)
     assert [c["name"] for c in document["cases"]] == ["mine.cube", "mine.cube_wrong"]
@@ -143,7 +173,7 @@ def test_user_module_cases_run_and_a_failure_is_shrunk(user_module):
     # Shrunk to x = [-1, -1, -1]: there a factor cannot be told from a wrong formula at -1.
     assert diagnosis["kind"] == "undetermined" and diagnosis["params"]["fits"] == "scale"
     assert diagnosis["params"]["pattern"]["factor"] == pytest.approx(2 / 3)
-    table = gradcheck("report", "--module", "mycases", "--examples", "20", pythonpath=user_module)
+    table = cli_main("report", "--module", "mycases", "--examples", "20")
     assert table.returncode == 1
     assert "smallest failing example (shrunk)" in table.stdout and "FAIL" in table.stdout
     assert "replay: python -m gradcheck report --module mycases --case mine.cube_wrong --seed 0 --examples 20" in table.stdout
@@ -159,11 +189,12 @@ def details(stdout: str, case: str) -> list[str]:
     return lines[start:lines.index("", start)]
 
 
-def test_printed_replay_command_reproduces_the_failure(user_module, tmp_path):
-    """Pasted in the user's directory, the printed command fails the same way (and neither run
-    leaves a Hypothesis directory there)."""
-    run = gradcheck("report", "--module", "mycases", "--seed", "4", "--examples", "12", "--rtol", "1e-5",
-                    cwd=tmp_path, pythonpath=user_module)
+def test_printed_replay_command_reproduces_the_failure(user_module, tmp_path, cli_main, monkeypatch):
+    """Pasted in the user's directory, the printed command fails the same way in a fresh process
+    (and neither run leaves a Hypothesis directory there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(user_module))
+    run = cli_main("report", "--module", "mycases", "--seed", "4", "--examples", "12", "--rtol", "1e-5")
     assert run.returncode == 1, run.stderr
     (printed,) = REPLAY.finditer(run.stdout)
     assert printed["case"] == "mine.cube_wrong" and printed["verdict"] == "FAIL"
@@ -187,8 +218,8 @@ def test_printed_replay_command_reproduces_the_failure(user_module, tmp_path):
         (["report", "--plot", ""], "argument --plot: '' is not a directory name"),
     ],
 )
-def test_misuse_gets_one_line_and_exit_code_2(args, message):
-    run = gradcheck(*args)
+def test_misuse_gets_one_line_and_exit_code_2(args, message, cli_main):
+    run = cli_main(*args)
     assert run.returncode == 2
     assert run.stdout == ""
     (line,) = run.stderr.strip().splitlines()
@@ -241,19 +272,19 @@ def test_the_report_runs_its_cases_through_the_runner(tmp_path, monkeypatch, cap
 
 
 @needs_matplotlib
-def test_unwritable_plot_directory_is_misuse(tmp_path):
+def test_unwritable_plot_directory_is_misuse(tmp_path, cli_main):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    run = gradcheck("report", "--case", "gates.add", "--plot", str(blocker))
+    run = cli_main("report", "--case", "gates.add", "--plot", str(blocker))
     assert run.returncode == 2 and "exists and is not a directory" in run.stderr
-    run = gradcheck("report", "--case", "gates.add", "--plot", str(blocker / "sub"))
+    run = cli_main("report", "--case", "gates.add", "--plot", str(blocker / "sub"))
     assert run.returncode == 2 and "is not writable" in run.stderr
 
 
 @needs_matplotlib
-def test_plots_are_written_per_case(tmp_path):
+def test_plots_are_written_per_case(tmp_path, cli_main):
     out = tmp_path / "plots"
-    run = gradcheck("report", "--case", "sigmoid_chain.one_per_layer", "--case", "gates.exp",
+    run = cli_main("report", "--case", "sigmoid_chain.one_per_layer", "--case", "gates.exp",
                     "--examples", "4", "--plot", str(out))
     assert run.returncode == 0, run.stderr
     files = sorted(p.name for p in out.iterdir())
@@ -276,35 +307,36 @@ def test_list_and_no_command():
     assert run.returncode == 2 and "report" in run.stderr
 
 
-SLOW_MODULE = '''
-import time
+LONG_MODULE = '''
 import numpy as np
 from hypothesis import strategies as st
 import gradcheck
 
-def slow(x):
-    time.sleep(0.004)  # a forward slow enough for its check to take seconds
+def cube(x):
     return float(np.sum(np.asarray(x) ** 3))
 
-def slow_backward(dout, x):
+def cube_backward(dout, x):
     return {"x": 3 * x ** 2 * dout}
 
 gradcheck.register(gradcheck.Case(
-    name="mine.slow", forward=slow, backward=slow_backward,
+    name="mine.long", forward=cube, backward=cube_backward,
     inputs=st.just({"x": np.linspace(-1.0, 1.0, 200)}),
 ))
 '''
 
 
-def test_a_long_check_shows_its_stage_in_a_log(tmp_path, monkeypatch, capsys):
-    (tmp_path / "slowcases.py").write_text(textwrap.dedent(SLOW_MODULE))
+def test_a_long_check_shows_its_stage_in_a_log(tmp_path, monkeypatch, capsys, check_clock):
+    """The check is long by its clock, which runs a second at each reading, on any machine (a
+    forward that sleeps instead ran its evaluations on many cores in under a second)."""
+    (tmp_path / "longcases.py").write_text(textwrap.dedent(LONG_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "LOG_EVERY", 0.5)
-    assert cli.main(["report", "--module", "slowcases", "--examples", "1"]) == 0
+    check_clock(1.0)
+    monkeypatch.setattr(cli, "LOG_EVERY", 0.0)  # a line for every update past the first second
+    assert cli.main(["report", "--module", "longcases", "--examples", "1"]) == 0
     err = capsys.readouterr().err
     # While the one check runs, lines name the case, the stage (and its input) and how far it is.
-    assert re.search(r"^\[1/1\] mine\.slow: (x: )?[a-z ]+ [\d,]+/[\d,]+ \(\d+%\), [\d.]+ s", err, re.M), err
-    assert "[1/1] mine.slow: pass" in err
+    assert re.search(r"^\[1/1\] mine\.long: (x: )?[a-z ]+ [\d,]+/[\d,]+ \(\d+%\), [\d.]+ s", err, re.M), err
+    assert "[1/1] mine.long: pass" in err
 
 
 # What pip installs as the ``gradcheck`` console script: sys.path starts at the script's folder,

@@ -1,7 +1,11 @@
-"""Progress of long checks: the callback's updates, the stderr line, and bad arguments."""
+"""Progress of long checks: the callback's updates, the stderr line, and bad arguments.
+
+Checks here are timed by ``check_clock``, which advances a fixed step at each reading: what they
+show is then the same on any machine, however fast or busy."""
 
 import inspect
 import io
+import re
 
 import pytest
 import relu_net
@@ -24,7 +28,8 @@ def _scaled(factor):
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
 @pytest.mark.parametrize("factor", [1.0, 1 + 1e-4])
-def test_callback_sees_every_stage_and_every_evaluation(mode, factor):
+def test_callback_sees_every_stage_and_every_evaluation(mode, factor, check_clock):
+    check_clock(progress_module.INTERVAL)  # each reading is an interval later: every tick reports
     updates = []
     result = gradcheck.check_gradients(relu_net.forward, _scaled(factor), _net(), wrt=WRT, mode=mode,
                                        progress=updates.append)
@@ -41,6 +46,7 @@ def test_callback_sees_every_stage_and_every_evaluation(mode, factor):
         assert u.remaining is None or u.remaining >= 0
     elapsed = [u.elapsed for u in updates]
     assert elapsed == sorted(elapsed)
+    assert any(not u.finished for u in updates), "updates come within a stage, not only at its end"
     if mode == "full":
         # A central pass costs two evaluations per element; a wrong gradient is refined.
         central = {u.input: u.done for u in finished if u.stage == "central differences"}
@@ -54,12 +60,21 @@ def test_progress_false_and_default_off_a_terminal_write_nothing(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_progress_true_in_a_log_writes_plain_lines(capsys):
+ELAPSED = re.compile(r"(?:\)|evaluations), ([\d.]+) s")  # the elapsed seconds in a described update
+
+
+def test_progress_true_in_a_log_writes_plain_lines(capsys, check_clock):
+    check_clock(1.0)
     gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=True)
     err = capsys.readouterr().err
     assert err.startswith("gradcheck: ")
     assert "\r" not in err and "\x1b" not in err
-    assert all(line.startswith("gradcheck: ") for line in err.splitlines())
+    lines = err.splitlines()
+    assert all(line.startswith("gradcheck: ") for line in lines)
+    # One line every LOG_SECONDS of the check, the first at once.
+    elapsed = [float(ELAPSED.search(line)[1]) for line in lines]
+    assert len(lines) > 1 and elapsed[0] <= progress_module.LOG_SECONDS
+    assert all(b - a >= progress_module.LOG_SECONDS for a, b in zip(elapsed, elapsed[1:]))
 
 
 class _Terminal(io.StringIO):
@@ -67,22 +82,35 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_on_a_terminal_redraws_one_line_and_clears_it(monkeypatch):
+def test_progress_on_a_terminal_redraws_one_line_and_clears_it(monkeypatch, check_clock):
     stream = _Terminal()
     monkeypatch.setattr("sys.stderr", stream)
-    monkeypatch.setattr(progress_module, "INTERVAL", 0.0)
+    check_clock(progress_module.INTERVAL)
     gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, mode="full", progress=True)
     text = stream.getvalue()
     assert "\n" not in text
     assert "central differences" in text and "%" in text
+    # Redrawn in place while a stage runs, not only at its end.
+    assert re.search(r"\rgradcheck: W1: central differences [\d,]+/144 \((?!100%)\d+%\)", text), text
     assert text.endswith("\r\x1b[K")  # the transient line is erased at the end
 
 
-def test_default_on_a_terminal_stays_quiet_for_short_checks(monkeypatch):
+def test_default_on_a_terminal_stays_quiet_for_short_checks(monkeypatch, check_clock):
     stream = _Terminal()
     monkeypatch.setattr("sys.stderr", stream)
+    check_clock(0.0)  # the check takes no time at all
     gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT)
     assert stream.getvalue() == ""
+
+
+def test_default_on_a_terminal_shows_a_check_once_it_has_run_a_while(monkeypatch, check_clock):
+    stream = _Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    check_clock(progress_module.QUIET_SECONDS / 4)
+    gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT)
+    drawn = [float(ELAPSED.search(draw)[1]) for draw in stream.getvalue().split("\r") if draw.startswith("gradcheck: ")]
+    assert drawn and min(drawn) >= progress_module.QUIET_SECONDS
+    assert stream.getvalue().endswith("\r\x1b[K")
 
 
 def test_a_raising_callback_aborts_the_check():
