@@ -1,0 +1,134 @@
+"""compare_input as a unit: analytic, numeric, torch and kink values in, findings out.
+
+Each row is one input of two elements: element 0 is the one the row is about, element 1 a plain
+gradient of 1 that sets the input's scale (so the absolute floor is 1e-12 and relative errors
+of element 0 are measured as usual). The float64 defaults apply: rtol 1e-7.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gradcheck.compare import compare_input, worst_of
+from gradcheck.numeric import NumericEstimate
+from gradcheck.result import Tolerance
+
+F64 = Tolerance(rtol=1e-7, atol=None, floor=1e-12, rounding=0.0)
+NAN = math.nan
+
+
+def estimate(numeric, error, kink=False, low=NAN, high=NAN, left=NAN, right=NAN):
+    """The numeric oracle's estimate for element 0, with element 1 exact at 1."""
+    return NumericEstimate(
+        gradient=np.array([numeric, 1.0]), error=np.array([error, 0.0]), kink=np.array([kink, False]),
+        left=np.array([left, NAN]), right=np.array([right, NAN]), low=np.array([low, NAN]),
+        high=np.array([high, NAN]),
+    )
+
+
+def kink(low, high):
+    return dict(kink=True, low=low, high=high, left=low, right=high)
+
+
+# (analytic, numeric, numeric error, kink, torch, torch rounding,
+#  mismatch against, disagreement, worst numeric, worst torch, why)
+ROWS = [
+    (1.0, 1.0, 1e-10, {}, None, 0.0, None, False, 0.0, None,
+     "equal: nothing found"),
+    (1.0 + 1e-6, 1.0, 1e-10, {}, None, 0.0, ("numeric",), False, 1e-6, None,
+     "a relative 1e-6 is more than rtol 1e-7 plus the error"),
+    (1.0 + 5e-8, 1.0, 0.0, {}, None, 0.0, None, False, 5e-8, None,
+     "within rtol"),
+    (1.001, 1.0, 2e-3, {}, None, 0.0, None, False, 1e-3, None,
+     "within the numeric oracle's own error"),
+    (1.001, 1.0, 5e-4, {}, None, 0.0, ("numeric",), False, 1e-3, None,
+     "beyond it"),
+    (1.0 + 1e-6, 1.0 + 1e-6, 1e-10, {}, 1.0, 0.0, ("torch",), True, 0.0, 1e-6,
+     "numeric agrees, torch does not: a mismatch against torch, and the oracles disagree"),
+    (1.0 + 1e-6, 1.0, 1e-10, {}, 1.0, 0.0, ("numeric", "torch"), False, 1e-6, 1e-6,
+     "both oracles against it"),
+    (1.0, 1.5, 1e-10, {}, 1.0, 0.0, None, True, 0.0, 0.0,
+     "torch confirms the backward, numeric disagrees with both: an oracle disagreement, left out of the worst"),
+    (1.0, 1.0 + 1e-6, 1e-10, {}, 1.0 + 2e-6, 0.0, ("numeric", "torch"), True, 0.0, 2e-6,
+     "three values apart: a mismatch held to torch, and a disagreement"),
+    (3e-12, 0.0, 0.0, {}, 0.0, 0.0, ("numeric", "torch"), False, 3e-9, 3e-9,
+     "a gradient that should be 0: above the floor 1e-12 (measured against a thousandth of the scale)"),
+    (3e-12, 0.0, 5e-12, {}, 0.0, 5e-12, None, False, 0.0, 0.0,
+     "within the oracles' rounding, and too small to count in the worst error"),
+    (0.5, 0.5, 0.0, kink(0.0, 1.0), 0.7, 0.0, None, False, 0.0, 0.0,
+     "at a kink between the slopes: no mismatch, and torch's value is not held against it"),
+    (1.0, 0.5, 0.0, kink(0.0, 1.0), None, 0.0, None, False, 0.0, None,
+     "at the end of the slopes' range"),
+    (1.0 + 1e-6, 0.5, 0.0, kink(0.0, 1.0), None, 0.0, ("numeric",), False, 0.0, None,
+     "past the end by a relative 1e-6"),
+    (2.0, 0.5, 0.0, kink(0.0, 1.0), 2.0, 0.0, ("numeric",), False, 0.0, 0.0,
+     "outside the slopes, though torch agrees (autograd's choice at the kink is no proof)"),
+    (-1.0, 0.0, 0.0, kink(-1.0, 1.0), None, 0.0, None, False, 0.0, None,
+     "|x| at 0 with sign(x) = -1: a slope of a piece meeting there"),
+    (7.0, NAN, NAN, {}, None, 0.0, None, False, 0.0, None,
+     "the forward failed around it: not compared"),
+]
+
+
+@pytest.mark.parametrize(
+    "analytic, numeric, error, kinked, torch, rounding, against, disagrees, worst_numeric, worst_torch, why",
+    ROWS, ids=[r[-1] for r in ROWS])
+def test_compare_row(analytic, numeric, error, kinked, torch, rounding, against, disagrees, worst_numeric,
+                     worst_torch, why):
+    t = None if torch is None else np.array([torch, 1.0])
+    c = compare_input("x", (2,), np.array([analytic, 1.0]), estimate(numeric, error, **kinked), t, F64,
+                      torch_error=np.array([rounding, 0.0]))
+    if against is None:
+        assert not c.mismatches and not c.mismatch_mask.any(), why
+    else:
+        assert [m.index for m in c.mismatches] == [(0,)], why
+        m = c.mismatches[0]
+        assert m.against == against, why
+        assert c.mismatch_mask.tolist() == [True, False]
+        assert m.difference > m.tolerance, why
+        if kinked:
+            assert m.numeric is None and m.slopes == (kinked["low"], kinked["high"])
+    assert bool(c.disagreements) == disagrees, why
+    assert [k.index for k in c.kinks] == ([(0,)] if kinked else []), why
+    assert c.compared == (1 if kinked or not math.isfinite(numeric) else 2), why
+    assert c.worst_numeric == pytest.approx(worst_numeric, rel=1e-3, abs=1e-15), why
+    if worst_torch is None:
+        assert c.worst_torch is None and torch is None, why
+    else:
+        assert c.worst_torch == pytest.approx(worst_torch, rel=1e-3, abs=1e-15), why
+
+
+def test_the_allowance_of_a_mismatch_is_rtol_floor_and_error():
+    c = compare_input("x", (2,), np.array([2.0, 1.0]), estimate(1.0, 1e-9), None, F64)
+    (m,) = c.mismatches
+    assert m.tolerance == pytest.approx(1e-7 * 2.0 + 1e-12 * 2.0 + 1e-9, rel=1e-12)
+    assert m.difference == 1.0 and m.relative_error == pytest.approx(0.5)
+    assert m.numeric == 1.0 and m.numeric_error == 1e-9 and m.torch is None
+
+
+def test_the_allowance_against_torch_is_its_rounding():
+    c = compare_input("x", (2,), np.array([2.0, 1.0]), estimate(2.0, 1e-9), np.array([1.0, 1.0]), F64,
+                      torch_error=np.array([3e-9, 0.0]))
+    (m,) = c.mismatches
+    assert m.tolerance == pytest.approx(1e-7 * 2.0 + 1e-12 * 2.0 + 3e-9, rel=1e-12)
+    assert m.against == ("torch",) and m.torch == 1.0
+
+
+def test_mismatches_are_listed_worst_first_with_their_indices():
+    a = np.array([1.0, 2.0, 3.0, 4.0]).reshape(2, 2)
+    n = a * np.array([1.0, 1.1, 1.0, 1.5]).reshape(2, 2)
+    flat = NumericEstimate.exact(n)
+    c = compare_input("W", (2, 2), a.reshape(-1), flat, None, F64)
+    assert [m.index for m in c.mismatches] == [(1, 1), (0, 1)]
+    assert c.worst_at == {"numeric": (1, 1)}
+    assert c.worst_numeric == pytest.approx(2.0 / 6.0)
+
+
+def test_worst_of_takes_the_largest_where_allowed_and_nan_first():
+    rel = np.array([0.1, 0.5, 0.3, np.nan])
+    assert worst_of(rel, np.array([True, False, True, False])) == (pytest.approx(0.3), 2)
+    assert math.isnan(worst_of(rel, np.array([True, True, True, True]))[0])
+    assert worst_of(rel, np.zeros(4, dtype=bool)) == (None, None)
