@@ -8,6 +8,7 @@ of element 0 are measured as usual). The float64 defaults apply: rtol 1e-7.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -132,3 +133,121 @@ def test_worst_of_takes_the_largest_where_allowed_and_nan_first():
     assert worst_of(rel, np.array([True, False, True, False])) == (pytest.approx(0.3), 2)
     assert math.isnan(worst_of(rel, np.array([True, True, True, True]))[0])
     assert worst_of(rel, np.zeros(4, dtype=bool)) == (None, None)
+
+
+# (analytic, numeric, torch, elements flagged, why): element 1 is within the floor 1e-12 of the
+# input's largest gradient, which comes from whichever array holds it.
+SCALES = [
+    ([1.0, 0.0], [1.0, 5e-13], None, [], "the analytic gradient's largest"),
+    ([0.0, 0.0], [1.0, 5e-13], None, [0], "the numeric oracle's largest"),
+    ([0.0, 0.0], [NAN, NAN], [1.0, 5e-13], [0], "torch's largest, where numeric failed"),
+    ([0.0, 0.0, 0.0], [1.0, 5e-13, NAN], None, [0], "a failed element does not spoil it"),
+    ([1e-6, 0.0], [1e-6, 1e-15], None, [1], "a small gradient gets a small floor (1e-18)"),
+    ([1e-6, 0.0], [1e-6, 1e-15], [1e-6, 1e-15], [1], "with torch too"),
+]
+
+
+@pytest.mark.parametrize("analytic, numeric, torch, flagged, why", SCALES, ids=[r[-1] for r in SCALES])
+def test_the_floor_follows_the_largest_gradient_of_any_oracle(analytic, numeric, torch, flagged, why):
+    est = NumericEstimate.exact(np.array(numeric))
+    t = None if torch is None else np.array(torch)
+    c = compare_input("x", (len(analytic),), np.array(analytic), est, t, F64)
+    assert np.flatnonzero(c.mismatch_mask).tolist() == flagged, why
+
+
+def test_a_kinks_central_difference_sets_no_scale():
+    """At a kink the central difference (here 1e6) is no gradient: the floor stays 1e-12."""
+    est = NumericEstimate(np.array([1.0, 5e-13, 1e6]), np.zeros(3), np.array([False, False, True]),
+                          np.array([NAN, NAN, 0.0]), np.array([NAN, NAN, 2e6]), np.array([NAN, NAN, 0.0]),
+                          np.array([NAN, NAN, 2e6]))
+    c = compare_input("x", (3,), np.array([1.0, 3e-12, 1.0]), est, None, F64)
+    assert np.flatnonzero(c.mismatch_mask).tolist() == [1]
+
+
+def test_an_empty_input_compares_nothing():
+    empty = np.zeros(0)
+    c = compare_input("x", (0,), empty, NumericEstimate.exact(empty), empty, F64)
+    assert (c.mismatches, c.kinks, c.compared, c.worst_numeric, c.worst_torch) == ((), (), 0, None, None)
+
+
+def test_torch_is_held_exactly_unless_its_rounding_is_given():
+    c = compare_input("x", (2,), np.array([1.5, 1.0]), estimate(1.5, 0.0), np.array([1.0, 1.0]), F64)
+    assert [m.against for m in c.mismatches] == [("torch",)]
+
+
+def test_a_difference_equal_to_its_allowance_passes():
+    exact = Tolerance(rtol=0.0, atol=0.0, floor=0.0)
+    c = compare_input("x", (2,), np.array([1.5, 1.0]), estimate(1.0, 0.5), None, exact)
+    assert not c.mismatches
+    c = compare_input("x", (2,), np.array([1.5, 1.0]), estimate(1.0, 0.25), None, exact)
+    assert [m.index for m in c.mismatches] == [(0,)]
+
+
+EXACT = Tolerance(rtol=0.0, atol=0.0, floor=0.0)
+
+
+def test_a_mismatch_is_held_to_torch_where_torch_is_against_it():
+    c = compare_input("x", (2,), np.array([1.0 + 1e-6, 1.0]), estimate(1.0, 1e-10), np.array([1.0, 1.0]), F64)
+    (m,) = c.mismatches
+    assert m.against == ("numeric", "torch")
+    assert m.tolerance == pytest.approx(1e-7 * (1.0 + 1e-6) + 1e-12, rel=1e-12)  # torch's: no error added
+
+
+def test_a_mismatch_against_numeric_alone_is_held_to_numeric():
+    """Torch is within its rounding of the backward and of numeric, numeric is not within its
+    error of the backward: held to numeric, with numeric's allowance."""
+    c = compare_input("x", (2,), np.array([1.0, 1.0]), estimate(1.5, 0.25), np.array([1.25, 1.0]), EXACT,
+                      torch_error=np.array([0.25, 0.0]))
+    (m,) = c.mismatches
+    assert m.against == ("numeric",) and not c.disagreements
+    assert (m.difference, m.tolerance) == (0.5, 0.25)
+
+
+@pytest.mark.parametrize("analytic, numeric, error, torch, rounding, why", [
+    (1.5, 1.5, 0.5, 1.0, 0.5, "the backward against torch"),
+    (1.0, 1.5, 0.5, 1.0, 0.0, "numeric against torch: no disagreement"),
+])
+def test_a_difference_equal_to_its_allowance_passes_against_torch(analytic, numeric, error, torch, rounding, why):
+    c = compare_input("x", (2,), np.array([analytic, 1.0]), estimate(numeric, error), np.array([torch, 1.0]), EXACT,
+                      torch_error=np.array([rounding, 0.0]))
+    assert not c.mismatches and not c.disagreements, why
+
+
+def test_the_worst_errors_leave_out_what_the_oracles_cannot_resolve():
+    # numeric: |a|, |n| at most its error (1e-10); torch: at most its rounding (0.5).
+    c = compare_input("x", (2,), np.array([1e-10, 1.0]), estimate(0.0, 1e-10), None, F64)
+    assert c.worst_numeric == 0.0
+    c = compare_input("x", (2,), np.array([0.5, 1.0]), estimate(0.5, 0.0), np.array([0.25, 1.0]), EXACT,
+                      torch_error=np.array([0.5, 0.0]))
+    assert not c.mismatches and c.worst_torch == 0.0
+
+
+def test_the_slopes_range_applies_at_kinks_only():
+    """A refined element that is no kink has its range measured too; it is held to numeric."""
+    est = NumericEstimate(np.array([1.0, 1.0]), np.zeros(2), np.zeros(2, dtype=bool), np.full(2, 2.0),
+                          np.full(2, 3.0), np.full(2, 2.0), np.full(2, 3.0))
+    c = compare_input("x", (2,), np.array([1.0, 1.0]), est, None, F64)
+    assert not c.mismatches and not c.kinks
+
+
+def test_a_mismatch_mask_is_boolean_and_kinks_raise_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = compare_input("x", (2,), np.array([2.0, 1.0]), estimate(0.5, 0.0, **kink(0.0, 1.0)), None, F64)
+    assert c.mismatch_mask.dtype == bool and c.mismatch_mask.tolist() == [True, False]
+    assert c.mismatches[0].relative_error == pytest.approx(0.5)  # against the nearest slope, 1
+
+
+def test_mismatches_are_ordered_by_relative_error_then_index():
+    n = 40
+    a = np.ones(n)
+    numeric = np.where(np.arange(n) % 2 == 0, 0.5, 0.25)  # relative errors 0.5 and 0.75, alternating
+    c = compare_input("x", (n,), a, NumericEstimate.exact(numeric), None, F64)
+    order = [m.index[0] for m in c.mismatches]
+    assert order == list(range(1, n, 2)) + list(range(0, n, 2))
+
+
+def test_an_element_numeric_cannot_evaluate_reports_its_torch_error():
+    c = compare_input("x", (2,), np.array([1.1, 2.0]), estimate(NAN, NAN), np.array([1.0, 1.0]), F64)
+    assert [m.index for m in c.mismatches] == [(1,), (0,)]
+    assert [m.relative_error for m in c.mismatches] == pytest.approx([0.5, 0.1 / 1.1])

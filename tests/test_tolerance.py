@@ -9,6 +9,7 @@ against torch, the noise term of the Richardson error, the diagnosis' agreement 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -141,12 +142,14 @@ RULES = [
      "vmap's kernels round differently, by far less than 1000 units"),
     ("batched values of a zero output", lambda: batch_agreement_limit(EPS64, 0.0), 1e3 * EPS64 * 1e-300,
      "agree exactly"),
-    ("batching that costs 0.7 of the loop pays", lambda: batching_pays(0.7, 1.0), True,
+    ("batched values of a small output", lambda: batch_agreement_limit(EPS64, 1e-6), 1e3 * EPS64 * 1e-6,
+     "relative to the output's own size, however small"),
+    ("batching that costs 0.7 of the loop pays", lambda: batching_pays(1.4, 2.0), True,
      "a clear saving"),
-    ("batching that costs more does not", lambda: batching_pays(0.71, 1.0), False,
+    ("batching that costs more does not", lambda: batching_pays(1.42, 2.0), False,
      "timing noise could make it slower"),
-    ("torch and numpy outputs within 1e-8 agree", lambda: outputs_differ(3e-8, 3.0), False,
-     "relative to the output's size"),
+    ("torch and numpy outputs within 1e-8 agree", lambda: outputs_differ(4e-8, 4.0), False,
+     "relative to the output's size, 1e-8 itself included"),
     ("past 1e-8 they differ", lambda: outputs_differ(3.1e-8, 3.0), True,
      "a different function: torch's gradient is no oracle"),
     ("a small output is measured against 1", lambda: (outputs_differ(0.9e-8, 0.01), outputs_differ(1.1e-8, 0.01)),
@@ -162,7 +165,14 @@ def test_each_rule_gives_its_allowance(rule, value, expected, why):
     elif isinstance(expected, Tolerance):
         assert got == expected, why
     else:
-        assert np.asarray(got, dtype=float) == pytest.approx(np.asarray(expected, dtype=float), rel=1e-12), why
+        assert np.asarray(got, dtype=float) == pytest.approx(np.asarray(expected, dtype=float), rel=1e-12, abs=0.0), why
+
+
+def test_relative_errors_of_zeros_raise_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rel = relative_error(np.array([0.0, 1.0, np.inf]), np.array([0.0, 0.0, np.inf]), 0.0)
+    assert rel[:2].tolist() == [0.0, 1.0] and np.isnan(rel[2])
 
 
 def test_a_relative_error_of_1e_6_exceeds_the_float64_allowance():
@@ -287,3 +297,133 @@ def test_no_diagnosis_for_mismatches_that_agree_with_the_reference():
     wrong[1, 2] = True
     found = diagnose({"W": a}, {"W": r}, {"W": usable}, {"W": wrong}, {"W": rng.normal(size=(4, 3))})
     assert found == {}
+
+
+# -- the range a gradient at a kink may take ------------------------------------------------------
+
+def test_slope_hull_spans_every_slope_measured_widened_by_its_noise():
+    """Element 0 (h = 1): one-sided slopes 1, 1.5 (right) and 2, 1.5 (left), extrapolated to
+    0.5 and 2.5, whose sum 3 belongs in the range. Element 1 (h = 0.5): |t| at 0, slopes -1 | 1.
+    Each end is widened by 5 sigma / h."""
+    from gradcheck.numeric import slope_hull
+
+    f0 = 1.0
+    plus1, plus2 = np.array([2.0, 1.5]), np.array([4.0, 2.0])
+    minus1, minus2 = np.array([-1.0, 1.5]), np.array([-2.0, 2.0])
+    low, high = slope_hull(f0, plus1, minus1, plus2, minus2, np.array([1.0, 0.5]), 0.1)
+    assert low.tolist() == pytest.approx([0.0 - 0.5, -1.0 - 1.0], abs=1e-15)
+    assert high.tolist() == pytest.approx([3.0 + 0.5, 1.0 + 1.0], abs=1e-15)
+
+
+def test_slope_hull_of_a_forward_that_overflows_warns_nothing():
+    from gradcheck.numeric import slope_hull
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low, high = slope_hull(0.0, np.array([np.inf]), np.array([-1.0]), np.array([np.inf]), np.array([-2.0]),
+                               np.array([1.0]), 0.0)
+    assert np.isnan(low[0]) and np.isnan(high[0])
+
+
+# -- ties: kinks moved together -----------------------------------------------------------------
+
+T = 2.0**-7  # a dyadic step: every value below is exact
+C = 2.0**-11  # a slight coupling, under a thousandth of the slopes
+
+
+def tie_move(forward, x, left, right, analytic, sigma=0.0):
+    from gradcheck.evaluate import Evaluator
+    from gradcheck.ties import check_ties
+
+    ev = Evaluator(forward, {"x": np.asarray(x, dtype=float)})  # the first two elements move
+    n = len(x)
+    (move,) = check_ties(ev, ev.value(), sigma, {"x": np.arange(2)}, {"x": np.full(n, T)},
+                         {"x": np.asarray(left, dtype=float)}, {"x": np.asarray(right, dtype=float)},
+                         {"x": np.asarray(analytic, dtype=float)}, {"x": (n,)}, F64)
+    return move
+
+
+def tied_max(x):
+    return max(x[0], x[1])
+
+
+def mixed_relus(x):
+    return max(x[0], 0.0) - max(x[1], 0.0)
+
+
+def max_and_a_slight_kink(x):
+    return max(x[0], x[1]) + C * max(x[0] + x[1], 0.0)
+
+
+def max_and_a_kink(x):
+    return max(x[0], x[1]) + 8 * C * max(x[0] + x[1], 0.0)
+
+
+# (forward, point, left, right, analytic, sigma, judged, why)
+TIE_RULES = [
+    (tied_max, [0.0, 0.0], [0, 0], [1, 1], [1, 0], 0.0, True,
+     "a tie: the slopes along the move (1) differ from the summed ones (0 | 2)"),
+    (mixed_relus, [0.0, 0.0], [0, 0], [1, -1], [1, 0], 0.0, False,
+     "separate kinks that cancel: smooth along the move, but not coupled"),
+    (mixed_relus, [0.0, 0.0], [0, 0], [1, -1], [1, 0], 1e-5, False,
+     "not coupled either with noise as large as the slopes' thousandth (their noise is added)"),
+    (max_and_a_slight_kink, [0.0, 0.0], [0, 0], [1 + C, 1 + C], [1, 2 * C], 0.0, True,
+     "slopes 1 + 2C | 1 along the move: one slope, to a thousandth of their size"),
+    (max_and_a_kink, [0.0, 0.0], [0, 0], [1 + 8 * C, 1 + 8 * C], [1, 16 * C], 3.75e-6, False,
+     "slopes 1 + 16C | 1: apart by more than a thousandth and twice their noise"),
+]
+
+
+@pytest.mark.parametrize("forward, x, left, right, analytic, sigma, judged, why", TIE_RULES,
+                         ids=[r[-1] for r in TIE_RULES])
+def test_a_move_is_judged_only_where_the_kinks_are_coupled_and_the_move_smooth(forward, x, left, right, analytic,
+                                                                               sigma, judged, why):
+    move = tie_move(forward, x, left, right, analytic, sigma)
+    assert bool(move.judged) is judged, why
+    assert move.mismatch is None, why
+
+
+def test_a_tie_given_the_whole_gradient_twice_is_a_mismatch_held_to_the_slope_along_the_move():
+    from gradcheck.result import Mismatch
+
+    sigma = 1e-10
+    noise = 5 * sigma / T
+    move = tie_move(tied_max, [0.0, 0.0, -1.0], [0, 0, 0], [1, 1, 0], [1, 1, 0], sigma)
+    assert (move.elements, move.analytic, move.low, move.high, move.judged) == ((("x", 0), ("x", 1)), 2.0, 1.0,
+                                                                                1.0, True)
+    nearest = 1.0 + noise  # the slope, plus its noise
+    allowance = 1e-7 * 2.0 + 1e-12 * nearest
+    assert move.mismatch == Mismatch("x", (0,), 2.0, None, None, None, pytest.approx((2.0 - nearest) / 2.0),
+                                     pytest.approx(allowance), ("numeric",), difference=pytest.approx(2.0 - nearest),
+                                     slopes=(1.0, 1.0), tied=("x[0]", "x[1]"))
+    none = tie_move(tied_max, [0.0, 0.0], [0, 0], [1, 1], [0, 0], sigma)
+    assert none.mismatch.difference == pytest.approx(1.0 - noise)  # held to the slope less its noise
+
+
+def test_ties_across_inputs_are_moved_together_and_per_input():
+    from gradcheck.evaluate import Evaluator
+    from gradcheck.ties import check_ties
+
+    def forward(x, y):
+        return max(x[0], x[1]) + max(y[0], y[1])
+
+    ev = Evaluator(forward, {"x": np.zeros(2), "y": np.zeros(2)})
+    both = {"x": np.arange(2), "y": np.arange(2)}
+    flat = {"x": np.full(2, T), "y": np.full(2, T)}
+    moves = check_ties(ev, ev.value(), 0.0, both, flat, {n: np.zeros(2) for n in both}, {n: np.ones(2) for n in both},
+                       {"x": np.array([1.0, 0.0]), "y": np.array([0.0, 1.0])}, {"x": (2,), "y": (2,)}, F64)
+    assert [m.elements for m in moves] == [(("x", 0), ("x", 1), ("y", 0), ("y", 1)), (("x", 0), ("x", 1)),
+                                           (("y", 0), ("y", 1))]
+    assert all(m.judged and m.mismatch is None for m in moves)
+
+
+def test_a_tie_of_two_scalars_is_labelled_by_name():
+    from gradcheck.evaluate import Evaluator
+    from gradcheck.ties import check_ties
+
+    ev = Evaluator(lambda x, y: max(x, y), {"x": np.float64(0.0), "y": np.float64(0.0)})
+    both = {"x": np.array([0]), "y": np.array([0])}
+    ones, zeros = {n: np.ones(1) for n in both}, {n: np.zeros(1) for n in both}
+    (move,) = check_ties(ev, ev.value(), 0.0, both, {n: np.full(1, T) for n in both}, zeros, ones, ones,
+                         {"x": (), "y": ()}, F64)
+    assert move.mismatch.tied == ("x", "y") and move.mismatch.index == ()
