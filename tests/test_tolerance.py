@@ -355,6 +355,10 @@ def max_and_a_slight_kink(x):
     return max(x[0], x[1]) + C * max(x[0] + x[1], 0.0)
 
 
+def cancelling_abs_and_a_slight_max(x):
+    return abs(x[0]) - abs(x[1]) + C * max(x[0], x[1])
+
+
 def max_and_a_kink(x):
     return max(x[0], x[1]) + 8 * C * max(x[0] + x[1], 0.0)
 
@@ -367,6 +371,8 @@ TIE_RULES = [
      "separate kinks that cancel: smooth along the move, but not coupled"),
     (mixed_relus, [0.0, 0.0], [0, 0], [1, -1], [1, 0], 1e-5, False,
      "not coupled either with noise as large as the slopes' thousandth (their noise is added)"),
+    (cancelling_abs_and_a_slight_max, [0.0, 0.0], [-1, 1], [1 + C, -1 + C], [C, 0], 0.0, False,
+     "kinks coupled by C, under a thousandth of the slopes' size (|-1| + |1 + C| + |1| + |-1 + C| = 4)"),
     (max_and_a_slight_kink, [0.0, 0.0], [0, 0], [1 + C, 1 + C], [1, 2 * C], 0.0, True,
      "slopes 1 + 2C | 1 along the move: one slope, to a thousandth of their size"),
     (max_and_a_kink, [0.0, 0.0], [0, 0], [1 + 8 * C, 1 + 8 * C], [1, 16 * C], 3.75e-6, False,
@@ -427,3 +433,13 @@ def test_a_tie_of_two_scalars_is_labelled_by_name():
     (move,) = check_ties(ev, ev.value(), 0.0, both, {n: np.full(1, T) for n in both}, zeros, ones, ones,
                          {"x": (), "y": ()}, F64)
     assert move.mismatch.tied == ("x", "y") and move.mismatch.index == ()
+
+
+def test_kink_range_keeps_floats_floats_and_arrays_float_arrays():
+    from gradcheck.numeric import kink_range
+
+    low, high = kink_range(1.0, -3.0)
+    assert (type(low), type(high), low, high) == (float, float, -3.0, 1.0)
+    low, high = kink_range(np.array([1.0, 2.0]), np.array([-3.0, 0.5]))
+    assert low.dtype == high.dtype == np.float64
+    assert (low.tolist(), high.tolist()) == ([-3.0, 0.0], [1.0, 2.5])
