@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import validation
-from gradcheck.compare import allowed, compare_input, default_tolerance
+from gradcheck.compare import compare_input
 from gradcheck.diagnose import diagnose
 from gradcheck.directional import check_input_directional
 from gradcheck.errors import GradcheckError, GradientMismatch
@@ -56,6 +56,17 @@ from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.ties import check_ties
 from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.oracles import Oracle, choose_oracles
+from gradcheck.tolerance import (
+    allowed,
+    batch_agreement_limit,
+    batching_pays,
+    default_tolerance,
+    determinism_limit,
+    jump_limit,
+    noise_error,
+    outputs_differ,
+    torch_rounding,
+)
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -146,7 +157,7 @@ def _evaluate_point(
     seconds = time.perf_counter() - start
     eps = machine_eps(out.dtype)
     scale = float(np.sum(np.abs(np.asarray(dout) * out.astype(np.float64))))
-    if not math.isfinite(again) or abs(again - value) > 64 * eps * max(abs(value), scale):
+    if not math.isfinite(again) or abs(again - value) > determinism_limit(eps, max(abs(value), scale)):
         raise _Fault(
             f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
         )
@@ -248,12 +259,12 @@ def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str,
         value = batched.value()
     except Exception:  # the forward does not vmap: keep the loop
         return point
-    same = np.all(np.abs(values[:8] - looped) <= 1e3 * point.eps * max(point.scale, 1e-300))
+    same = np.all(np.abs(values[:8] - looped) <= batch_agreement_limit(point.eps, point.scale))
     if ev.convert is None:
         # A numpy loop may run in worker processes: batching must beat that.
         total = sum(ev.work[n].size for n in names)
         loop_cost /= choose_workers(loop_cost, 2 * total)
-    if not same or batch_cost > 0.7 * loop_cost:
+    if not same or not batching_pays(batch_cost, loop_cost):
         return point
     point.notes.append(
         f"perturbations evaluated in batches with torch.func.vmap "
@@ -262,9 +273,6 @@ def _batched_point(point: _Point, forward: Callable[..., Any], names: tuple[str,
     point.evaluator = batched
     point.value = value
     return point
-
-
-TORCH_ROUNDING = 16  # allowance against torch, in units of (forward noise) / (input scale)
 
 
 class _Noise:
@@ -306,18 +314,10 @@ def _reference_scales(
 
 
 def _torch_rounding(point: _Point, sensitivity: float, sigma: float, xscale: np.ndarray) -> np.ndarray:
-    """Rounding allowed between the analytic and torch gradients, per element of scale ``xscale``.
-
-    Rounding in a gradient, over the input's scale: of the forward's noise ``sigma``, or of
-    ``sensitivity`` (the sum of ``|dL/dx_j x_j|`` over every input: the size of the terms a
-    backward adds up and that may cancel). torch and the backward may each be off by that much
-    from the exact gradient, which shows most where it is exactly 0. Below
-    ``eps * |dout| / |x|`` a gradient moves L by less than one rounding unit of the upstream
-    gradient over a full relative change of x: a saturated loss (a softmax with logits hundreds
-    apart) leaves only such crumbs, and two correct computations may disagree on them entirely.
-    """
+    """Rounding allowed between the analytic and torch gradients at ``point``, per element of
+    scale ``xscale`` (see ``tolerance.torch_rounding``)."""
     dout_size = float(np.max(np.abs(point.dout), initial=0.0))
-    return TORCH_ROUNDING * np.maximum(max(sigma, point.eps * sensitivity), point.eps * dout_size) / xscale
+    return torch_rounding(sigma, eps=point.eps, sensitivity=sensitivity, dout_size=dout_size, xscale=xscale)
 
 
 @dataclass(frozen=True)
@@ -383,10 +383,10 @@ def _check_input_full(
         return _torch_rounding(point, sensitivity, sigma, xscale)
 
     def suspects(sigma: float) -> np.ndarray:
-        err = np.maximum(4 * sigma / h, rounding(sigma))
+        err = np.maximum(noise_error(sigma, h), rounding(sigma))
         with np.errstate(invalid="ignore"):
             s = finite & (np.abs(a - d) > allowed(a, d, err, tol, scale))
-            s |= finite & (np.abs(central.jump) > 1e-3 * scale + 16 * sigma / h)
+            s |= finite & (np.abs(central.jump) > jump_limit(scale, sigma, h))
             for t in flat_exact.values():
                 s |= np.abs(a - t) > allowed(a, t, rounding(sigma), tol, scale)
                 s |= finite & (np.abs(d - t) > allowed(d, t, err, tol, scale))
@@ -394,13 +394,13 @@ def _check_input_full(
 
     sigma = noise.model
     suspect = suspects(sigma)
-    numeric, error = d.copy(), 4 * sigma / h
+    numeric, error = d.copy(), noise_error(sigma, h)
     kink = np.zeros(a.shape, dtype=bool)
     left, right, low, high = (np.full(a.shape, np.nan) for _ in range(4))
     if suspect.any():
         sigma = noise.measured()
         suspect &= suspects(sigma)
-        error = 4 * sigma / h
+        error = noise_error(sigma, h)
         index = np.flatnonzero(suspect)
         if index.size:
             ev.tracker.stage("refinement", name, 2 * index.size)
@@ -424,9 +424,6 @@ def _check_input_full(
     estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
     comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma))
     return comparison, faults, _Differenced(estimate, h, sigma)
-
-
-OUTPUT_AGREEMENT = 1e-8  # an exact oracle's forward output may differ from ours by this, relative
 
 
 def _exact_oracles(
@@ -453,7 +450,7 @@ def _exact_oracles(
             reference = point.output
             gap = (np.max(np.abs(found.output - reference), initial=0.0)
                    if found.output.shape == reference.shape else np.inf)
-            if gap > OUTPUT_AGREEMENT * max(point.scale, 1.0):
+            if outputs_differ(gap, point.scale):
                 found = Unavailable(oracle.name, f"the forward gives different values on {oracle.arrays} and "
                                     f"numpy arrays (largest difference {gap:.3g})")
             else:

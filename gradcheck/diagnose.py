@@ -54,14 +54,15 @@ from typing import Any
 import numpy as np
 
 from gradcheck.result import Diagnosis
+from gradcheck.tolerance import fit_rtol
 
 __all__ = ["KINDS", "RULES", "diagnose"]
 
 KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer", "undetermined")
 
-# Fit tolerance relative to an element's magnitude, by the lowest float precision among the
-# inputs; the absolute floor is a tenth of it times the reference's largest magnitude.
-_REL = {8: 1e-6, 4: 1e-3, 2: 3e-2}
+# The fit tolerance relative to an element's magnitude comes from the lowest float precision
+# among the inputs (``tolerance.fit_rtol``); the absolute floor is a tenth of it times the
+# reference's largest magnitude.
 SMALL_INTEGERS = range(2, 11)
 AGREES = 1e-9  # relative gap below which an element agrees with the reference
 OUTLIER_SHARE = 0.02  # of the compared elements a model may miss (the oracle's odd failure)
@@ -990,8 +991,7 @@ def _integer(p: _Problem, dtype: np.dtype, found: Diagnosis | None) -> Diagnosis
 
 def _precision(inputs: Mapping[str, Any]) -> float:
     sizes = [np.asarray(v).dtype.itemsize for v in inputs.values() if np.asarray(v).dtype.kind == "f"]
-    smallest = min(sizes, default=8)
-    return _REL.get(smallest, _REL[2] if smallest < 4 else _REL[8])
+    return fit_rtol(min(sizes, default=8))
 
 
 def _diagnose_one(

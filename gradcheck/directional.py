@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gradcheck.compare import InputComparison, absolute_floor, allowed, relative_error, worst_of
+from gradcheck.compare import InputComparison, worst_of
 from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.result import Kink, Mismatch, Tolerance
+from gradcheck.tolerance import allowed, directional_allowance, jump_limit, noise_error, relative_error
 
 __all__ = ["DIRECTIONS", "check_input_directional"]
 
@@ -82,12 +83,9 @@ class _Search:
         return self.ev.direction_values({self.name: v.reshape(shape)}, np.array(steps))
 
     def judge(self, expected: float, numeric: float, error: float, terms: float) -> tuple[float, float]:
-        """The allowance and the relative error of a directional derivative."""
-        allowance = float(
-            self.tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(self.tol, self.scale) * terms + error
-        )
-        rel = float(relative_error(np.array([expected]), np.array([numeric]), self.scale * terms)[0])
-        return allowance, rel
+        """The allowance and the relative error of a directional derivative (``terms`` is
+        ``sum |v_i|``, see ``tolerance.directional_allowance``)."""
+        return directional_allowance(self.tol, self.scale, expected, numeric, error, terms)
 
     def probe(self, v: np.ndarray, first: np.ndarray | None = None) -> _Probe:
         """Check the directional derivative along flat direction ``v`` with ``L(x +- 2h v)``
@@ -122,13 +120,13 @@ class _Search:
         numeric = float((first[0] - first[1]) / (2 * h))
         jump = float((first[0] - 2 * self.f0 + first[1]) / h)
         expected = float(np.dot(self.a, v))
-        error = 4 * self.sigma_model / h
+        error = noise_error(self.sigma_model, h)
         allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
         contributions = float(np.sum(np.abs(self.a * v)))
         clearly_fine = (
             np.isfinite(numeric)
             and abs(expected - numeric) <= allowance
-            and abs(jump) <= 1e-3 * contributions + 16 * self.sigma_model / h
+            and abs(jump) <= jump_limit(contributions, self.sigma_model, h)
         )
         if not clearly_fine:
             return self.probe(v, first)
@@ -457,7 +455,7 @@ class _InputCheck:
             nearest = min(max(a, low), high)
             if abs(a - nearest) > p.allowance / w:
                 self.wrong_elements.add(i)
-                rel = abs(a - nearest) / max(abs(a), abs(nearest), 1e-3 * self.scale)
+                rel = float(relative_error(np.array(a), np.array(nearest), self.scale))
                 self.mismatches.append(Mismatch(self.name, self._at(i), a, exact, {}, rel, p.allowance / w,
                                                 ("numeric",), difference=abs(a - nearest),
                                                 slopes=(p.left / w, p.right / w)))

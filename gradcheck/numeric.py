@@ -8,11 +8,11 @@ Per element of a checked input ``x`` (with ``L`` the contracted forward, see ``e
    ``h L''`` where ``L`` is smooth and the derivative jump where it has a kink.
 2. **Refinement**, only for suspect elements (2 more evaluations at ``2h``):
    Richardson extrapolation ``R = (4 D(h) - D(2h)) / 3`` with error estimate
-   ``|D(h) - D(2h)| + 4 sigma / h``; and one-sided Richardson derivatives
-   ``g+ = 2 g+(h) - g+(2h)``, ``g- = 2 g-(h) - g-(2h)``. Where ``L`` is smooth, ``g+ - g-`` is
-   ``O(h^3)``; at a kink it is the jump in slope. An element is a kink when
+   ``|D(h) - D(2h)| + 4 sigma / h`` (``tolerance.noise_error``); and one-sided Richardson
+   derivatives ``g+ = 2 g+(h) - g+(2h)``, ``g- = 2 g-(h) - g-(2h)``. Where ``L`` is smooth,
+   ``g+ - g-`` is ``O(h^3)``; at a kink it is the jump in slope. An element is a kink when
    ``|g+ - g-|`` exceeds both the noise and a quarter of how much the one-sided slopes moved
-   between the two steps.
+   between the two steps (``tolerance.kink_found``).
 
 ``sigma`` is the noise level of ``L`` (rounding in the forward), measured from high-order
 differences of ``L`` along a random direction at a tiny step (Moré and Wild's ECnoise idea), and
@@ -33,6 +33,7 @@ from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure
 from gradcheck.inputs import prepare_inputs, resolve_wrt
 from gradcheck.parallel import choose_workers
+from gradcheck.tolerance import kink_found, noise_error, one_sided_noise
 
 __all__ = [
     "CentralPass",
@@ -197,15 +198,13 @@ def richardson(
         d1 = (plus1 - minus1) / (2 * h)
         d2 = (plus2 - minus2) / (4 * h)
         gradient = (4 * d1 - d2) / 3
-        noise = sigma / h
-        error = np.abs(d1 - d2) + 4 * noise
+        error = np.abs(d1 - d2) + noise_error(sigma, h)
         right1, right2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h)
         left1, left2 = (f0 - minus1) / h, (f0 - minus2) / (2 * h)
         right = 2 * right1 - right2
         left = 2 * left1 - left2
         moved = np.abs(right2 - right1) + np.abs(left2 - left1)
-        gap = np.abs(right - left)
-        kink = (gap > 12 * noise) & (gap > 0.25 * moved)
+        kink = kink_found(np.abs(right - left), moved, sigma / h)
     return gradient, error, kink, left, right
 
 
@@ -224,14 +223,14 @@ def slope_hull(
     gives 0 (``x > 0``) or ``left + right`` (``x >= 0``), or a blend. Every slope measured is
     in the range too, so a kink a little off the point (where one extrapolation is spoiled by
     the crossing) widens it rather than excluding the right value. Each slope's noise is at
-    most ``2 sigma / h`` (``ONE_SIDED_NOISE`` times ``sigma / h`` after extrapolation).
+    most ``2 sigma / h`` (``tolerance.ONE_SIDED_NOISE`` times ``sigma / h`` after extrapolation).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         right1, right2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h)
         left1, left2 = (f0 - minus1) / h, (f0 - minus2) / (2 * h)
         low, high = kink_range(2 * left1 - left2, 2 * right1 - right2)
         measured = np.stack([low, high, right1, right2, left1, left2])
-        noise = ONE_SIDED_NOISE * sigma / h
+        noise = one_sided_noise(sigma, h)
         return np.min(measured, axis=0) - noise, np.max(measured, axis=0) + noise
 
 
@@ -242,8 +241,6 @@ def kink_range(left: Any, right: Any) -> tuple[Any, Any]:
     low, high = np.min(candidates, axis=0), np.max(candidates, axis=0)
     return (low, high) if np.ndim(low) else (float(low), float(high))
 
-
-ONE_SIDED_NOISE = 5  # 2 r(h) - r(2h) with r(h) = (L(x+h) - L(x)) / h: 2*2 + 1 noise units / h
 
 
 def refine(

@@ -136,8 +136,10 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             )
         )
     if result.disagreements:
-        d = result.disagreements[0]
-        numeric_apart = [x for x in result.disagreements if "numeric" in x.values]
+        # Exact oracles apart from each other first: then the numeric one sides with one of them.
+        exact_apart = [x for x in result.disagreements if "numeric" not in x.values]
+        d = (exact_apart or list(result.disagreements))[0]
+        numeric_apart = [] if exact_apart else list(result.disagreements)
         if numeric_apart and all(x.values["numeric"] == 0 for x in numeric_apart):
             why = ("central differences see a flat loss: it rounds away changes this small (a saturated "
                    "softmax?), while the exact oracles and the backward agree")

@@ -26,17 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradcheck.compare import allowed
 from gradcheck.evaluate import Evaluator
-from gradcheck.numeric import ONE_SIDED_NOISE
 from gradcheck.result import Mismatch, Tolerance
+from gradcheck.tolerance import allowed, coupling_limit, one_sided_noise
 
 __all__ = ["TiedKinks", "check_ties"]
-
-# Directional slopes this far (relative to the elements' summed slopes) from those sums are
-# coupled: one tie among a few hundred ReLU kinks still shows, and the slopes' truncation
-# (O(h^2), about eps**(2/3) relative) stays far below it.
-COUPLING_RTOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -114,16 +108,17 @@ def _move(
     right1, right2 = (plus1 - f0) / t, (plus2 - f0) / (2 * t)
     left1, left2 = (f0 - minus1) / t, (f0 - minus2) / (2 * t)
     d_plus, d_minus = 2 * right1 - right2, 2 * left1 - left2
-    noise = ONE_SIDED_NOISE * sigma / t
+    noise = one_sided_noise(sigma, t)
 
     sum_right = sum(float(right[name][i]) for name, i in elements)
     sum_left = sum(float(left[name][i]) for name, i in elements)
     size = sum(abs(float(right[name][i])) + abs(float(left[name][i])) for name, i in elements)
     # The elements' own slopes were measured at their own steps, each with its noise.
-    own_noise = sum(ONE_SIDED_NOISE * sigma / float(steps[name][i]) for name, i in elements)
-    limit = COUPLING_RTOL * size + noise + own_noise
+    own_noise = sum(one_sided_noise(sigma, float(steps[name][i])) for name, i in elements)
+    limit = coupling_limit(size, noise) + own_noise
     coupled = abs(d_plus - sum_right) > limit or abs(d_minus - sum_left) > limit
-    smooth = abs(d_plus - d_minus) <= COUPLING_RTOL * (abs(d_plus) + abs(d_minus)) + 2 * noise
+    # Along the move the two slopes are one, up to the noise of each.
+    smooth = abs(d_plus - d_minus) <= coupling_limit(abs(d_plus) + abs(d_minus), 2 * noise)
     total = sum(float(analytic[name][i]) for name, i in elements)
     low, high = min(d_minus, d_plus), max(d_minus, d_plus)
     mismatch = None

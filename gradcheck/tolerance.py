@@ -1,0 +1,303 @@
+"""The tolerance rule, whole: every allowance and limit the engine holds a difference to.
+
+An analytic gradient element passes against an oracle's value when
+
+    |analytic - reference| <= rtol * max(|analytic|, |reference|) + floor + error
+
+(``allowed``): ``rtol`` and the absolute floor come per dtype (``PRECISIONS``, overridable by
+the caller), and ``error`` is what the oracle says of itself: the numeric oracle's error
+estimate, or the rounding allowed between two exact gradients (``torch_rounding``). The other
+limits say when a measured difference is noise and when it is a finding:
+
+* the numeric oracle's error at step ``h`` (``noise_error``) and the second-difference jump
+  that makes an element suspect (``jump_limit``);
+* the kink test on one-sided slopes (``kink_found``, ``one_sided_noise``) and the coupling of
+  kinks moved together (``coupling_limit``);
+* the directional allowance, summed over the coordinates a direction moves
+  (``directional_allowance``);
+* the checks on the forward at the point: determinism (``determinism_limit``), vmap-batched
+  values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
+  (``outputs_differ``);
+* the fit tolerance of the diagnosis (``fit_rtol``).
+
+``sigma`` is the noise level of the contracted forward ``L`` (see ``numeric.estimate_noise``)
+and ``h`` a step, so ``sigma / h`` is one unit of rounding in a difference quotient. Every
+constant is named here with its reason, and ``tests/test_tolerance.py`` pins each rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcheck.result import Tolerance
+
+__all__ = [
+    "BATCH_AGREEMENT_ULPS",
+    "BATCH_MAX_COST",
+    "CENTRAL_NOISE",
+    "COUPLING_RTOL",
+    "DETERMINISM_ULPS",
+    "JUMP_NOISE",
+    "JUMP_RTOL",
+    "KINK_MOVED",
+    "KINK_NOISE",
+    "ONE_SIDED_NOISE",
+    "OUTPUT_RTOL",
+    "PRECISIONS",
+    "RELATIVE_FLOOR",
+    "ROUNDING_ULPS",
+    "TORCH_ROUNDING",
+    "Precision",
+    "Tolerance",
+    "absolute_floor",
+    "allowed",
+    "batch_agreement_limit",
+    "batching_pays",
+    "coupling_limit",
+    "default_tolerance",
+    "determinism_limit",
+    "directional_allowance",
+    "fit_rtol",
+    "jump_limit",
+    "kink_found",
+    "noise_error",
+    "one_sided_noise",
+    "outputs_differ",
+    "precision",
+    "relative_error",
+    "torch_rounding",
+]
+
+
+# -- per-dtype tolerances ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Precision:
+    """The tolerances for gradients computed at one float precision.
+
+    Attributes:
+        eps: unit roundoff of the dtype.
+        rtol: relative tolerance of the comparison (``allowed``).
+        floor: absolute floor, relative to the input's largest gradient.
+        fit_rtol: relative tolerance of a diagnosis' pattern fit (``diagnose``).
+    """
+
+    eps: float
+    rtol: float
+    floor: float
+    fit_rtol: float
+
+
+# By itemsize, the lowest precision involved (the input's or its gradient's).
+PRECISIONS = {
+    # float64: a gradient wrong by a relative 1e-6 must fail (rtol ten times below it); the
+    # floor is ~4500 roundoff units of the largest gradient; a fit must survive the numeric
+    # oracle's own error of about 1e-8, so it gets a looser 1e-6.
+    8: Precision(float(np.finfo(np.float64).eps), rtol=1e-7, floor=1e-12, fit_rtol=1e-6),
+    # float32: ~8000 roundoff units (1.2e-7), room for a float32 backward's long sums.
+    4: Precision(float(np.finfo(np.float32).eps), rtol=1e-3, floor=1e-4, fit_rtol=1e-3),
+    # float16 / bfloat16: ~30 float16 roundoff units (9.8e-4), 4 of bfloat16's (7.8e-3).
+    2: Precision(float(np.finfo(np.float16).eps), rtol=3e-2, floor=1e-2, fit_rtol=3e-2),
+}
+
+ROUNDING_ULPS = 64  # roundoff units of the largest gradient allowed in an exactly-zero one
+RELATIVE_FLOOR = 1e-3  # relative errors of elements this much below the largest are measured against it
+
+
+def precision(itemsize: int) -> Precision:
+    """The tolerances for ``itemsize`` bytes of float precision: below 4 bytes as float16,
+    any other size as float64."""
+    return PRECISIONS.get(itemsize, PRECISIONS[2] if itemsize < 4 else PRECISIONS[8])
+
+
+def fit_rtol(itemsize: int) -> float:
+    """The diagnosis' fit tolerance, relative to an element's magnitude, for ``itemsize``."""
+    return precision(itemsize).fit_rtol
+
+
+def default_tolerance(
+    itemsize: int, *, rtol: float | None = None, atol: float | None = None, global_scale: float = 0.0
+) -> Tolerance:
+    """The tolerance for a gradient computed at ``itemsize`` bytes of float precision.
+
+    ``rtol``/``atol`` override the defaults; None keeps the default (0 means zero).
+    ``global_scale`` is the largest reference gradient magnitude over all checked inputs: it
+    sets the rounding floor (see ``Tolerance.rounding``), ``ROUNDING_ULPS`` units of it.
+    """
+    p = precision(itemsize)
+    rounding = ROUNDING_ULPS * p.eps * global_scale if np.isfinite(global_scale) else 0.0
+    return Tolerance(rtol=p.rtol if rtol is None else rtol, atol=atol, floor=p.floor, rounding=rounding)
+
+
+def absolute_floor(tol: Tolerance, scale: float) -> float:
+    """``atol`` if given, else the floor relative to the input's largest gradient ``scale``
+    (at least the rounding floor)."""
+    return tol.atol if tol.atol is not None else max(tol.floor * scale, tol.rounding)
+
+
+def allowed(
+    analytic: np.ndarray, reference: np.ndarray, error: np.ndarray | float, tol: Tolerance, scale: float
+) -> np.ndarray:
+    """Per-element allowance ``rtol * max(|a|, |ref|) + atol + error`` (the one rule)."""
+    magnitude = np.maximum(np.abs(analytic), np.abs(reference))
+    return tol.rtol * magnitude + absolute_floor(tol, scale) + error
+
+
+def relative_error(analytic: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """``|a - ref| / max(|a|, |ref|, RELATIVE_FLOOR * scale)``: elements far smaller than the
+    input's largest gradient ``scale`` are measured against a thousandth of it, so rounding in
+    near-zero elements does not read as a large relative error (0 where all three are 0)."""
+    denom = np.maximum(np.maximum(np.abs(analytic), np.abs(reference)), RELATIVE_FLOOR * scale)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(analytic - reference) / denom
+    return np.where(denom > 0, rel, 0.0)
+
+
+# -- the numeric oracle's error ----------------------------------------------------------------
+
+# Rounding of sigma in each value of L puts a standard deviation of 0.71 sigma/h in the central
+# difference (L(x+h) - L(x-h)) / 2h and 0.95 sigma/h in its Richardson extrapolation: 4 sigma/h
+# bounds either at about four standard deviations.
+CENTRAL_NOISE = 4
+# The second difference (L(x+h) - 2 L(x) + L(x-h)) / h carries 2.4 sigma/h of rounding: 16 is
+# over six standard deviations, so rounding alone never makes an element suspect.
+JUMP_NOISE = 16
+# Where L is smooth the second difference is h L'' (h ~ eps**(1/3) = 6e-6 relative to x), far
+# below a thousandth of the largest gradient; a kink makes it the jump in slope, far above.
+JUMP_RTOL = 1e-3
+
+
+def noise_error(sigma: float, h: Any) -> Any:
+    """The error a noise level ``sigma`` puts in a (Richardson-extrapolated) central difference
+    at step ``h`` (array or float): ``CENTRAL_NOISE * sigma / h``."""
+    return CENTRAL_NOISE * sigma / h
+
+
+def jump_limit(size: Any, sigma: float, h: Any) -> Any:
+    """The largest second difference ``(L(x+h) - 2 L(x) + L(x-h)) / h`` of a smooth ``L``:
+    ``JUMP_RTOL`` of ``size`` (the input's largest gradient, or along a direction the sum of
+    ``|a_i v_i|``) plus ``JUMP_NOISE`` units of rounding. Above it, an element is suspect:
+    a kink within the step, or a gradient to look at more closely."""
+    return JUMP_RTOL * size + JUMP_NOISE * sigma / h
+
+
+# -- kinks ------------------------------------------------------------------------------------
+
+# The one-sided Richardson slope 2 r(h) - r(2h), with r(h) = (L(x+h) - L(x)) / h, carries at most
+# (2*2 + 1) sigma/h of rounding: 2 sigma/h in r(h) twice, sigma/h in r(2h).
+ONE_SIDED_NOISE = 5
+# The gap between the two one-sided slopes carries at most 2 * ONE_SIDED_NOISE = 10 sigma/h of
+# rounding; a kink is a gap above 12 (a margin of 2).
+KINK_NOISE = 12
+# Where L is smooth the one-sided slopes agree to O(h^3) while each moves by about |L''| h
+# between h and 2h; at a kink they differ by the jump and hardly move. A gap above a quarter
+# of how far they moved leaves room for a kink crossed between h and 2h, which moves them.
+KINK_MOVED = 0.25
+# Directional slopes this far (relative to the elements' summed slopes) from those sums are
+# coupled: one tie among a few hundred ReLU kinks still shows, and the slopes' truncation
+# (O(h^2), about eps**(2/3) relative) stays far below it.
+COUPLING_RTOL = 1e-3
+
+
+def one_sided_noise(sigma: float, h: Any) -> Any:
+    """The rounding in a one-sided Richardson slope at step ``h``: ``ONE_SIDED_NOISE * sigma / h``."""
+    return ONE_SIDED_NOISE * sigma / h
+
+
+def kink_found(gap: Any, moved: Any, noise: Any) -> Any:
+    """True where one-sided slopes ``gap`` apart mark a kink: the gap exceeds ``KINK_NOISE``
+    units of rounding (``noise`` is ``sigma / h``) and ``KINK_MOVED`` of how far the slopes
+    ``moved`` between the steps ``h`` and ``2h``."""
+    return (gap > KINK_NOISE * noise) & (gap > KINK_MOVED * moved)
+
+
+def coupling_limit(size: float, noise: float) -> float:
+    """How far directional slopes may differ from what uncoupled slopes of total magnitude
+    ``size`` would give (or from each other) with ``noise`` in them: ``COUPLING_RTOL * size
+    + noise``."""
+    return COUPLING_RTOL * size + noise
+
+
+# -- against torch ----------------------------------------------------------------------------
+
+# Rounding allowed between the backward and torch, in units of (forward noise) / (input scale):
+# each gradient carries a few rounding units of the terms it adds up, and the backward and torch
+# add them in different orders.
+TORCH_ROUNDING = 16
+
+
+def torch_rounding(sigma: float, *, eps: float, sensitivity: float, dout_size: float, xscale: Any) -> Any:
+    """Rounding allowed between the analytic and torch gradients, per element of scale ``xscale``.
+
+    Rounding in a gradient, over the input's scale: of the forward's noise ``sigma``, or of
+    ``sensitivity`` (the sum of ``|dL/dx_j x_j|`` over every input: the size of the terms a
+    backward adds up and that may cancel). torch and the backward may each be off by that much
+    from the exact gradient, which shows most where it is exactly 0. Below
+    ``eps * dout_size / |x|`` (``dout_size`` the largest upstream gradient) a gradient moves L by
+    less than one rounding unit of the upstream gradient over a full relative change of x: a
+    saturated loss (a softmax with logits hundreds apart) leaves only such crumbs, and two correct
+    computations may disagree on them entirely.
+    """
+    return TORCH_ROUNDING * np.maximum(max(sigma, eps * sensitivity), eps * dout_size) / xscale
+
+
+# -- directional derivatives ------------------------------------------------------------------
+
+def directional_allowance(
+    tol: Tolerance, scale: float, expected: float, numeric: float, error: float, terms: float
+) -> tuple[float, float]:
+    """The allowance and the relative error of a directional derivative ``a . v``.
+
+    ``terms`` is ``sum |v_i|``: the derivative along ``v`` adds up one term per coordinate, each
+    allowed the per-element floor times ``|v_i|``, so the absolute floor (and the scale that
+    relative errors are measured against) grows with it; ``rtol`` applies to the derivative
+    itself and ``error`` is its own error estimate.
+    """
+    allowance = float(tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(tol, scale) * terms + error)
+    rel = float(relative_error(np.array([expected]), np.array([numeric]), scale * terms)[0])
+    return allowance, rel
+
+
+# -- the forward at the point -----------------------------------------------------------------
+
+# Two calls at the same point may differ by this many roundoff units of the output's size: a
+# reduction whose order changes between calls (threaded sums) rounds differently, a random or
+# stateful forward differs by far more.
+DETERMINISM_ULPS = 64
+# vmap-batched evaluation runs other kernels, which may round differently: values this many
+# roundoff units of the output's size apart are the same; past it batching computes something
+# else and the loop is kept.
+BATCH_AGREEMENT_ULPS = 1e3
+# Batching is used only when it costs at most this share of the loop per evaluation: a margin
+# over timing noise, so a batch that is barely faster is not chosen.
+BATCH_MAX_COST = 0.7
+# The forward's outputs on torch tensors and on numpy arrays may round differently (other
+# kernels), by far less than this relative to the output's size (at least 1); past it they
+# compute different functions and torch's gradient is no oracle for the numpy forward.
+OUTPUT_RTOL = 1e-8
+
+
+def determinism_limit(eps: float, size: float) -> float:
+    """How far two calls of a deterministic forward at the same point may differ, for an
+    output of roundoff ``eps`` and size ``size`` (``max(|L|, sum |dout * out|)``)."""
+    return DETERMINISM_ULPS * eps * size
+
+
+def batch_agreement_limit(eps: float, size: float) -> float:
+    """How far a batched evaluation may differ from the loop's, for an output of roundoff
+    ``eps`` and size ``size`` (exact agreement when the size is 0)."""
+    return BATCH_AGREEMENT_ULPS * eps * max(size, 1e-300)
+
+
+def batching_pays(batch_cost: float, loop_cost: float) -> bool:
+    """True when a batched evaluation (seconds each) is clearly cheaper than the loop's."""
+    return batch_cost <= BATCH_MAX_COST * loop_cost
+
+
+def outputs_differ(gap: float, size: float) -> bool:
+    """True when the forward's outputs on torch and numpy, ``gap`` apart at most, differ by more
+    than rounding for an output of size ``size``."""
+    return gap > OUTPUT_RTOL * max(size, 1.0)
