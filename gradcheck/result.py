@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gradcheck.render import result_lines
+
 __all__ = [
     "CheckResult",
     "Diagnosis",
@@ -229,7 +231,6 @@ class CheckResult:
         return "pass"
 
     def __str__(self) -> str:
-        from gradcheck.report import result_lines
 
         return "\n".join(result_lines(self))
 

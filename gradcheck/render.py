@@ -1,0 +1,157 @@
+"""One check's result -> lines of text: the verdict, a line per input, the worst elements with
+the likely bug, kinks, disagreements, faults and notes. No numerics; formatting only.
+
+``CheckResult.__str__`` renders with ``result_lines``; the result types are imported for type
+checking only, so this module sits below ``result`` (see the import contract in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gradcheck.result import CheckResult, InputSummary, Mismatch
+
+__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines"]
+
+MAX_ELEMENTS_SHOWN = 5
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A float in a fixed-width-friendly form; '-' for None."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.{digits - 1}e}"
+
+
+def index_str(name: str, index: tuple[int, ...]) -> str:
+    return f"{name}[{', '.join(map(str, index))}]" if index else name
+
+
+def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
+    verdict = "FAIL" if not s.ok else ("ok  " if s.compared or s.kinks else "--  ")
+    head = f"  {verdict} {s.name} {tuple(s.shape)} {s.dtype}:"
+    if s.checked == 0:
+        return f"{head} empty, nothing to compare"
+    if empty_output and s.ok:
+        return f"{head} {s.checked} elements are 0, as the empty output makes every gradient"
+    parts = [head]
+    if mode == "directional":
+        parts.append(f"{s.checked} random direction(s) checked;")
+        if s.mismatches:
+            parts.append(f"{s.mismatches} element(s) mismatch;")
+    else:
+        counts = []
+        if s.mismatches:
+            counts.append(f"{s.mismatches}/{s.checked} elements mismatch")
+        else:
+            counts.append(f"{s.compared} element{' matches' if s.compared == 1 else 's match'}")
+        if s.kinks:
+            counts.append(f"{s.kinks} at kinks, held to their one-sided slopes")
+        skipped = s.checked - s.compared - s.kinks
+        if skipped > 0:
+            counts.append(f"{skipped} not compared")
+        parts.append(", ".join(counts) + ";")
+    parts.append("worst rel. error " + ", ".join(f"{o} {fmt(s.worst.get(o), 2)}" for o in oracles))
+    if s.kinks and mode == "directional":
+        parts.append(f"; {s.kinks} kink(s) left out")
+    return " ".join(parts).replace(" ;", ";")
+
+
+def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
+    if m.tied:
+        low, high = m.slopes or (float("nan"), float("nan"))
+        return (
+            f"      {', '.join(m.tied[:4])}{' ...' if len(m.tied) > 4 else ''} tied: moved together, the loss "
+            f"changes at slope {fmt(low, 4)} | {fmt(high, 4)}, but their analytic gradients sum to "
+            f"{fmt(m.analytic, 6)}; off by {fmt(m.difference, 3)}, allowed {fmt(m.tolerance, 2)} "
+            "(a tie's gradient counted more than once?)"
+        )
+    values = []
+    for oracle in oracles or ("numeric",):
+        if oracle == "numeric" and m.slopes is not None:
+            values.append(f"numeric at a kink, slopes {fmt(m.slopes[0], 4)} | {fmt(m.slopes[1], 4)}")
+        elif oracle in m.references:
+            error = m.errors.get(oracle)
+            spread = "" if error is None else f" (+-{fmt(error, 1)})"
+            values.append(f"{oracle} {fmt(m.references[oracle], 6)}{spread}")
+        else:
+            values.append(f"{oracle} -")
+    why = "outside the one-sided slopes" if m.slopes is not None else f"disagrees with {' and '.join(m.against)}"
+    if m.difference == m.difference:  # not NaN: a located element
+        off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
+    else:
+        off = f"rel. error {fmt(m.relative_error, 2)}"
+    return f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
+
+
+_INCONCLUSIVE = {
+    "empty output": "the output is empty, so the loss is identically 0: the check shows only that "
+                    "the backward returns zeros",
+    "empty inputs": "every checked input is empty: nothing was compared",
+}
+
+
+def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) -> list[str]:
+    """The terminal report of one check: a verdict line, a line per input with its worst
+    error, the worst ``max_elements`` elements of each mismatching input with the likely bug,
+    kinks, faults and notes."""
+    verdict = result.verdict.upper()
+    oracles = ", ".join(result.oracles) if result.oracles else "none"
+    lines = [
+        f"gradcheck {verdict}: oracles {oracles}; mode {result.mode}; "
+        f"{result.evaluations} forward evaluations; seed {result.seed}"
+    ]
+    for fault in result.faults:
+        lines.append(f"  FAULT {fault}")
+    empty_output = math.prod(result.output_shape) == 0
+    if result.verdict == "inconclusive":
+        lines.append("  " + _INCONCLUSIVE["empty output" if empty_output else "empty inputs"])
+    for summary in result.inputs:
+        lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
+        if summary.diagnosis is not None:
+            d = summary.diagnosis
+            label = "" if d.kind == "undetermined" else f"likely bug ({d.kind}): "
+            lines.append(f"      {label}{d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
+        shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
+        if summary.diagnosis is None and any(not m.tied for m in shown):
+            lines.append("      likely bug: no simple pattern")
+        lines.extend(_mismatch_line(m, result.oracles) for m in shown)
+        if summary.mismatches > len(shown):
+            lines.append(f"      ... and {summary.mismatches - len(shown)} more")
+    if result.kinks:
+        shown = result.kinks[:MAX_ELEMENTS_SHOWN]
+        lines.append(
+            f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
+            f"{len(result.kinks)}, e.g. "
+            + "; ".join(
+                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, analytic {fmt(k.analytic, 3)}"
+                for k in shown[:3]
+            )
+        )
+    if result.disagreements:
+        # Exact oracles apart from each other first: then the numeric one sides with one of them.
+        exact_apart = [x for x in result.disagreements if "numeric" not in x.values]
+        d = (exact_apart or list(result.disagreements))[0]
+        numeric_apart = [] if exact_apart else list(result.disagreements)
+        if numeric_apart and all(x.values["numeric"] == 0 for x in numeric_apart):
+            why = ("central differences see a flat loss: it rounds away changes this small (a saturated "
+                   "softmax?), while the exact oracles and the backward agree")
+        elif numeric_apart:
+            why = "the forward may differ between numpy and the exact oracle's arrays, or round coarsely there"
+        else:
+            why = "two exact oracles differentiate the forward differently (a library's gradient convention?)"
+        shown = " vs ".join(
+            f"{o} {fmt(v, 6)}" + (f" (+-{fmt(d.errors[o], 1)})" if o in d.errors else "") for o, v in d.values.items()
+        )
+        lines.append(
+            f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
+            f"{index_str(d.input, d.index)}: {shown}: {why}"
+        )
+    for note in result.notes:
+        lines.append(f"  note: {note}")
+    return lines
+
+
+# --- the pytest run: header and summary -----------------------------------------------------
