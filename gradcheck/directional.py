@@ -24,18 +24,19 @@ measured (once per check). A correct gradient costs two evaluations per directio
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from gradcheck.compare import InputComparison, worst_of
+from gradcheck.compare import InputComparison, compare_input, worst_of
+from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.result import Kink, Mismatch, Tolerance
 from gradcheck.tolerance import allowed, directional_allowance, jump_limit, noise_error, relative_error
 
-__all__ = ["DIRECTIONS", "check_input_directional"]
+__all__ = ["DIRECTIONS", "check_input_directional", "with_other_exact"]
 
 DIRECTIONS = 3  # random directions per input (a 1e-6 error escapes all three with odds ~1e-4)
 MAX_LEAVES = 5  # elements localized per input before the search stops
@@ -503,3 +504,25 @@ class _InputCheck:
             tuple(mismatches), tuple(self.kinks), (), worst, mask,
             t, None if t is None else np.ones(a.size, dtype=bool), worst_at=worst_at,
         )
+
+
+def with_other_exact(
+    comparison: InputComparison, name: str, analytic: np.ndarray, exact: Mapping[str, np.ndarray],
+    tol: Tolerance, rounding: np.ndarray,
+) -> InputComparison:
+    """Directional mode weighs the numeric oracle against the first exact oracle; the others are
+    compared with the backward (and with the first) element by element, at no evaluation."""
+    first = next(iter(exact))
+    none = NumericEstimate.missing(analytic.size)
+    kink_mask = np.zeros(analytic.size, dtype=bool)
+    for k in comparison.kinks:
+        kink_mask[np.ravel_multi_index(k.index, analytic.shape) if analytic.shape else 0] = True
+    none = replace(none, kink=kink_mask)
+    others = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), none,
+                           {o: g.reshape(-1) for o, g in exact.items()}, tol, exact_error=rounding)
+    extra = tuple(m for m in others.mismatches if set(m.against) - {first})
+    worst = {**comparison.worst, **{o: w for o, w in others.worst.items() if o not in (first, "numeric")}}
+    worst_at = {**comparison.worst_at, **{o: i for o, i in others.worst_at.items() if o not in (first, "numeric")}}
+    return replace(comparison, mismatches=comparison.mismatches + extra,
+                   disagreements=comparison.disagreements + others.disagreements,
+                   mismatch_mask=comparison.mismatch_mask | others.mismatch_mask, worst=worst, worst_at=worst_at)

@@ -15,6 +15,7 @@ numpy-only, ...), with the original error kept apart for whoever asks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,9 +23,10 @@ import numpy as np
 from gradcheck.errors import GradcheckError
 from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.jax_oracle import JAX
+from gradcheck.tolerance import outputs_differ
 from gradcheck.torch_oracle import TORCH
 
-__all__ = ["DEFAULT_ORACLES", "ORACLES", "Oracle", "choose_oracles", "oracle_named"]
+__all__ = ["DEFAULT_ORACLES", "ORACLES", "ExactFound", "Oracle", "choose_oracles", "oracle_named", "run_exact_oracles"]
 
 
 class Oracle(Protocol):
@@ -70,3 +72,48 @@ def oracle_named(name: str) -> Oracle:
         if oracle.name == name:
             return oracle
     raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ExactFound:
+    """What the chosen exact oracles found at a point.
+
+    Attributes:
+        gradients: oracle name -> input name -> float64 gradient, for the oracles that ran, in
+            the order chosen.
+        notes: one line per reason some did not run (oracles sharing a reason share the line).
+        errors: oracle name -> the original error that kept it from running.
+    """
+
+    gradients: dict[str, dict[str, np.ndarray]]
+    notes: list[str]
+    errors: dict[str, str]
+
+
+def run_exact_oracles(
+    chosen: tuple[Oracle, ...], forward: Callable[..., Any], inputs: Mapping[str, np.ndarray],
+    names: tuple[str, ...], dout: np.ndarray | float, output: np.ndarray, scale: float,
+) -> ExactFound:
+    """Run each chosen oracle on the forward at ``inputs`` (float64) with upstream gradient
+    ``dout``. An oracle whose forward output differs from the forward's own ``output`` (beyond
+    ``tolerance.outputs_differ`` at the loss' ``scale``) is not used: it differentiates another
+    function."""
+    gradients: dict[str, dict[str, np.ndarray]] = {}
+    reasons: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for oracle in chosen:
+        found = oracle.gradients(forward, inputs, names, dout)
+        if isinstance(found, Estimate):
+            gap = (np.max(np.abs(found.output - output), initial=0.0)
+                   if found.output.shape == output.shape else np.inf)
+            if not outputs_differ(gap, scale):
+                gradients[oracle.name] = dict(found.gradients)
+                continue
+            found = Unavailable(oracle.name, f"the forward gives different values on {oracle.arrays} and "
+                                f"numpy arrays (largest difference {gap:.3g})")
+        reasons.setdefault(found.reason, []).append(found.oracle)
+        if found.error:
+            errors[found.oracle] = found.error
+    notes = [f"{' and '.join(who)} oracle{'s' if len(who) > 1 else ''} not used: {reason}"
+             for reason, who in reasons.items()]
+    return ExactFound(gradients, notes, errors)

@@ -1,0 +1,188 @@
+"""The forward at the caller's point: evaluated once (a fault if it fails, mutates its inputs or
+changes its answer), the upstream gradient fixed, the evaluation backend chosen (the loop, or
+vmap batches for a torch forward when that is faster), and the forward's noise measured when
+needed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcheck.errors import GradcheckError
+from gradcheck.evaluate import BatchedEvaluator, Evaluator, ForwardFailure, MultipleOutputs
+from gradcheck.inputs import PreparedInputs
+from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
+from gradcheck.parallel import choose_workers
+from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit
+
+__all__ = ["BATCH_MIN_ELEMENTS", "Fault", "Noise", "Point", "batched_point", "evaluate_point",
+           "torch_callable_forward"]
+
+
+@dataclass
+class Point:
+    """The forward evaluated at the caller's point."""
+
+    evaluator: Evaluator
+    value: float  # L(x0)
+    scale: float  # sum |dout * out|, for the noise floor
+    eps: float  # unit roundoff of the output dtype
+    output: np.ndarray  # forward(x0)
+    dout: np.ndarray | float
+    notes: list[str]
+    seconds: float  # one evaluation of the forward at the point
+
+
+class Fault(Exception):
+    """A bug in the code under test that stops the check; the message is the finding, ``notes``
+    what the check had noted before it."""
+
+    def __init__(self, message: str, notes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.notes = list(notes or [])
+
+
+def torch_callable_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a torch forward so the numeric oracle evaluates it without building graphs."""
+    import torch
+
+    def call(**kwargs: Any) -> Any:
+        with torch.no_grad():
+            return forward(**kwargs)
+
+    return call
+
+
+def evaluate_point(
+    forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *, on_torch: bool
+) -> Point:
+    """Evaluate the forward at the point and fix ``dout``; raise Fault on a bug."""
+    notes: list[str] = []
+    convert = None
+    if on_torch:
+        import torch
+
+        convert = torch.from_numpy
+        forward = torch_callable_forward(forward)
+    ev = Evaluator(forward, prepared.widened, convert=convert)
+    try:
+        out = ev.output()
+    except MultipleOutputs as exc:
+        raise GradcheckError(f"forward {exc}") from None
+    except ForwardFailure as exc:
+        narrower = {n: prepared.values[n] for n in prepared.values}
+        if any(prepared.values[n].dtype != prepared.widened[n].dtype for n in prepared.floating):
+            # The forward may insist on its own dtype: fall back to differencing in it.
+            ev = Evaluator(forward, narrower, convert=convert)
+            try:
+                out = ev.output()
+            except ForwardFailure:
+                raise Fault(f"forward {exc} at the given point") from None
+            notes.append(
+                f"forward fails on float64 copies of the inputs ({exc}); numeric differences "
+                "use the inputs' own dtypes"
+            )
+        else:
+            raise Fault(f"forward {exc} at the given point") from None
+    except Exception as exc:
+        raise Fault(f"forward returned an unusable value at the given point: {exc}") from None
+    for name in prepared.values:
+        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype)):
+            raise Fault(
+                f"forward mutates its input {name!r} in place; a forward must not change its inputs"
+            )
+    if out.dtype.kind != "f":
+        raise Fault(f"forward returns {out.dtype} values; there is nothing to differentiate")
+    if not np.all(np.isfinite(out)):
+        bad = int(np.sum(~np.isfinite(out)))
+        raise Fault(f"forward returns {bad} non-finite value(s) at the given point (e.g. {out.reshape(-1)[np.argmax(~np.isfinite(out.reshape(-1)))]})")
+    if out.ndim == 0:
+        dout: np.ndarray | float = 1.0
+    else:
+        dout = np.random.default_rng(seed).standard_normal(out.shape)
+    ev.dout = dout
+    value = ev.contract(out)
+    start = time.perf_counter()
+    again = ev.value()
+    seconds = time.perf_counter() - start
+    eps = machine_eps(out.dtype)
+    scale = float(np.sum(np.abs(np.asarray(dout) * out.astype(np.float64))))
+    if not math.isfinite(again) or abs(again - value) > determinism_limit(eps, max(abs(value), scale)):
+        raise Fault(
+            f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
+        )
+    return Point(ev, value, max(abs(value), scale), eps, out, dout, notes, seconds)
+
+
+BATCH_MIN_ELEMENTS = 64  # below this, batching cannot pay for its calibration
+
+
+def batched_point(point: Point, forward: Callable[..., Any], names: tuple[str, ...]) -> Point:
+    """Switch ``point`` to vmap-batched evaluation when that is faster and gives the same values.
+
+    Calibrates on the largest checked input: 8 loop evaluations against one batch of up to 64.
+    Keeps the loop when the forward cannot be vmapped, disagrees, or batching is not faster
+    (than the loop spread over worker processes, where those would run).
+    """
+    ev = point.evaluator
+    name = max(names, key=lambda n: ev.work[n].size)
+    if sum(ev.work[n].size for n in names) < BATCH_MIN_ELEMENTS or ev.work[name].dtype != np.float64:
+        return point
+    try:
+        batched = BatchedEvaluator(forward, ev.work)
+        batched.dout = point.dout
+        x = ev.work[name].reshape(-1)
+        idx = np.arange(min(64, x.size))
+        deltas = step_sizes(x, point.eps)[idx]
+        start = time.perf_counter()
+        looped = ev.perturbed_values(name, idx[:8], deltas[:8])
+        loop_cost = (time.perf_counter() - start) / 8
+        batched.perturbed_values(name, idx, deltas)  # warm-up: first vmap call traces
+        start = time.perf_counter()
+        values = batched.perturbed_values(name, idx, deltas)
+        batch_cost = (time.perf_counter() - start) / len(idx)
+        value = batched.value()
+    except Exception:  # the forward does not vmap: keep the loop
+        return point
+    same = np.all(np.abs(values[:8] - looped) <= batch_agreement_limit(point.eps, point.scale))
+    if ev.convert is None:
+        # A numpy loop may run in worker processes: batching must beat that.
+        total = sum(ev.work[n].size for n in names)
+        loop_cost /= choose_workers(loop_cost, 2 * total)
+    if not same or not batching_pays(batch_cost, loop_cost):
+        return point
+    point.notes.append(
+        f"perturbations evaluated in batches with torch.func.vmap "
+        f"({loop_cost / batch_cost:.0f}x faster per evaluation than the loop)"
+    )
+    point.evaluator = batched
+    point.value = value
+    return point
+
+
+class Noise:
+    """The forward's noise level, measured once per check and only if needed."""
+
+    def __init__(self, point: Point, names: tuple[str, ...], seed: int, directions: int) -> None:
+        self.point = point
+        self.names = names
+        self.seed = seed
+        self.directions = directions
+        self.model = point.eps * point.scale
+        self._measured: float | None = None
+
+    def measured(self) -> float:
+        if self._measured is None:
+            rng = np.random.default_rng([self.seed, 1])
+            ev = self.point.evaluator
+            with ev.tracker.interlude("noise", 16 * self.directions):
+                self._measured = estimate_noise(
+                    ev, self.names, self.point.value, self.point.scale, self.point.eps, rng, self.directions,
+                )
+        return self._measured
