@@ -32,7 +32,7 @@ from gradcheck.diagnose import diagnose
 from gradcheck.directional import check_input_directional, with_other_exact
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import Evaluator
+from gradcheck.evaluate import SERIAL, Backend, Forked
 from gradcheck.full import Differenced, check_input_full, exact_rounding, reference_scales, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS, element_scale
@@ -126,7 +126,7 @@ def run_check(
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
     run.check_inputs()
-    notes += [n for n in run.notes + point.evaluator.notes if n not in notes]
+    notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
 
 
@@ -206,11 +206,11 @@ class _Run:
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         self.noise = Noise(point, names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        point.evaluator.evaluations = 0
-        if self.mode == "full" and type(point.evaluator) is Evaluator and point.evaluator.convert is None:
+        if self.mode == "full" and point.evaluator.backend is SERIAL and point.evaluator.convert is None:
             # A numpy forward: perturbations run in worker processes when that saves time.
-            point.evaluator.workers = choose_workers(point.seconds, 2 * total)
-            point.evaluator.seconds = point.seconds
+            self.backend: Backend = Forked(choose_workers(point.seconds, 2 * total), point.seconds)
+        else:
+            self.backend = point.evaluator.backend
         self.directions_rng = np.random.default_rng([self.options.seed, 2])
         self.global_scale, self.sensitivity = reference_scales(
             next(iter(self.exact.values()), self.analytic), names, self.prepared.widened, point.value
@@ -227,7 +227,8 @@ class _Run:
     def check_inputs(self) -> None:
         """Each input in its mode, then the kink elements of all inputs moved together."""
         tracker = tracker_for(self.options.progress)
-        self.point.evaluator.tracker = tracker
+        # The evaluator for this stage: its own count of evaluations, backend and progress.
+        self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
         try:
             for name in self.names:
                 if name in self.analytic:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,13 +23,24 @@ from gradcheck.parallel import MIN_EVALUATIONS, WorkersFailed, forked_values
 from gradcheck.progress import NULL_TRACKER, Tracker
 
 __all__ = [
-    "BatchedEvaluator",
+    "SERIAL",
+    "Backend",
     "Evaluator",
+    "Forked",
     "ForwardFailure",
     "MultipleOutputs",
+    "Serial",
+    "Vmap",
     "as_float_array",
     "describe_exception",
+    "vmap_evaluator",
 ]
+
+
+class Backend(Protocol):
+    """How an evaluator evaluates a run of single-element perturbations of one input."""
+
+    def values(self, ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray: ...
 
 
 class ForwardFailure(Exception):
@@ -79,6 +91,31 @@ def as_float_array(value: Any) -> np.ndarray:
     return array
 
 
+@dataclass(frozen=True)
+class Serial:
+    """Backend: perturbations evaluated in this process, one after the other."""
+
+    def values(self, ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        return ev.serial_values(name, flat_index, deltas)
+
+
+@dataclass(frozen=True)
+class Forked:
+    """Backend: long runs of perturbations of a numpy forward in ``workers`` forked processes
+    (``parallel``), each evaluation taking about ``seconds``; short runs stay in this process."""
+
+    workers: int
+    seconds: float
+
+    def values(self, ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        if self.workers > 1 and len(flat_index) >= MIN_EVALUATIONS:
+            return forked_values(ev, name, flat_index, deltas, self.workers, self.seconds)
+        return ev.serial_values(name, flat_index, deltas)
+
+
+SERIAL = Serial()
+
+
 class Evaluator:
     """Calls ``forward`` on private copies of the inputs and contracts the output with ``dout``.
 
@@ -87,6 +124,15 @@ class Evaluator:
         inputs: name -> numpy array; copied into the working set.
         convert: turns the working numpy arrays into what ``forward`` takes (identity for
             numpy forwards; ``torch.from_numpy`` views for torch callables).
+        dout: the upstream gradient ``L`` contracts the output with (1.0: the output's sum).
+        backend: how runs of single-element perturbations are evaluated (``Serial``,
+            ``Forked``, ``Vmap``).
+        tracker: told of every evaluation (progress).
+
+    The configuration is fixed at construction; ``derived`` makes an evaluator of the same
+    forward at the current working point with some of it changed. Only the working copy moves
+    (perturbed and restored), and a backend that fails (a worker process that dies) falls back
+    to ``Serial`` with a note.
     """
 
     def __init__(
@@ -95,24 +141,34 @@ class Evaluator:
         inputs: dict[str, np.ndarray],
         *,
         convert: Callable[[np.ndarray], Any] | None = None,
+        dout: np.ndarray | float = 1.0,
+        backend: Backend | None = None,
+        tracker: Tracker = NULL_TRACKER,
     ) -> None:
         self.forward = forward
         # Row-major copies: ``flat`` views of them are what perturbations write through.
         self.work = {name: np.array(a, copy=True, order="C") for name, a in inputs.items()}
         self.convert = convert
-        self.dout: np.ndarray | float = 1.0
+        self.dout = dout
+        self.backend: Backend = SERIAL if backend is None else backend
+        self.tracker = tracker
         self.evaluations = 0
-        self.tracker: Tracker = NULL_TRACKER  # told of every evaluation
-        self.workers = 1  # processes for perturbed_values (numpy forwards; see ``parallel``)
-        self.seconds = 0.0  # time of one evaluation, when measured
         self.notes: list[str] = []  # what the caller should know of how values were computed
         self._args = self._make_args()
 
+    def derived(self, **changes: Any) -> Evaluator:
+        """An evaluator of the same forward on its own copy of the current working point, with
+        ``changes`` to ``dout``, ``backend`` or ``tracker``."""
+        settings = {"convert": self.convert, "dout": self.dout, "backend": self.backend, "tracker": self.tracker}
+        unknown = set(changes) - set(settings)
+        if unknown:
+            raise TypeError(f"derived() takes dout, backend and tracker, not {sorted(unknown)}")
+        return Evaluator(self.forward, self.work, **{**settings, **changes})
+
     def clone(self) -> Evaluator:
-        """An evaluator of the same forward on its own copy of the current working point."""
-        twin = Evaluator(self.forward, self.work, convert=self.convert)
-        twin.dout = self.dout
-        return twin
+        """An evaluator of the same forward and ``dout`` on its own copy of the current working
+        point, evaluating in this process (what a worker process runs)."""
+        return Evaluator(self.forward, self.work, convert=self.convert, dout=self.dout)
 
     def _make_args(self) -> dict[str, Any]:
         if self.convert is None:
@@ -155,12 +211,11 @@ class Evaluator:
 
         Returns NaN where the forward failed or gave a non-finite value at that point.
         """
-        if self.workers > 1 and len(flat_index) >= MIN_EVALUATIONS:
-            try:
-                return forked_values(self, name, flat_index, deltas, self.workers, self.seconds)
-            except WorkersFailed as failure:
-                self.workers = 1
-                self.notes.append(f"{failure}; perturbations were evaluated in this process")
+        try:
+            return self.backend.values(self, name, flat_index, deltas)
+        except WorkersFailed as failure:
+            self.backend = SERIAL
+            self.notes.append(f"{failure}; perturbations were evaluated in this process")
         return self.serial_values(name, flat_index, deltas)
 
     def flat(self, name: str) -> np.ndarray:
@@ -215,51 +270,37 @@ class Evaluator:
         return values
 
 
-class BatchedEvaluator(Evaluator):
-    """Evaluates many single-element perturbations at once with ``torch.func.vmap``.
+@dataclass(frozen=True)
+class Vmap:
+    """Backend: many single-element perturbations at once with ``torch.func.vmap``.
 
-    For forwards written against the array API: the perturbed copies of one input are stacked
-    (at most ``max_bytes`` at a time) and the forward is vmapped over them. Everything else
-    (``value``, ``direction_values``) runs the forward on torch tensors one call at a time, so
-    all values come from the same arithmetic.
+    For forwards written against the array API, evaluated on torch tensors (``vmap_evaluator``):
+    the perturbed copies of one input are stacked (at most ``max_bytes`` at a time) and the
+    forward is vmapped over them. A chunk that fails is evaluated one by one.
     """
 
-    def __init__(
-        self,
-        forward: Callable[..., Any],
-        inputs: dict[str, np.ndarray],
-        *,
-        max_bytes: int = 32 * 2**20,
-    ) -> None:
-        import torch
+    max_bytes: int = 32 * 2**20
 
-        def without_graph(**kwargs: Any) -> Any:
-            with torch.no_grad():
-                return forward(**kwargs)
-
-        super().__init__(without_graph, inputs, convert=torch.from_numpy)
-        self.max_bytes = max_bytes
-
-    def _batched(self, name: str) -> Callable[[Any], Any]:
+    def _batched(self, ev: Evaluator, name: str) -> Callable[[Any], Any]:
         import torch
         from torch.func import vmap
 
-        others = {n: a for n, a in self._args.items() if n != name}
-        weight = torch.as_tensor(np.asarray(self.dout, dtype=np.float64))
+        others = {n: a for n, a in ev._args.items() if n != name}
+        weight = torch.as_tensor(np.asarray(ev.dout, dtype=np.float64))
 
         def contracted(v: Any) -> Any:
-            out = self.forward(**others, **{name: v})
+            out = ev.forward(**others, **{name: v})
             return (out.to(torch.float64) * weight).sum()
 
         return vmap(contracted)
 
-    def perturbed_values(self, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    def values(self, ev: Evaluator, name: str, flat_index: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         import torch
 
-        base = self._args[name]
+        base = ev._args[name]
         size = max(base.numel(), 1)
         chunk = int(max(1, min(4096, self.max_bytes // (8 * size))))
-        call = self._batched(name)
+        call = self._batched(ev, name)
         values = np.empty(len(flat_index), dtype=np.float64)
         idx = torch.from_numpy(np.asarray(flat_index, dtype=np.int64))
         step = torch.from_numpy(np.asarray(deltas, dtype=np.float64))
@@ -274,10 +315,23 @@ class BatchedEvaluator(Evaluator):
                     out = call(batch.reshape(k, *base.shape))
                     values[start:stop] = out.detach().numpy()
                 except Exception:  # one bad point must not spoil the chunk: evaluate one by one
-                    values[start:stop] = super().perturbed_values(
-                        name, flat_index[start:stop], deltas[start:stop]
-                    )
+                    values[start:stop] = ev.serial_values(name, flat_index[start:stop], deltas[start:stop])
                 else:
-                    self.evaluations += k
-                    self.tracker.tick(k)
+                    ev.evaluations += k
+                    ev.tracker.tick(k)
         return values
+
+
+def vmap_evaluator(forward: Callable[..., Any], inputs: dict[str, np.ndarray], *,
+                   dout: np.ndarray | float = 1.0, max_bytes: int = Vmap.max_bytes) -> Evaluator:
+    """An evaluator of an array-API ``forward`` on torch tensors (views of the working copy),
+    without autograd graphs, whose perturbations are batched with ``Vmap``. Everything else
+    (``value``, ``direction_values``) runs the forward one call at a time, so all values come
+    from the same arithmetic."""
+    import torch
+
+    def without_graph(**kwargs: Any) -> Any:
+        with torch.no_grad():
+            return forward(**kwargs)
+
+    return Evaluator(without_graph, inputs, convert=torch.from_numpy, dout=dout, backend=Vmap(max_bytes))

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.estimates import NumericEstimate
-from gradcheck.evaluate import Evaluator, ForwardFailure
+from gradcheck.evaluate import Evaluator, Forked, ForwardFailure
 from gradcheck.inputs import prepare_inputs, resolve_wrt
 from gradcheck.parallel import choose_workers
 from gradcheck.tolerance import kink_found, noise_error, one_sided_noise
@@ -292,12 +292,13 @@ def numeric_gradient(
         dout = np.asarray(dout, dtype=np.float64)
         if dout.shape != out.shape:
             raise GradcheckError(f"dout has shape {dout.shape}, but forward returns shape {out.shape}")
-        ev.dout = dout
+        ev = ev.derived(dout=dout)
     start = time.perf_counter()
     f0 = ev.value()
-    ev.seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     # A slow numpy forward: perturbations run in worker processes (see ``parallel``).
-    ev.workers = choose_workers(ev.seconds, 2 * sum(prepared.values[n].size for n in names))
+    workers = choose_workers(seconds, 2 * sum(prepared.values[n].size for n in names))
+    ev = ev.derived(backend=Forked(workers, seconds))
     eps = machine_eps(out.dtype)
     gradients = {}
     for name in names:

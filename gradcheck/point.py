@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from gradcheck.errors import GradcheckError
-from gradcheck.evaluate import BatchedEvaluator, Evaluator, ForwardFailure, MultipleOutputs
+from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
 from gradcheck.parallel import choose_workers
@@ -25,7 +25,7 @@ __all__ = ["BATCH_MIN_ELEMENTS", "Fault", "Noise", "Point", "batched_point", "ev
            "torch_callable_forward"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Point:
     """The forward evaluated at the caller's point."""
 
@@ -106,7 +106,7 @@ def evaluate_point(
         dout: np.ndarray | float = 1.0
     else:
         dout = np.random.default_rng(seed).standard_normal(out.shape)
-    ev.dout = dout
+    ev = ev.derived(dout=dout)
     value = ev.contract(out)
     start = time.perf_counter()
     again = ev.value()
@@ -135,8 +135,7 @@ def batched_point(point: Point, forward: Callable[..., Any], names: tuple[str, .
     if sum(ev.work[n].size for n in names) < BATCH_MIN_ELEMENTS or ev.work[name].dtype != np.float64:
         return point
     try:
-        batched = BatchedEvaluator(forward, ev.work)
-        batched.dout = point.dout
+        batched = vmap_evaluator(forward, ev.work, dout=point.dout)
         x = ev.work[name].reshape(-1)
         idx = np.arange(min(64, x.size))
         deltas = step_sizes(x, point.eps)[idx]
@@ -157,13 +156,9 @@ def batched_point(point: Point, forward: Callable[..., Any], names: tuple[str, .
         loop_cost /= choose_workers(loop_cost, 2 * total)
     if not same or not batching_pays(batch_cost, loop_cost):
         return point
-    point.notes.append(
-        f"perturbations evaluated in batches with torch.func.vmap "
-        f"({loop_cost / batch_cost:.0f}x faster per evaluation than the loop)"
-    )
-    point.evaluator = batched
-    point.value = value
-    return point
+    note = (f"perturbations evaluated in batches with torch.func.vmap "
+            f"({loop_cost / batch_cost:.0f}x faster per evaluation than the loop)")
+    return replace(point, evaluator=batched, value=value, notes=[*point.notes, note])
 
 
 class Noise:

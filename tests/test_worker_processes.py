@@ -51,7 +51,7 @@ def test_forked_values_equal_one_process_bit_for_bit(workers):
         def tick(self, k=1):
             ticks.append(k)
 
-    ev.tracker = Count()
+    ev = ev.derived(tracker=Count())
     forked = parallel.forked_values(ev, "x", index, deltas, workers)
     assert np.array_equal(forked, alone)
     assert sum(ticks) >= len(index)  # every chunk reported (plus the re-evaluated sample)
