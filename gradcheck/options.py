@@ -97,7 +97,7 @@ class Settings:
         validation.tolerance("atol", self.atol)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "Settings":
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
         """Settings from parsed option values keyed by option name (missing -> default)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})

@@ -32,8 +32,20 @@ import numpy as np
 from gradcheck.report import fmt, index_str, result_lines
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
 
-__all__ = ["COLUMNS", "DROP_ORDER", "columns", "details_lines", "drop_order", "fit_table", "markdown", "rows", "summary_line",
-           "report_oracles", "terminal", "terminal_width"]
+__all__ = [
+    "COLUMNS",
+    "DROP_ORDER",
+    "columns",
+    "details_lines",
+    "drop_order",
+    "fit_table",
+    "markdown",
+    "report_oracles",
+    "rows",
+    "summary_line",
+    "terminal",
+    "terminal_width",
+]
 
 DEFAULT_ORACLES = ("numeric", "torch")  # the worst-error columns of a run where none ran
 

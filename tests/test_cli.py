@@ -21,7 +21,6 @@ import pytest
 import gradcheck as gradcheck_package
 from gradcheck import cli
 
-
 ROOT = Path(cli.__file__).resolve().parents[1]  # the subprocess imports this gradcheck, from any cwd
 
 
