@@ -226,7 +226,7 @@ def sensitivity(use_jax):
             else:
                 ok = tool(make_backward(1 + r))
             caught.append(not ok)
-        smallest = min((r for r, c in zip(rs, caught) if c), default=None)
+        smallest = min((r for r, c in zip(rs, caught, strict=True) if c), default=None)
         print(f"| {name} | " + " | ".join("caught" if c else "missed" for c in caught) + f" | {smallest if smallest else '-'} |")
 
 

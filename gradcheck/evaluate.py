@@ -177,7 +177,7 @@ class Evaluator:
         forward, args, tick = self.forward, self._args, self.tracker.tick
         scalar = np.ndim(self.dout) == 0
         weight = float(self.dout) if scalar else 0.0
-        for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist())):
+        for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist(), strict=True)):
             original = flat[i]
             flat[i] = original + d
             try:

@@ -60,7 +60,7 @@ class JaxOracle:
             held = {n: jnp.asarray(a) for n, a in inputs.items() if n not in wrt}
 
             def of_checked(*checked: Any) -> Any:
-                return forward(**held, **dict(zip(wrt, checked)))
+                return forward(**held, **dict(zip(wrt, checked, strict=True)))
 
             try:
                 out, vjp = jax.vjp(of_checked, *(jnp.asarray(inputs[n], dtype=jnp.float64) for n in wrt))
@@ -76,7 +76,7 @@ class JaxOracle:
             except Exception as exc:  # JAX could not differentiate the forward
                 return Unavailable(self.name, f"jax.vjp could not differentiate the forward ({type(exc).__name__})",
                                    describe_exception(exc))
-            gradients = {n: np.asarray(g, dtype=np.float64).reshape(inputs[n].shape) for n, g in zip(wrt, grads)}
+            gradients = {n: np.asarray(g, dtype=np.float64).reshape(inputs[n].shape) for n, g in zip(wrt, grads, strict=True)}
             return Estimate(self.name, gradients, np.asarray(out, dtype=np.float64))
 
 

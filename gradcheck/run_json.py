@@ -177,7 +177,7 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],
         "failures": [{"case": c["name"], "minimal_example": c["minimal_example"],
                       "replay": report.replay_command(run)}
-                     for run, c in zip(runs, cases) if c["minimal_example"] is not None],
+                     for run, c in zip(runs, cases, strict=True) if c["minimal_example"] is not None],
         "cases": cases,
     }
     return _jsonable(document)

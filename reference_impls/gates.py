@@ -27,7 +27,7 @@ def pair(*names: str, kinks: bool = False, margin: float = 1e-2) -> st.SearchStr
             return st.tuples(arrays, arrays, st.booleans()).map(
                 lambda t: {names[0]: t[0], names[1]: t[0].copy() if t[2] else t[1]}
             )
-        return st.tuples(*[arrays for _ in names]).map(lambda t: dict(zip(names, t)))
+        return st.tuples(*[arrays for _ in names]).map(lambda t: dict(zip(names, t, strict=True)))
 
     return shapes(max_dims=2, max_side=4).flatmap(draw)
 
