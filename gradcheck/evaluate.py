@@ -62,7 +62,9 @@ def as_float_array(value: Any) -> np.ndarray:
             if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
                 value = value.to(torch.float32)
             value = value.numpy(force=True)
-    if isinstance(value, tuple | list | dict) and any(np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)):
+    if isinstance(value, tuple | list | dict) and any(
+        np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)
+    ):
         raise MultipleOutputs(
             f"returns a {type(value).__name__} of {len(value)} arrays; forwards with several outputs "
             "are not supported yet: return one array (for example a weighted sum of the outputs), "

@@ -146,7 +146,8 @@ def summary_line(report: RunReport) -> str:
     return (
         f"gradcheck report {verdict}: {len(runs)} {'gallery ' if report.gallery else ''}cases, "
         f"{passed} {word[0]}, {failed} {word[1]}, {errors} errors; "
-        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (held to their slopes){_inconclusive(runs)}; "
+        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (held to their slopes)"
+        f"{_inconclusive(runs)}; "
         f"seed {report.settings.seed}; {report.seconds:.1f} s"
     )
 
