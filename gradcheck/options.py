@@ -41,7 +41,7 @@ class CheckOptions:
             registry to say.
     """
 
-    wrt: tuple[str, ...] | None = None
+    wrt: str | Iterable[str] | None = None
     seed: int = 0
     rtol: float | None = None
     atol: float | None = None
@@ -106,7 +106,7 @@ class Settings:
 def run_options(
     settings: Settings,
     *,
-    wrt: str | tuple[str, ...] | None = None,
+    wrt: str | Iterable[str] | None = None,
     seed: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,

@@ -126,19 +126,20 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         if summary.mismatches > len(shown):
             lines.append(f"      ... and {summary.mismatches - len(shown)} more")
     if result.kinks:
-        shown = result.kinks[:MAX_ELEMENTS_SHOWN]
+        kinks_shown = result.kinks[:MAX_ELEMENTS_SHOWN]
         lines.append(
             f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
             f"{len(result.kinks)}, e.g. "
             + "; ".join(
-                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, analytic {fmt(k.analytic, 3)}"
-                for k in shown[:3]
+                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
+                f"analytic {fmt(k.analytic, 3)}"
+                for k in kinks_shown[:3]
             )
         )
     if result.disagreements:
         # Exact oracles apart from each other first: then the numeric one sides with one of them.
         exact_apart = [x for x in result.disagreements if "numeric" not in x.values]
-        d = (exact_apart or list(result.disagreements))[0]
+        first = (exact_apart or list(result.disagreements))[0]
         numeric_apart = [] if exact_apart else list(result.disagreements)
         if numeric_apart and all(x.values["numeric"] == 0 for x in numeric_apart):
             why = ("central differences see a flat loss: it rounds away changes this small (a saturated "
@@ -147,12 +148,13 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             why = "the forward may differ between numpy and the exact oracle's arrays, or round coarsely there"
         else:
             why = "two exact oracles differentiate the forward differently (a library's gradient convention?)"
-        shown = " vs ".join(
-            f"{o} {fmt(v, 6)}" + (f" (+-{fmt(d.errors[o], 1)})" if o in d.errors else "") for o, v in d.values.items()
+        values = " vs ".join(
+            f"{o} {fmt(v, 6)}" + (f" (+-{fmt(first.errors[o], 1)})" if o in first.errors else "")
+            for o, v in first.values.items()
         )
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
-            f"{index_str(d.input, d.index)}: {shown}: {why}"
+            f"{index_str(first.input, first.index)}: {values}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")
