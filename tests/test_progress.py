@@ -127,7 +127,8 @@ def test_a_raising_callback_aborts_the_check():
 
 @pytest.mark.parametrize("bad", ["yes", 1, 0.5, [print]])
 def test_bad_progress_is_misuse(bad):
-    with pytest.raises(gradcheck.GradcheckError, match=r"progress must be None, True, False or a callable, got progress="):
+    message = r"progress must be None, True, False or a callable, got progress="
+    with pytest.raises(gradcheck.GradcheckError, match=message):
         gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=bad)
 
 

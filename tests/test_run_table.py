@@ -24,8 +24,8 @@ def _case(name: str) -> Case:
 
 def _report() -> RunReport:
     """Rows as a long run shows them: wide numbers, long names, every verdict, a long note."""
-    failed = MinimalExample((), CheckResult(ok=False, faults=("backward raised ValueError: operands could not "
-                                                              "be broadcast together with shapes (4,3) (3,4)",)), "drawn")
+    fault = "backward raised ValueError: operands could not be broadcast together with shapes (4,3) (3,4)"
+    failed = MinimalExample((), CheckResult(ok=False, faults=(fault,)), "drawn")
     runs = [
         CaseRun(_case("gates.max"), 1, examples=200, oracles=("numeric", "torch"), kinks=156,
                 worst={"numeric": 1.0e-11, "torch": 0.0}),
