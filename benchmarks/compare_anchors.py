@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 
@@ -166,6 +167,14 @@ def ours(inputs, backward, mode="full", forward=forward_numpy):
 
 # --- the three comparisons -----------------------------------------------------------------
 
+def _cell(timing):
+    """A table cell for ``timed``'s ``(seconds, ok)``, or ``-`` for a check not run."""
+    if timing is None:
+        return "-"
+    t, ok = timing
+    return f"{t:.3g} ({'pass' if ok else 'FAIL'})"
+
+
 def speed(sizes, use_jax):
     print("## Speed (seconds; ratio = ours / theirs)")
     header = ["params", "ours full (numpy)", "ours full (array API)", "ours directional",
@@ -181,20 +190,14 @@ def speed(sizes, use_jax):
         row = {}
         # Per-element checks (ours and torch's) only where they take seconds, not hours.
         small = count <= 20_000
-        row["full_np"] = timed(lambda: ours(inputs, correct)) if small else None
-        row["full_api"] = timed(lambda: ours(inputs, correct, forward=forward_array_api)) if small else None
-        row["dir"] = timed(lambda: ours(inputs, correct, mode="directional"))
-        row["torch_full"] = timed(lambda: torch_check(inputs, correct, False)) if small else None
-        row["torch_fast"] = timed(lambda: torch_check(inputs, correct, True))
-        row["jax"] = timed(lambda: jax_check(inputs)) if use_jax and small else None
-
-        def cell(key):
-            if row[key] is None:
-                return "-"
-            t, ok = row[key]
-            return f"{t:.3g} ({'pass' if ok else 'FAIL'})"
-
-        cells = [f"{count:,}"] + [cell(key) for key in ("full_np", "full_api", "dir", "torch_full", "torch_fast", "jax")]
+        row["full_np"] = timed(partial(ours, inputs, correct)) if small else None
+        row["full_api"] = timed(partial(ours, inputs, correct, forward=forward_array_api)) if small else None
+        row["dir"] = timed(partial(ours, inputs, correct, mode="directional"))
+        row["torch_full"] = timed(partial(torch_check, inputs, correct, False)) if small else None
+        row["torch_fast"] = timed(partial(torch_check, inputs, correct, True))
+        row["jax"] = timed(partial(jax_check, inputs)) if use_jax and small else None
+        keys = ("full_np", "full_api", "dir", "torch_full", "torch_fast", "jax")
+        cells = [f"{count:,}"] + [_cell(row[key]) for key in keys]
         print("| " + " | ".join(cells) + " |", flush=True)
         ratios = []
         if row["torch_full"]:
@@ -221,13 +224,11 @@ def sensitivity(use_jax):
     for name, tool in tools.items():
         caught = []
         for r in rs:
-            if name == "jax":
-                ok = jax_check(inputs, factor=1 + r)
-            else:
-                ok = tool(make_backward(1 + r))
+            ok = jax_check(inputs, factor=1 + r) if name == "jax" else tool(make_backward(1 + r))
             caught.append(not ok)
-        smallest = min((r for r, c in zip(rs, caught) if c), default=None)
-        print(f"| {name} | " + " | ".join("caught" if c else "missed" for c in caught) + f" | {smallest if smallest else '-'} |")
+        smallest = min((r for r, c in zip(rs, caught, strict=True) if c), default=None)
+        marks = " | ".join("caught" if c else "missed" for c in caught)
+        print(f"| {name} | {marks} | {smallest if smallest else '-'} |")
 
 
 def false_alarms(use_jax, seeds):

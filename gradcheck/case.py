@@ -15,7 +15,7 @@ A case bundles everything needed to check a backward pass on many inputs:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ class Case:
     forward: Callable[..., Any]
     backward: Callable[..., Mapping[str, Any]] | None
     inputs: Any
-    wrt: tuple[str, ...] | None = None
+    wrt: str | Sequence[str] | None = None
     description: str = ""
     family: str = ""
     bug: str | None = None

@@ -153,7 +153,7 @@ def _prepare(
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
     else:
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
     return forward, prepared, names

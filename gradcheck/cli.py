@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import this module (pkg.mod, found from the current directory, or a path to a "
                              ".py file) and run the cases it registers (repeatable)")
     report.add_argument("--format", choices=("table", "json", "markdown"), default="table",
-                        help="table (terminal), json (one document, see gradcheck.run_json) or markdown (CI job summaries)")
+                        help="table (terminal), json (one document, see gradcheck.run_json) or markdown "
+                             "(CI job summaries)")
     report.add_argument("--plot", metavar="DIR", type=_plot_dir,
                         help="write per-case pictures into DIR (needs matplotlib)")
     report.add_argument("--list", action="store_true", help="list the selected cases and exit")

@@ -7,7 +7,6 @@ element in every array.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 

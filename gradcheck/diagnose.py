@@ -134,7 +134,8 @@ def _magnitudes(mag: float, axes: dict[int, _Axis], rel: float) -> list[_Factor]
                                "was meant?", (ax.label,)))
     for k in SMALL_INTEGERS:
         if near(k):
-            why = "a 1/2 missing, or a term counted twice?" if k == 2 else f"a 1/{k} missing, or a term counted {k} times?"
+            why = ("a 1/2 missing, or a term counted twice?" if k == 2
+                   else f"a 1/{k} missing, or a term counted {k} times?")
             out.append(_Factor(float(k), str(k), why, same_size(k)))
         if near(1 / k):
             why = ("a factor 2 missing (the 2 of a square's derivative?), or divided by 2 once too often?"
@@ -182,7 +183,8 @@ def _named_factors(c: float, axes: dict[int, _Axis], rel: float) -> list[_Factor
     mag = abs(c)
     if c > 0:
         return _magnitudes(mag, axes, rel)
-    out = [_Factor(-1.0, "-1", "a minus sign missing or extra, e.g. y - p where p - y was meant?")] if abs(mag - 1) <= 0.05 else []
+    minus = _Factor(-1.0, "-1", "a minus sign missing or extra, e.g. y - p where p - y was meant?")
+    out = [minus] if abs(mag - 1) <= 0.05 else []
     for f in _magnitudes(mag, axes, rel):
         out.append(_Factor(-f.value, f"-{f.named}", f"the sign is flipped too; {f.why}", f.axes))
     return out
@@ -578,9 +580,9 @@ def _structured_additive_candidates(p: _Problem) -> list[_Candidate]:
                                      f"analytic - reference is constant along axis {axis} (a "
                                      "broadcast term missing or extra?)", {"term": f"constant along axis {axis}"}))
     if p.a.ndim == 2 and min(shape) >= 2:
-        term = _rank_one(np.where(u, d, 0.0), u)
-        if term is not None:
-            out.append(_additive(p, 4, term, u, sum(shape) - 1,
+        outer = _rank_one(np.where(u, d, 0.0), u)
+        if outer is not None:
+            out.append(_additive(p, 4, outer, u, sum(shape) - 1,
                                  "analytic - reference is an outer product u v^T (a rank-one term, "
                                  "such as a bias or a - I_y contribution, missing or extra?)",
                                  {"term": "rank one"}))
@@ -705,7 +707,7 @@ def _subset_phrases(p: _Problem, bad: np.ndarray) -> list[tuple[str, dict[str, A
             params["axis"] = axis
         out.append((phrase, params, "an indexing or accumulation bug touching only those?"))
     elif len(flat) <= 3 and 2 * len(flat) <= int(where.sum()):  # a few elements, a minority
-        idx = [p.index(i) for i in flat]
+        idx = [p.index(i) for i in flat.tolist()]
         shown = ", ".join(str(tuple(i)) if len(i) != 1 else str(i[0]) for i in idx)
         out.append((f"on element{'s' if len(idx) > 1 else ''} {shown}", {"elements": idx},
                     "an indexing bug at those elements?"))

@@ -358,10 +358,7 @@ class _InputCheck:
             return
         a, t = self.a, self.t
         suspects = np.flatnonzero(self.exact_bad)
-        if len(suspects) > EXACT_SAMPLE:
-            sample = self.rng.choice(suspects, EXACT_SAMPLE, replace=False)
-        else:
-            sample = suspects
+        sample = self.rng.choice(suspects, EXACT_SAMPLE, replace=False) if len(suspects) > EXACT_SAMPLE else suspects
         self.ev.tracker.stage("element checks", self.name, 4 * len(sample))
         verdicts = []
         for i in sample.tolist():
@@ -478,7 +475,8 @@ class _InputCheck:
         if self.disagreeing:
             self.notes.append(
                 f"{self.name}: along {self.disagreeing} direction(s) the numeric derivative disagrees with both "
-                f"the backward and {self.exact_name}, which agree (a forward that rounds coarsely there?); not a mismatch"
+                f"the backward and {self.exact_name}, which agree (a forward that rounds coarsely there?); "
+                "not a mismatch"
             )
         if self.extra:
             self.notes.append(

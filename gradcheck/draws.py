@@ -18,6 +18,7 @@ imported, installed or selected:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,8 +48,9 @@ def replayable_draws() -> Iterator[None]:
     The switch is process-wide (Hypothesis keeps the constants in a module global): a
     Hypothesis test run concurrently in another thread also draws without them meanwhile.
     """
+    providers: Any  # a Hypothesis internal, absent from some versions
     try:
-        from hypothesis.internal.conjecture import providers
+        providers = importlib.import_module("hypothesis.internal.conjecture.providers")
     except ImportError:
         providers = None
     collect = getattr(providers, "_get_local_constants", None)

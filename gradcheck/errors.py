@@ -22,6 +22,6 @@ class GradcheckError(ValueError):
 class GradientMismatch(AssertionError):
     """A backward pass disagreed with the oracles; ``.result`` is the full CheckResult."""
 
-    def __init__(self, result: "CheckResult") -> None:
+    def __init__(self, result: CheckResult) -> None:
         self.result = result
         super().__init__(str(result))

@@ -74,7 +74,9 @@ def as_float_array(value: Any) -> np.ndarray:
             if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
                 value = value.to(torch.float32)
             value = value.numpy(force=True)
-    if isinstance(value, tuple | list | dict) and any(np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)):
+    if isinstance(value, tuple | list | dict) and any(
+        np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)
+    ):
         raise MultipleOutputs(
             f"returns a {type(value).__name__} of {len(value)} arrays; forwards with several outputs "
             "are not supported yet: return one array (for example a weighted sum of the outputs), "
@@ -232,7 +234,7 @@ class Evaluator:
         forward, args, tick = self.forward, self._args, self.tracker.tick
         scalar = np.ndim(self.dout) == 0
         weight = float(self.dout) if scalar else 0.0
-        for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist())):
+        for k, (i, d) in enumerate(zip(flat_index.tolist(), deltas.tolist(), strict=True)):
             original = flat[i]
             flat[i] = original + d
             try:

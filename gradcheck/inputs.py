@@ -42,7 +42,7 @@ class PreparedInputs:
 
 def _to_array(name: str, value: Any) -> np.ndarray:
     """Copy one input to a numpy array."""
-    if isinstance(value, bool) or isinstance(value, np.bool_):
+    if isinstance(value, bool | np.bool_):
         raise GradcheckError(
             f"input {name!r} is a bool ({value!r}); pass a float to check it or an int to hold it"
         )
@@ -130,14 +130,14 @@ def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tu
             (``validation.wrt``), names a missing or an integer input, or there is no floating
             input to check.
     """
-    if wrt is None:
+    names = validation.wrt(wrt)
+    if names is None:
         if not prepared.floating:
             raise GradcheckError(
                 "no floating inputs to check: inputs are "
                 + ", ".join(f"{n!r} ({d})" for n, d in prepared.dtypes.items())
             )
         return prepared.floating
-    names = validation.wrt(wrt)
     for name in names:
         if name not in prepared.values:
             raise GradcheckError(

@@ -25,7 +25,7 @@ def _x64(jax: Any) -> AbstractContextManager[Any]:
     """A context in which JAX computes in float64 (the name moved between JAX versions)."""
     if hasattr(jax, "enable_x64"):
         return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # older JAX
+    from jax.experimental import enable_x64  # type: ignore[attr-defined]  # older JAX; newer ones lack it
 
     return enable_x64()
 
@@ -60,7 +60,7 @@ class JaxOracle:
             held = {n: jnp.asarray(a) for n, a in inputs.items() if n not in wrt}
 
             def of_checked(*checked: Any) -> Any:
-                return forward(**held, **dict(zip(wrt, checked)))
+                return forward(**held, **dict(zip(wrt, checked, strict=True)))
 
             try:
                 out, vjp = jax.vjp(of_checked, *(jnp.asarray(inputs[n], dtype=jnp.float64) for n in wrt))
@@ -76,7 +76,9 @@ class JaxOracle:
             except Exception as exc:  # JAX could not differentiate the forward
                 return Unavailable(self.name, f"jax.vjp could not differentiate the forward ({type(exc).__name__})",
                                    describe_exception(exc))
-            gradients = {n: np.asarray(g, dtype=np.float64).reshape(inputs[n].shape) for n, g in zip(wrt, grads)}
+            gradients = {
+                n: np.asarray(g, dtype=np.float64).reshape(inputs[n].shape) for n, g in zip(wrt, grads, strict=True)
+            }
             return Estimate(self.name, gradients, np.asarray(out, dtype=np.float64))
 
 

@@ -126,11 +126,11 @@ def estimate_noise(
 
     Evaluates ``L`` at 8 points ``x + k t v`` (k = -4..4, k != 0) along random directions, and
     takes the largest of the normalised 3rd and 4th differences on each side of the point, which
-    for an ``L`` smooth on either side contain rounding only. Two relative steps: ``t ~ 100 eps`` and ``t ~ sqrt(eps)``; the larger one
-    sees rounding that the tiny one steps over (an intermediate much larger than ``L``, as in
-    ``log(1 + d)`` with ``d`` small, rounds in steps that moves of ``100 eps`` never cross),
-    while its truncation (third derivative times ``t^3``) stays far below rounding. Never less
-    than ``eps * scale``.
+    for an ``L`` smooth on either side contain rounding only. Two relative steps: ``t ~ 100 eps``
+    and ``t ~ sqrt(eps)``; the larger one sees rounding that the tiny one steps over (an
+    intermediate much larger than ``L``, as in ``log(1 + d)`` with ``d`` small, rounds in steps
+    that moves of ``100 eps`` never cross), while its truncation (third derivative times
+    ``t^3``) stays far below rounding. Never less than ``eps * scale``.
     """
     names = list(names)
     ks = np.array([-4, -3, -2, -1, 1, 2, 3, 4], dtype=np.float64)

@@ -41,7 +41,7 @@ class CheckOptions:
             registry to say.
     """
 
-    wrt: tuple[str, ...] | None = None
+    wrt: str | Iterable[str] | None = None
     seed: int = 0
     rtol: float | None = None
     atol: float | None = None
@@ -97,7 +97,7 @@ class Settings:
         validation.tolerance("atol", self.atol)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "Settings":
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
         """Settings from parsed option values keyed by option name (missing -> default)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})
@@ -106,7 +106,7 @@ class Settings:
 def run_options(
     settings: Settings,
     *,
-    wrt: str | tuple[str, ...] | None = None,
+    wrt: str | Iterable[str] | None = None,
     seed: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,

@@ -14,7 +14,7 @@ numpy-only, ...), with the original error kept apart for whoever asks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,18 +48,19 @@ ORACLES: tuple[Oracle, ...] = (TORCH, JAX)
 DEFAULT_ORACLES = ("torch",)
 
 
-def choose_oracles(names: tuple[str, ...] | None) -> tuple[Oracle, ...]:
+def choose_oracles(names: Iterable[str] | None) -> tuple[Oracle, ...]:
     """The exact oracles a check runs, in order: ``names`` (validated by ``CheckOptions``; None:
     ``DEFAULT_ORACLES``).
 
     Raises:
         GradcheckError: a name is not a registered oracle's.
     """
+    chosen = DEFAULT_ORACLES if names is None else tuple(names)
     known = [o.name for o in ORACLES]
-    for name in DEFAULT_ORACLES if names is None else names:
+    for name in chosen:
         if name not in known:
             raise GradcheckError(f"oracles names {name!r}, which is not an oracle (oracles: {known})")
-    return tuple(oracle_named(n) for n in (DEFAULT_ORACLES if names is None else names))
+    return tuple(oracle_named(n) for n in chosen)
 
 
 def oracle_named(name: str) -> Oracle:

@@ -206,7 +206,8 @@ def layer_norms(case: Case, inputs: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"layers": list(case.layers), "analytic": [], "numeric": []}
     for name in case.layers:
         value = analytic.get(name) if isinstance(analytic, Mapping) else None
-        out["analytic"].append(float(np.linalg.norm(np.asarray(value, dtype=np.float64))) if value is not None else float("nan"))
+        norm = float(np.linalg.norm(np.asarray(value, dtype=np.float64))) if value is not None else float("nan")
+        out["analytic"].append(norm)
         out["numeric"].append(float(np.linalg.norm(numeric[name])))
     return out
 

@@ -101,7 +101,8 @@ def evaluate_point(
         raise Fault(f"forward returns {out.dtype} values; there is nothing to differentiate")
     if not np.all(np.isfinite(out)):
         bad = int(np.sum(~np.isfinite(out)))
-        raise Fault(f"forward returns {bad} non-finite value(s) at the given point (e.g. {out.reshape(-1)[np.argmax(~np.isfinite(out.reshape(-1)))]})")
+        example = out.reshape(-1)[np.argmax(~np.isfinite(out.reshape(-1)))]
+        raise Fault(f"forward returns {bad} non-finite value(s) at the given point (e.g. {example})")
     if out.ndim == 0:
         dout: np.ndarray | float = 1.0
     else:

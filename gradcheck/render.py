@@ -111,23 +111,24 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     for summary in result.inputs:
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
         if summary.diagnosis is not None:
-            d = summary.diagnosis
-            label = "" if d.kind == "undetermined" else f"likely bug ({d.kind}): "
-            lines.append(f"      {label}{d.summary}" + (f" [{d.evidence}]" if d.evidence else ""))
-        shown = [m for m in result.mismatches if m.input == summary.name][:max_elements]
-        if summary.diagnosis is None and any(not m.tied for m in shown):
+            found = summary.diagnosis
+            label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "
+            lines.append(f"      {label}{found.summary}" + (f" [{found.evidence}]" if found.evidence else ""))
+        listed = [m for m in result.mismatches if m.input == summary.name][:max_elements]
+        if summary.diagnosis is None and any(not m.tied for m in listed):
             lines.append("      likely bug: no simple pattern")
-        lines.extend(_mismatch_line(m, result.oracles) for m in shown)
-        if summary.mismatches > len(shown):
-            lines.append(f"      ... and {summary.mismatches - len(shown)} more")
+        lines.extend(_mismatch_line(m, result.oracles) for m in listed)
+        if summary.mismatches > len(listed):
+            lines.append(f"      ... and {summary.mismatches - len(listed)} more")
     if result.kinks:
-        shown = result.kinks[:MAX_ELEMENTS_SHOWN]
+        kinks = result.kinks[:MAX_ELEMENTS_SHOWN]
         lines.append(
             f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
             f"{len(result.kinks)}, e.g. "
             + "; ".join(
-                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, analytic {fmt(k.analytic, 3)}"
-                for k in shown[:3]
+                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
+                f"analytic {fmt(k.analytic, 3)}"
+                for k in kinks[:3]
             )
         )
     if result.disagreements:
@@ -142,12 +143,12 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             why = "the forward may differ between numpy and the exact oracle's arrays, or round coarsely there"
         else:
             why = "two exact oracles differentiate the forward differently (a library's gradient convention?)"
-        shown = " vs ".join(
+        values = " vs ".join(
             f"{o} {fmt(v, 6)}" + (f" (+-{fmt(d.errors[o], 1)})" if o in d.errors else "") for o, v in d.values.items()
         )
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
-            f"{index_str(d.input, d.index)}: {shown}: {why}"
+            f"{index_str(d.input, d.index)}: {values}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")

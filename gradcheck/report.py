@@ -59,7 +59,7 @@ class Tally:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Tally":
+    def from_dict(cls, data: Mapping[str, Any]) -> Tally:
         return cls(**data)
 
 

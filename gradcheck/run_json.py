@@ -27,7 +27,8 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
             "oracles": [str],
-            "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float, "error": str | null,
+            "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float,
+            "error": str | null,
             "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
             "worst_input": {ORACLE: str | null},               # ORACLE: "numeric", "torch", "jax"
             "worst_at": {"numeric": WORST | null, "torch": WORST | null},
@@ -177,7 +178,7 @@ def run_to_dict(report: RunReport) -> dict[str, Any]:
         "errors": [{"case": run.case.name, "error": run.error} for run in runs if run.error is not None],
         "failures": [{"case": c["name"], "minimal_example": c["minimal_example"],
                       "replay": report.replay_command(run)}
-                     for run, c in zip(runs, cases) if c["minimal_example"] is not None],
+                     for run, c in zip(runs, cases, strict=True) if c["minimal_example"] is not None],
         "cases": cases,
     }
     return _jsonable(document)

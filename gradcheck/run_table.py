@@ -32,8 +32,20 @@ import numpy as np
 from gradcheck.report import fmt, index_str, result_lines
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
 
-__all__ = ["COLUMNS", "DROP_ORDER", "columns", "details_lines", "drop_order", "fit_table", "markdown", "rows", "summary_line",
-           "report_oracles", "terminal", "terminal_width"]
+__all__ = [
+    "COLUMNS",
+    "DROP_ORDER",
+    "columns",
+    "details_lines",
+    "drop_order",
+    "fit_table",
+    "markdown",
+    "report_oracles",
+    "rows",
+    "summary_line",
+    "terminal",
+    "terminal_width",
+]
 
 DEFAULT_ORACLES = ("numeric", "torch")  # the worst-error columns of a run where none ran
 
@@ -134,7 +146,8 @@ def summary_line(report: RunReport) -> str:
     return (
         f"gradcheck report {verdict}: {len(runs)} {'gallery ' if report.gallery else ''}cases, "
         f"{passed} {word[0]}, {failed} {word[1]}, {errors} errors; "
-        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (held to their slopes){_inconclusive(runs)}; "
+        f"{sum(r.examples for r in runs)} examples{_points(runs)}, {kinks} kinks met (held to their slopes)"
+        f"{_inconclusive(runs)}; "
         f"seed {report.settings.seed}; {report.seconds:.1f} s"
     )
 

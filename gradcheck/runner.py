@@ -34,7 +34,7 @@ from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
 from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
 from gradcheck.progress import Progress
-from gradcheck.result import CheckResult
+from gradcheck.result import CheckResult, Kink, Mismatch
 from gradcheck.worst import WorstAt, track_worst
 
 __all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
@@ -207,7 +207,8 @@ def _literal_pattern(name: str) -> str:
 def _shown(inputs: Mapping[str, Any], result: CheckResult) -> tuple[InputShown, ...]:
     """The inputs of an example: small ones in full, large ones at the flagged elements."""
     flagged: dict[str, list[tuple[int, ...]]] = {}
-    for item in (*result.mismatches, *result.kinks):
+    items: tuple[Mismatch | Kink, ...] = (*result.mismatches, *result.kinks)
+    for item in items:
         spots = flagged.setdefault(item.input, [])
         if item.index not in spots and len(spots) < 5:
             spots.append(item.index)

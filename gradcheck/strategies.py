@@ -7,6 +7,8 @@ Bad arguments raise ``GradcheckError`` with the messages of ``gradcheck.validati
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -34,7 +36,7 @@ def shapes(*, min_dims: int = 0, max_dims: int = 2, min_side: int = 1, max_side:
     return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
 
 
-def _elements(min_magnitude: float, max_magnitude: float, zeros: bool, width: int) -> st.SearchStrategy:
+def _elements(min_magnitude: float, max_magnitude: float, zeros: bool, width: Literal[32, 64]) -> st.SearchStrategy:
     magnitude = st.floats(min_magnitude, max_magnitude, width=width)
     signed = st.tuples(st.sampled_from([-1.0, 1.0]), magnitude).map(lambda t: t[0] * t[1])
     if zeros:
@@ -60,7 +62,7 @@ def float_arrays(
     validation.positive_number("max_magnitude", max_magnitude)
     validation.ordered("min_magnitude", min_magnitude, "max_magnitude", max_magnitude)
     validation.shape(shape)
-    width = 32 if dtype.itemsize == 4 else 64
+    width: Literal[32, 64] = 32 if dtype.itemsize == 4 else 64
     if dtype.itemsize == 4:
         max_magnitude = float(np.float32(max_magnitude))
         min_magnitude = float(np.nextafter(np.float32(min_magnitude), np.float32(np.inf)))

@@ -255,7 +255,8 @@ def gradient_test(
                 run.record(request.node, checked.result)
                 if not checked.result.ok:
                     mismatch = GradientMismatch(checked.result)
-                    if checked.source == "point":  # Hypothesis notes the drawn examples alike
+                    # Hypothesis notes the drawn examples alike; a fixed point has a number.
+                    if checked.source == "point" and checked.number is not None:
                         mismatch.add_note(f"Falsifying fixed point (points[{checked.number - 1}] of case "
                                           f"{case.name!r}): {fn.__name__}(\n    inputs={checked.inputs!r},\n)")
                     raise mismatch

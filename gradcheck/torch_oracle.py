@@ -90,7 +90,7 @@ def _autograd(
         return Unavailable("torch", f"torch.autograd could not differentiate the forward ({type(exc).__name__})",
                            describe_exception(exc))
     result = {}
-    for name, g in zip(wrt, grads):
+    for name, g in zip(wrt, grads, strict=True):
         result[name] = (
             # force=True: autograd may hand back a ZeroTensor (an all-zero gradient, as for
             # torch.sgn on real input), which has no memory of its own to view.

@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradcheck.errors import GradcheckError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "MODES",
@@ -174,7 +177,7 @@ def points(value: Any) -> tuple[Mapping[str, Any], ...]:
     return value
 
 
-def float_dtype(value: Any) -> Any:
+def float_dtype(value: Any) -> np.dtype:
     """A floating numpy dtype (anything ``np.dtype`` takes), as a ``np.dtype``."""
     import numpy as np
 

@@ -21,13 +21,14 @@ def pair(*names: str, kinks: bool = False, margin: float = 1e-2) -> st.SearchStr
     """Same-shape arrays for ``names`` (0 to 2 axes), with exact zeros/ties if ``kinks``."""
 
     def draw(shape):
-        arrays = with_kinks(shape, max_magnitude=5.0) if kinks else away_from_kinks(shape, margin=margin, max_magnitude=5.0)
+        arrays = (with_kinks(shape, max_magnitude=5.0) if kinks
+                  else away_from_kinks(shape, margin=margin, max_magnitude=5.0))
         if kinks and len(names) == 2:
             # ties between the two inputs: y drawn equal to x sometimes
             return st.tuples(arrays, arrays, st.booleans()).map(
                 lambda t: {names[0]: t[0], names[1]: t[0].copy() if t[2] else t[1]}
             )
-        return st.tuples(*[arrays for _ in names]).map(lambda t: dict(zip(names, t)))
+        return st.tuples(*[arrays for _ in names]).map(lambda t: dict(zip(names, t, strict=True)))
 
     return shapes(max_dims=2, max_side=4).flatmap(draw)
 
@@ -154,6 +155,7 @@ CASES = (
     _case("circuits.xplusy_times_z", circuit, circuit_backward, pair("x", "y", "z"), "(x + y) z",
           points=(PUBLISHED_CIRCUIT,)),
     _case("circuits.sigmoid_neuron", neuron, neuron_backward,
-          st.fixed_dictionaries({"w": float_arrays((3,), max_magnitude=4.0), "x": float_arrays((2,), max_magnitude=4.0)}),
+          st.fixed_dictionaries({"w": float_arrays((3,), max_magnitude=4.0),
+                                 "x": float_arrays((2,), max_magnitude=4.0)}),
           "sigmoid(w0 x0 + w1 x1 + w2)", points=(PUBLISHED_NEURON,)),
 )

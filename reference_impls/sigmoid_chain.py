@@ -35,7 +35,7 @@ def one_per_layer_backward(dout, a0, y, **params):
     ws = [params[f"w{l}"] for l in range(1, DEPTH + 1)]
     bs = [params[f"b{l}"] for l in range(1, DEPTH + 1)]
     acts, zs = [a0], []
-    for w, b in zip(ws, bs):
+    for w, b in zip(ws, bs, strict=True):
         zs.append(w * acts[-1] + b)
         acts.append(sigmoid_np(zs[-1]))
     da = 2 * (acts[-1] - y) * dout
@@ -65,7 +65,7 @@ def wide_backward(dout, a0, y, **params):
     Ws = [params[f"W{l}"] for l in range(1, WIDE + 1)]
     bs = [params[f"b{l}"] for l in range(1, WIDE + 1)]
     acts, zs = [a0], []
-    for W, b in zip(Ws, bs):
+    for W, b in zip(Ws, bs, strict=True):
         zs.append(acts[-1] @ W + b)
         acts.append(sigmoid_np(zs[-1]))
     da = 2 * (acts[-1] - y) * dout

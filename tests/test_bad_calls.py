@@ -142,11 +142,13 @@ FAULTS = [
      "backward returned no gradient for 'W'"),
     ("an extra gradient", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "z": 1.0},
      "backward returned gradients for ['z'], which are not inputs"),
-    ("a transposed gradient", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "W": matmul_backward(d, x, W)["W"].T},
+    ("a transposed gradient", matmul_sum,
+     lambda d, x, W: {**matmul_backward(d, x, W), "W": matmul_backward(d, x, W)["W"].T},
      "has shape (4, 3), but 'W' has shape (3, 4) (it looks transposed)"),
     ("a gradient of the wrong shape", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "W": np.zeros(5)},
      "backward's gradient for 'W' has shape (5,), but 'W' has shape (3, 4)"),
-    ("non-finite gradient values", matmul_sum, lambda d, x, W: {**matmul_backward(d, x, W), "x": np.full((2, 3), np.inf)},
+    ("non-finite gradient values", matmul_sum,
+     lambda d, x, W: {**matmul_backward(d, x, W), "x": np.full((2, 3), np.inf)},
      "backward's gradient for 'x' has 6 non-finite value(s)"),
     ("backward returns a list", matmul_sum, lambda d, x, W: [1, 2],
      "backward returned list, not a dict mapping input names to gradients"),
@@ -159,7 +161,8 @@ FAULTS = [
     ("forward returns a string", lambda x, W: "s", matmul_backward, "forward returned str"),
     ("forward mutates its input", mutating_forward, matmul_backward,
      "forward mutates its input 'x' in place; a forward must not change its inputs"),
-    ("forward is nondeterministic", Drifting(), matmul_backward, "forward is nondeterministic: two calls at the same point gave"),
+    ("forward is nondeterministic", Drifting(), matmul_backward,
+     "forward is nondeterministic: two calls at the same point gave"),
 ]
 
 

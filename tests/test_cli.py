@@ -21,7 +21,6 @@ import pytest
 import gradcheck as gradcheck_package
 from gradcheck import cli
 
-
 ROOT = Path(cli.__file__).resolve().parents[1]  # the subprocess imports this gradcheck, from any cwd
 
 
@@ -41,7 +40,8 @@ needs_matplotlib = pytest.mark.skipif(not importable("matplotlib"), reason="need
 def gradcheck(*args: str, cwd: Path | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("COLUMNS", None)  # output piped, width unknown: the table fits 80 columns
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath and str(pythonpath), str(ROOT), env.get("PYTHONPATH")]))
+    paths = [pythonpath and str(pythonpath), str(ROOT), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     return subprocess.run([sys.executable, "-m", "gradcheck", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
@@ -176,7 +176,8 @@ def test_user_module_cases_run_and_a_failure_is_shrunk(user_module, cli_main, mo
     table = cli_main("report", "--module", "mycases", "--examples", "20")
     assert table.returncode == 1
     assert "smallest failing example (shrunk)" in table.stdout and "FAIL" in table.stdout
-    assert "replay: python -m gradcheck report --module mycases --case mine.cube_wrong --seed 0 --examples 20" in table.stdout
+    replay = "replay: python -m gradcheck report --module mycases --case mine.cube_wrong --seed 0 --examples 20"
+    assert replay in table.stdout
 
 
 REPLAY = re.compile(r"^== (?P<case>\S+): (?P<verdict>\w+) \(case seed \d+; replay: (?P<command>.+)\)$", re.M)
@@ -243,7 +244,8 @@ gradcheck.register(gradcheck.Case(
     ("args", "message"),
     [
         ([], "there are no correct (non-gallery) cases to run; use --gallery to run the known-buggy variants"),
-        (["--case", "mine.*"], "--case 'mine.*' matches only gallery cases (e.g. 'mine.doubled'); run them with --gallery"),
+        (["--case", "mine.*"],
+         "--case 'mine.*' matches only gallery cases (e.g. 'mine.doubled'); run them with --gallery"),
         (["--gallery", "--case", "x*"], "--case 'x*' matches no case (known: mine.doubled); --list shows them all"),
     ],
 )
@@ -398,7 +400,8 @@ def test_module_may_be_a_file_path(tmp_path, monkeypatch, capsys, isolated_impor
     assert cli.main(["report", "--module", "somewhere/else/path_cases_a.py", "--list"]) == 0
     assert capsys.readouterr().out.startswith("mine.by_path_a\t")
     assert cli.main(["report", "--module", "somewhere/else/missing.py", "--list"]) == 2
-    assert "case module 'somewhere/else/missing.py' is neither a .py file nor a package folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "case module 'somewhere/else/missing.py' is neither a .py file nor a package folder" in err
 
 
 BROKEN_MODULE = '''import numpy as np

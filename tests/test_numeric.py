@@ -89,7 +89,7 @@ def test_steps_are_exact_and_positive(x):
 def test_richardson_is_exact_on_cubics_and_finds_no_kink(a, b, c, h):
     f = lambda t: a * t + b * t**2 + c * t**3  # noqa: E731  f'(0) = a
     hs = np.array([h])
-    gradient, error, kink, left, right = richardson(0.0, f(hs), f(-hs), f(2 * hs), f(-2 * hs), hs, 1e-17)
+    gradient, error, kink, _left, _right = richardson(0.0, f(hs), f(-hs), f(2 * hs), f(-2 * hs), hs, 1e-17)
     assert gradient[0] == pytest.approx(a, abs=1e-9 * (1 + abs(c)))
     assert not kink[0]
     assert error[0] >= 0

@@ -5,6 +5,7 @@ show is then the same on any machine, however fast or busy."""
 
 import inspect
 import io
+import itertools
 import re
 
 import pytest
@@ -74,7 +75,7 @@ def test_progress_true_in_a_log_writes_plain_lines(capsys, check_clock):
     # One line every LOG_SECONDS of the check, the first at once.
     elapsed = [float(ELAPSED.search(line)[1]) for line in lines]
     assert len(lines) > 1 and elapsed[0] <= progress_module.LOG_SECONDS
-    assert all(b - a >= progress_module.LOG_SECONDS for a, b in zip(elapsed, elapsed[1:]))
+    assert all(b - a >= progress_module.LOG_SECONDS for a, b in itertools.pairwise(elapsed))
 
 
 class _Terminal(io.StringIO):
@@ -126,7 +127,8 @@ def test_a_raising_callback_aborts_the_check():
 
 @pytest.mark.parametrize("bad", ["yes", 1, 0.5, [print]])
 def test_bad_progress_is_misuse(bad):
-    with pytest.raises(gradcheck.GradcheckError, match=r"progress must be None, True, False or a callable, got progress="):
+    message = r"progress must be None, True, False or a callable, got progress="
+    with pytest.raises(gradcheck.GradcheckError, match=message):
         gradcheck.check_gradients(relu_net.forward, _scaled(1.0), _net(), wrt=WRT, progress=bad)
 
 

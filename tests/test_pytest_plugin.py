@@ -143,10 +143,13 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, flag: str
 
 def test_header_prints_the_seed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
-    run(pytester).stdout.fnmatch_lines([f"gradcheck: seed 0 (replay with --gradcheck-seed 0), examples {DEFAULT_EXAMPLES}, *"])
+    run(pytester).stdout.fnmatch_lines(
+        [f"gradcheck: seed 0 (replay with --gradcheck-seed 0), examples {DEFAULT_EXAMPLES}, *"]
+    )
     result = run(pytester, "--gradcheck-seed", "7", "--gradcheck-rtol", "1e-4")
     result.stdout.fnmatch_lines(
-        [f"gradcheck: seed 7 (replay with --gradcheck-seed 7), examples {DEFAULT_EXAMPLES}, rtol 0.0001, atol scaled floor"]
+        [f"gradcheck: seed 7 (replay with --gradcheck-seed 7), examples {DEFAULT_EXAMPLES}, "
+         "rtol 0.0001, atol scaled floor"]
     )
 
 
@@ -223,7 +226,8 @@ def test_summary_counts_checks_kinks_and_worst_errors(project: pytest.Pytester) 
     result.assert_outcomes(passed=3)
     lines = summary(result)
     assert lines[0] == "gradcheck: 3 checks in 2 tests, all passed; seed 3"
-    assert lines[1] == "  kinks met (held to their one-sided slopes): 1 in 1 test, e.g. x[0, 1] in test_summary.py::test_relu"
+    assert lines[1] == ("  kinks met (held to their one-sided slopes): 1 in 1 test, "
+                        "e.g. x[0, 1] in test_summary.py::test_relu")
     assert lines[2].startswith("  worst relative error vs numeric: ")
     assert lines[3].startswith("  worst relative error vs torch: ")
     assert len(lines) == 4
@@ -256,7 +260,8 @@ def test_failing_check_shows_the_mismatch_report(project: pytest.Pytester) -> No
         "E *   ok   x (3, 4) float64: 12 elements match; *",
         "E *   FAIL w (4, 2) float64: 8/8 elements mismatch; worst rel. error numeric *, torch *",
         "E *       likely bug*",
-        "E *       w?*?: analytic *, numeric * (+-*), torch *; off by * (rel. *), allowed * (disagrees with numeric and torch)",
+        "E *       w?*?: analytic *, numeric * (+-*), torch *; off by * (rel. *), allowed * "
+        "(disagrees with numeric and torch)",
     ]
     result.stdout.fnmatch_lines(["*_ test_fixture _*", *report, "*_ test_plain _*", *report])
     out = result.stdout.str()

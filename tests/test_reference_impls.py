@@ -185,7 +185,8 @@ def test_cases_with_piecewise_forwards_meet_kinks_and_pass_there():
     assert {k.input for k in result.kinks} == {"W1"}
 
     tie = CORRECT["gates.max"]
-    result = gradcheck.check_gradients(tie.forward, tie.backward, {"x": np.array([1.0, 2.0]), "y": np.array([1.0, 0.5])})
+    inputs = {"x": np.array([1.0, 2.0]), "y": np.array([1.0, 0.5])}
+    result = gradcheck.check_gradients(tie.forward, tie.backward, inputs)
     assert result.ok and [(k.input, k.index) for k in result.kinks] == [("x", (0,)), ("y", (0,))]
 
 

@@ -24,8 +24,8 @@ def _case(name: str) -> Case:
 
 def _report() -> RunReport:
     """Rows as a long run shows them: wide numbers, long names, every verdict, a long note."""
-    failed = MinimalExample((), CheckResult(ok=False, faults=("backward raised ValueError: operands could not "
-                                                              "be broadcast together with shapes (4,3) (3,4)",)), "drawn")
+    fault = "backward raised ValueError: operands could not be broadcast together with shapes (4,3) (3,4)"
+    failed = MinimalExample((), CheckResult(ok=False, faults=(fault,)), "drawn")
     runs = [
         CaseRun(_case("gates.max"), 1, examples=200, oracles=("numeric", "torch"), kinks=156,
                 worst={"numeric": 1.0e-11, "torch": 0.0}),
@@ -57,7 +57,7 @@ def _parse(table: list[str]) -> tuple[list[str], list[list[str]]]:
         return [c.strip() for c in line[1:-1].split(line[0])]
 
     header_lines = [cells(line) for line in table if line.startswith("┃")]
-    headers = [" ".join(filter(None, column)) for column in zip(*header_lines)]
+    headers = [" ".join(filter(None, column)) for column in zip(*header_lines, strict=True)]
     parsed: list[list[str]] = []
     for line in table:
         if not line.startswith("│"):
@@ -90,8 +90,8 @@ def test_table_fits_the_width_and_never_cuts_a_number_or_a_verdict(width, column
     assert tuple(headers) == columns
     expected = rows(report)
     assert len(shown) == len(expected)
-    for row, full in zip(shown, expected):
-        for column, cell in zip(columns, row):
+    for row, full in zip(shown, expected, strict=True):
+        for column, cell in zip(columns, row, strict=True):
             value = full[COLUMNS.index(column)]
             if column == "note" and cell != value:
                 assert cell.endswith("…") and value.startswith(cell[:-1]) and len(cell) >= 20
