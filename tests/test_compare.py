@@ -276,3 +276,11 @@ def test_a_mismatch_at_a_kink_is_held_to_the_slopes_without_the_numeric_error():
 def test_a_mismatch_away_from_kinks_has_no_slopes():
     c = compare_input("x", (2,), np.array([2.0, 1.0]), estimate(1.0, 1e-9), None, F64)
     assert c.mismatches[0].slopes is None and c.mismatches[0].analytic == 2.0
+
+
+def test_the_elements_usable_for_diagnosis_are_those_compared_with_the_reference():
+    failed = estimate(NAN, NAN)  # the forward failed around element 0
+    c = compare_input("x", (2,), np.array([1.0, 1.0]), failed, None, F64)
+    assert c.usable.tolist() == [False, True]  # numeric is the reference: element 0 has none
+    c = compare_input("x", (2,), np.array([1.0, 1.0]), failed, np.array([1.0, 1.0]), F64)
+    assert c.usable.tolist() == [True, True]  # torch is: it has a value everywhere but at kinks

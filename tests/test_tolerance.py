@@ -451,3 +451,14 @@ def test_kink_range_keeps_floats_floats_and_arrays_float_arrays():
     low, high = kink_range(np.array([1.0, 2.0]), np.array([-3.0, 0.5]))
     assert low.dtype == high.dtype == np.float64
     assert (low.tolist(), high.tolist()) == ([-3.0, 0.0], [1.0, 2.5])
+
+
+def test_a_tie_along_which_the_loss_is_flat_is_still_judged():
+    """max(x0, x1) - (x0 + x1) / 2 at a tie: flat along the move (slope 0 exactly, no noise), so
+    a backward giving each tied element 1/2 sums to 1, not 0."""
+    def flat_along_the_tie(x):
+        return max(x[0], x[1]) - (x[0] + x[1]) / 2
+
+    move = tie_move(flat_along_the_tie, [0.0, 0.0], [-0.5, -0.5], [0.5, 0.5], [0.5, 0.5])
+    assert (move.low, move.high, bool(move.judged)) == (0.0, 0.0, True)
+    assert move.mismatch is not None and move.mismatch.analytic == 1.0
