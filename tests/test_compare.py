@@ -15,7 +15,7 @@ import pytest
 
 from gradcheck.compare import compare_input, worst_of
 from gradcheck.numeric import NumericEstimate
-from gradcheck.result import Tolerance
+from gradcheck.result import Disagreement, Kink, Tolerance
 
 F64 = Tolerance(rtol=1e-7, atol=None, floor=1e-12, rounding=0.0)
 NAN = math.nan
@@ -257,3 +257,36 @@ def test_an_element_numeric_cannot_evaluate_reports_its_torch_error():
     c = compare("x", (2,), np.array([1.1, 2.0]), estimate(NAN, NAN), np.array([1.0, 1.0]), F64)
     assert [m.index for m in c.mismatches] == [(1,), (0,)]
     assert [m.relative_error for m in c.mismatches] == pytest.approx([0.5, 0.1 / 1.1])
+    failed = c.mismatches[1]  # element 0, where the forward failed around the point
+    assert failed.references.get("numeric") is None and failed.errors.get("numeric") is None
+
+
+def test_findings_carry_their_values():
+    c = compare("x", (2,), np.array([0.5, 1.0]), estimate(0.5, 0.0, **kink(0.0, 1.0)), np.array([0.7, 1.0]), F64)
+    assert c.kinks == (Kink("x", (0,), 0.5, 0.0, 1.0, {"torch": 0.7}),)
+    assert c.reference.tolist() == [0.7, 1.0] and c.usable.tolist() == [False, True]
+    c = compare("x", (2,), np.array([1.0, 1.0]), estimate(1.5, 1e-10), np.array([1.0, 1.0]), F64)
+    assert c.disagreements == (Disagreement("x", (0,), {"numeric": 1.5, "torch": 1.0}, {"numeric": 1e-10}),)
+    assert c.worst_at == {"numeric": (1,), "torch": (0,)}
+    c = compare("x", (2,), np.array([1.0, 1.0]), estimate(0.5, 0.0, **kink(0.0, 1.0)), None, F64)
+    assert c.reference.tolist() == [0.5, 1.0] and c.usable.tolist() == [False, True]
+
+
+def test_a_mismatch_at_a_kink_is_held_to_the_slopes_without_the_numeric_error():
+    c = compare("x", (2,), np.array([-1.0, 1.0]), estimate(0.5, 0.25, **kink(0.0, 1.0)), None, F64)
+    (m,) = c.mismatches
+    assert (m.analytic, m.references.get("numeric"), m.errors.get("numeric"), m.slopes) == (-1.0, None, None, (0.0, 1.0))
+    assert (m.difference, m.tolerance) == (1.0, pytest.approx(1e-7 * 1.0 + 1e-12, rel=1e-12))
+
+
+def test_a_mismatch_away_from_kinks_has_no_slopes():
+    c = compare("x", (2,), np.array([2.0, 1.0]), estimate(1.0, 1e-9), None, F64)
+    assert c.mismatches[0].slopes is None and c.mismatches[0].analytic == 2.0
+
+
+def test_the_elements_usable_for_diagnosis_are_those_compared_with_the_reference():
+    failed = estimate(NAN, NAN)  # the forward failed around element 0
+    c = compare("x", (2,), np.array([1.0, 1.0]), failed, None, F64)
+    assert c.usable.tolist() == [False, True]  # numeric is the reference: element 0 has none
+    c = compare("x", (2,), np.array([1.0, 1.0]), failed, np.array([1.0, 1.0]), F64)
+    assert c.usable.tolist() == [True, True]  # torch is: it has a value everywhere but at kinks

@@ -317,14 +317,15 @@ def test_slope_hull_spans_every_slope_measured_widened_by_its_noise():
     assert high.tolist() == pytest.approx([3.0 + 0.5, 1.0 + 1.0], abs=1e-15)
 
 
-def test_slope_hull_of_a_forward_that_overflows_warns_nothing():
+def test_estimates_of_a_forward_that_overflows_warn_nothing():
     from gradcheck.numeric import slope_hull
 
+    values = (0.0, np.array([np.inf]), np.array([-1.0]), np.array([np.inf]), np.array([-2.0]), np.array([1.0]), 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        low, high = slope_hull(0.0, np.array([np.inf]), np.array([-1.0]), np.array([np.inf]), np.array([-2.0]),
-                               np.array([1.0]), 0.0)
-    assert np.isnan(low[0]) and np.isnan(high[0])
+        low, high = slope_hull(*values)
+        gradient = richardson(*values)[0]
+    assert np.isnan(low[0]) and np.isnan(high[0]) and np.isnan(gradient[0])
 
 
 # -- ties: kinks moved together -----------------------------------------------------------------
@@ -401,11 +402,13 @@ def test_a_tie_given_the_whole_gradient_twice_is_a_mismatch_held_to_the_slope_al
                                                                                 1.0, True)
     nearest = 1.0 + noise  # the slope, plus its noise
     allowance = 1e-7 * 2.0 + 1e-12 * nearest
-    assert move.mismatch == Mismatch("x", (0,), 2.0, {}, {}, pytest.approx((2.0 - nearest) / 2.0),
-                                     pytest.approx(allowance), ("numeric",), difference=pytest.approx(2.0 - nearest),
-                                     slopes=(1.0, 1.0), tied=("x[0]", "x[1]"))
+    exactly = dict(rel=1e-12, abs=0.0)
+    assert move.mismatch == Mismatch("x", (0,), 2.0, {}, {}, pytest.approx((2.0 - nearest) / 2.0, **exactly),
+                                     pytest.approx(allowance, **exactly), ("numeric",),
+                                     difference=pytest.approx(2.0 - nearest, **exactly), slopes=(1.0, 1.0),
+                                     tied=("x[0]", "x[1]"))
     none = tie_move(tied_max, [0.0, 0.0], [0, 0], [1, 1], [0, 0], sigma)
-    assert none.mismatch.difference == pytest.approx(1.0 - noise)  # held to the slope less its noise
+    assert none.mismatch.difference == pytest.approx(1.0 - noise, rel=1e-12)  # held to the slope less its noise
 
 
 def test_ties_across_inputs_are_moved_together_and_per_input():
@@ -436,6 +439,11 @@ def test_a_tie_of_two_scalars_is_labelled_by_name():
                          {"x": (), "y": ()}, F64)
     assert move.mismatch.tied == ("x", "y") and move.mismatch.index == ()
 
+    ev = Evaluator(lambda x: max(x[0, 0], x[0, 1]), {"x": np.zeros((1, 2))})
+    (move,) = check_ties(ev, ev.value(), 0.0, {"x": np.arange(2)}, {"x": np.full(2, T)}, {"x": np.zeros(2)},
+                         {"x": np.ones(2)}, {"x": np.ones(2)}, {"x": (1, 2)}, F64)
+    assert move.mismatch.tied == ("x[0, 0]", "x[0, 1]") and move.mismatch.index == (0, 0)
+
 
 def test_kink_range_keeps_floats_floats_and_arrays_float_arrays():
     from gradcheck.numeric import kink_range
@@ -445,3 +453,14 @@ def test_kink_range_keeps_floats_floats_and_arrays_float_arrays():
     low, high = kink_range(np.array([1.0, 2.0]), np.array([-3.0, 0.5]))
     assert low.dtype == high.dtype == np.float64
     assert (low.tolist(), high.tolist()) == ([-3.0, 0.0], [1.0, 2.5])
+
+
+def test_a_tie_along_which_the_loss_is_flat_is_still_judged():
+    """max(x0, x1) - (x0 + x1) / 2 at a tie: flat along the move (slope 0 exactly, no noise), so
+    a backward giving each tied element 1/2 sums to 1, not 0."""
+    def flat_along_the_tie(x):
+        return max(x[0], x[1]) - (x[0] + x[1]) / 2
+
+    move = tie_move(flat_along_the_tie, [0.0, 0.0], [-0.5, -0.5], [0.5, 0.5], [0.5, 0.5])
+    assert (move.low, move.high, bool(move.judged)) == (0.0, 0.0, True)
+    assert move.mismatch is not None and move.mismatch.analytic == 1.0
