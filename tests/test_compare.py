@@ -275,7 +275,8 @@ def test_findings_carry_their_values():
 def test_a_mismatch_at_a_kink_is_held_to_the_slopes_without_the_numeric_error():
     c = compare("x", (2,), np.array([-1.0, 1.0]), estimate(0.5, 0.25, **kink(0.0, 1.0)), None, F64)
     (m,) = c.mismatches
-    assert (m.analytic, m.references.get("numeric"), m.errors.get("numeric"), m.slopes) == (-1.0, None, None, (0.0, 1.0))
+    assert (m.analytic, m.slopes) == (-1.0, (0.0, 1.0))
+    assert "numeric" not in m.references and "numeric" not in m.errors
     assert (m.difference, m.tolerance) == (1.0, pytest.approx(1e-7 * 1.0 + 1e-12, rel=1e-12))
 
 
