@@ -147,9 +147,16 @@ class Evaluator:
         backend: Backend | None = None,
         tracker: Tracker = NULL_TRACKER,
     ) -> None:
-        self.forward = forward
         # Row-major copies: ``flat`` views of them are what perturbations write through.
-        self.work = {name: np.array(a, copy=True, order="C") for name, a in inputs.items()}
+        work = {name: np.array(a, copy=True, order="C") for name, a in inputs.items()}
+        self._setup(forward, work, convert=convert, dout=dout, backend=backend, tracker=tracker)
+
+    def _setup(
+        self, forward: Callable[..., Any], work: dict[str, np.ndarray], *, convert: Callable[[np.ndarray], Any] | None,
+        dout: np.ndarray | float, backend: Backend | None, tracker: Tracker,
+    ) -> None:
+        self.forward = forward
+        self.work = work
         self.convert = convert
         self.dout = dout
         self.backend: Backend = SERIAL if backend is None else backend
@@ -159,13 +166,16 @@ class Evaluator:
         self._args = self._make_args()
 
     def derived(self, **changes: Any) -> Evaluator:
-        """An evaluator of the same forward on its own copy of the current working point, with
-        ``changes`` to ``dout``, ``backend`` or ``tracker``."""
+        """An evaluator of the same forward at the same working point, with ``changes`` to
+        ``dout``, ``backend`` or ``tracker``, and a count of evaluations of its own. It takes
+        over this one's working copy (no copy of large inputs is made): use one at a time."""
         settings = {"convert": self.convert, "dout": self.dout, "backend": self.backend, "tracker": self.tracker}
         unknown = set(changes) - set(settings)
         if unknown:
             raise TypeError(f"derived() takes dout, backend and tracker, not {sorted(unknown)}")
-        return Evaluator(self.forward, self.work, **{**settings, **changes})
+        twin = Evaluator.__new__(Evaluator)
+        twin._setup(self.forward, self.work, **{**settings, **changes})
+        return twin
 
     def clone(self) -> Evaluator:
         """An evaluator of the same forward and ``dout`` on its own copy of the current working

@@ -68,6 +68,12 @@ class Option:
     default: Any
     help: str
     metavar: str
+    show: Callable[[Any], str] = repr  # the value as the flag's argument (a replay command)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (``torch,jax``) as a tuple."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -78,23 +84,28 @@ OPTIONS: tuple[Option, ...] = (
            "relative error of 1e-6)", "X"),
     Option("atol", float, None, "absolute tolerance (default: a floor scaled to each input's "
            "largest gradient)", "X"),
+    Option("oracles", _names, None, "exact oracles beside the numeric one, comma-separated: torch, "
+           "jax (the jax extra); default torch", "NAMES", show=",".join),
 )
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated run settings: seed >= 0, examples >= 1, tolerances None or finite >= 0."""
+    """Validated run settings: seed >= 0, examples >= 1, tolerances None or finite >= 0, the
+    exact oracles by name (None: the default)."""
 
     seed: int = 0
     examples: int = DEFAULT_EXAMPLES
     rtol: float | None = None
     atol: float | None = None
+    oracles: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed", validation.seed(self.seed))
         object.__setattr__(self, "examples", validation.examples(self.examples))
         validation.tolerance("rtol", self.rtol)
         validation.tolerance("atol", self.atol)
+        object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Settings:
@@ -114,8 +125,8 @@ def run_options(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
 ) -> CheckOptions:
-    """The options of one check in a run with ``settings``: a seed or tolerance given for the
-    check (not None) wins over the run's setting, which wins over the per-dtype default."""
+    """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
+    for the check (not None) win over the run's setting, which wins over the default."""
     return CheckOptions(
         wrt=wrt,
         seed=settings.seed if seed is None else seed,
@@ -123,5 +134,5 @@ def run_options(
         atol=settings.atol if atol is None else atol,
         mode=mode,
         progress=progress,
-        oracles=oracles,
+        oracles=settings.oracles if oracles is None else oracles,
     )

@@ -191,7 +191,7 @@ class RunReport:
         for option in OPTIONS:
             value = getattr(self.settings, option.name)
             if option.name == "seed" or value != option.default:
-                words += [f"--{option.name}", repr(value)]
+                words += [f"--{option.name}", option.show(value)]
         if self.gallery:
             words.append("--gallery")
         return shlex.join(words)
