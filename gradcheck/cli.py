@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gradcheck import __version__
 from gradcheck.errors import GradcheckError
 from gradcheck.options import OPTIONS, Settings
+from gradcheck.oracles import choose_oracles
 
 if TYPE_CHECKING:
     from gradcheck.runner import CaseSelectionError
@@ -185,6 +186,7 @@ class _Progress:
 
 def _report(args: argparse.Namespace) -> int:
     settings = Settings.from_mapping({o.name: getattr(args, o.name) for o in OPTIONS})
+    choose_oracles(settings.oracles)  # a name that is no oracle's is misuse before any case runs
     plot_dir = None
     if args.plot is not None:
         from gradcheck.plots import check_plot_dir, require_matplotlib

@@ -26,6 +26,7 @@ import pytest
 
 from gradcheck.errors import GradcheckError
 from gradcheck.options import OPTIONS, Settings
+from gradcheck.oracles import choose_oracles
 from gradcheck.report import Tally, header_lines, summary_lines
 from gradcheck.result import CheckResult
 from gradcheck.testing import GradcheckFixture, PytestRun, run_for, set_run
@@ -81,6 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
     values = {option.name: config.getoption(_dest(option.name)) for option in OPTIONS}
     try:
         settings = Settings.from_mapping(values)
+        choose_oracles(settings.oracles)
     except GradcheckError as exc:
         raise pytest.UsageError(f"--gradcheck-* options: {exc}") from None
     set_run(config, PytestRun(settings, record))

@@ -432,3 +432,32 @@ def test_import_error_names_the_users_file_and_line(tmp_path, monkeypatch, capsy
         assert "np.ones(6).reshape(4, 4)" in captured.err and "line 8, in <module>" in captured.err
     else:
         assert captured.err.strip() == message + "; --traceback shows the full traceback"
+
+
+def test_the_exact_oracles_are_chosen_by_flag_and_replayed(cli_main):
+    import numpy as np
+    from hypothesis import strategies as st
+
+    import gradcheck
+
+    pytest.importorskip("jax")
+    run = cli_main("report", "--case", "gates.multiply", "--examples", "3", "--oracles", "torch,jax",
+                   "--format", "json")
+    assert run.returncode == 0, run.stderr
+    (case,) = json.loads(run.stdout)["cases"]
+    assert case["oracles"] == ["numeric", "torch", "jax"]
+    assert set(case["worst_relative_error"]) == {"numeric", "torch", "jax"}
+    from gradcheck.options import Settings
+    from gradcheck.runner import CaseRun, RunReport
+
+    case = gradcheck.Case(name="mine.any", forward=lambda x: x, backward=lambda dout, x: {"x": dout},
+                          inputs=st.just({"x": np.ones(2)}))
+    report = RunReport(Settings(oracles=("torch", "jax")), False, [CaseRun(case=case, seed=0)])
+    words = shlex.split(report.replay_command(report.runs[0]))
+    assert words[words.index("--oracles") + 1] == "torch,jax"
+
+
+def test_an_unknown_oracle_is_misuse_in_one_line(cli_main):
+    run = cli_main("report", "--case", "gates.add", "--examples", "1", "--oracles", "theano")
+    assert run.returncode == 2
+    assert "oracles names 'theano', which is not an oracle" in run.stderr

@@ -103,3 +103,22 @@ def test_richardson_reports_a_kink_with_its_one_sided_slopes(slope, jump, h):
     assert kink[0]
     assert left[0] == pytest.approx(slope, abs=1e-9)
     assert right[0] == pytest.approx(slope + jump, abs=1e-9)
+
+
+def test_numeric_gradient_with_its_error_estimate():
+    import gradcheck
+    from gradcheck.estimates import NumericEstimate
+
+    x = np.array([0.0, 0.5, -1.5, 2.0])
+    found = gradcheck.numeric_gradient(lambda x: float(np.sum(np.abs(x) + np.sin(x))), {"x": x}, with_error=True)
+    est = found["x"]
+    assert isinstance(est, NumericEstimate)
+    exact = np.sign(x) + np.cos(x)
+    smooth = ~est.kink
+    assert est.kink.tolist() == [True, False, False, False]  # |x| at 0
+    assert np.all(np.abs(est.gradient[smooth] - exact[smooth]) <= est.error[smooth])
+    assert np.all(est.error[smooth] < 1e-8) and np.all(est.error > 0)
+    assert (est.left[0], est.right[0]) == pytest.approx((-1 + 1.0, 1 + 1.0), abs=1e-6)
+    assert np.isnan(est.left[1:]).all()
+    plain = gradcheck.numeric_gradient(lambda x: float(np.sum(np.abs(x) + np.sin(x))), {"x": x})
+    assert isinstance(plain["x"], np.ndarray) and plain["x"].shape == x.shape

@@ -588,3 +588,24 @@ def test_gradient_test_says_its_default_number_of_examples() -> None:
 
     text = " ".join(gradient_test.__doc__.split())
     assert f"(default ``options.DEFAULT_EXAMPLES``, {DEFAULT_EXAMPLES})" in text
+
+
+def test_the_oracles_option_reaches_the_fixture_and_bad_names_are_usage_errors(project: pytest.Pytester) -> None:
+    pytest.importorskip("jax")
+    project.makepyfile(test_oracles="""
+        import array_api_compat
+        import numpy as np
+
+        def forward(x):
+            xp = array_api_compat.array_namespace(x)
+            return xp.sum(xp.sin(x))
+
+        def test_fixture(gradcheck):
+            result = gradcheck.check_gradients(forward, lambda dout, x: {"x": dout * np.cos(x)}, {"x": np.ones(3)})
+            assert result.oracles == ("numeric", "torch", "jax")
+    """)
+    result = run(project, "--gradcheck-oracles", "torch,jax")
+    result.assert_outcomes(passed=1)
+    bad = run(project, "--gradcheck-oracles", "theano")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "oracles names 'theano'" in bad.stderr.str()
