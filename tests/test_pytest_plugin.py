@@ -592,7 +592,7 @@ def test_gradient_test_says_its_default_number_of_examples() -> None:
 
 def test_the_oracles_option_reaches_the_fixture_and_bad_names_are_usage_errors(project: pytest.Pytester) -> None:
     pytest.importorskip("jax")
-    project.makepyfile(test_oracles="""
+    project.makepyfile(test_chosen_oracles="""
         import array_api_compat
         import numpy as np
 
