@@ -162,27 +162,13 @@ def estimate_noise(
 
 
 @dataclass(frozen=True)
-class Refinement:
-    """Refined estimates for selected elements (flat indices) of one input.
-
-    Attributes:
-        index: flat indices refined, shape ``(k,)``.
-        gradient: Richardson estimate ``R``, shape ``(k,)``.
-        error: its error estimate, shape ``(k,)``.
-        kink: True where the one-sided slopes disagree (not differentiable there).
-        left, right: one-sided derivative estimates ``g-``, ``g+``, shape ``(k,)``.
-        low, high: the hull of every slope seen within ``2h`` on either side (see
-            ``slope_hull``), shape ``(k,)``.
-    """
+class Refinement(NumericEstimate):
+    """Refined estimates for selected elements of one input: a ``NumericEstimate`` over the
+    flat indices ``index`` (shape ``(k,)``), every element Richardson-extrapolated with its error
+    and kink test; ``low``, ``high`` are the hull of every slope seen within ``2h`` on either side
+    (see ``slope_hull``)."""
 
     index: np.ndarray
-    gradient: np.ndarray
-    error: np.ndarray
-    kink: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
 
 
 def richardson(
@@ -253,7 +239,7 @@ def refine(
     values = (f0, central.plus[index], central.minus[index], both[:k], both[k:], h, sigma)
     gradient, error, kink, left, right = richardson(*values)
     low, high = slope_hull(*values)
-    return Refinement(index, gradient, error, kink, left, right, low, high)
+    return Refinement(gradient, error, kink, left, right, low, high, index=index)
 
 
 def numeric_gradient(
