@@ -25,21 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import validation
+from gradcheck import directional, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
-from gradcheck.directional import check_input_directional, with_other_exact
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked
-from gradcheck.full import Differenced, check_input_full, exact_rounding, reference_scales, tie_finding
+from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
-from gradcheck.numeric import NOISE_DIRECTIONS, element_scale
+from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
 from gradcheck.parallel import choose_workers
-from gradcheck.point import Fault, Noise, Point, batched_point, evaluate_point
+from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
@@ -211,10 +210,11 @@ class _Run:
             self.backend: Backend = Forked(choose_workers(point.seconds, 2 * total), point.seconds)
         else:
             self.backend = point.evaluator.backend
-        self.directions_rng = np.random.default_rng([self.options.seed, 2])
-        self.global_scale, self.sensitivity = reference_scales(
+        self.global_scale, sensitivity = reference_scales(
             next(iter(self.exact.values()), self.analytic), names, self.prepared.widened, point.value
         )
+        self.sensitivity = sensitivity
+        self.rng = np.random.default_rng([self.options.seed, 2])
 
     def tolerance(self, name: str) -> Tolerance:
         grad = self.analytic[name]
@@ -229,6 +229,7 @@ class _Run:
         tracker = tracker_for(self.options.progress)
         # The evaluator for this stage: its own count of evaluations, backend and progress.
         self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
+        self.context = Context(self.point, self.noise, self.sensitivity, self.rng)
         try:
             for name in self.names:
                 if name in self.analytic:
@@ -245,32 +246,15 @@ class _Run:
             close(tracker)
 
     def check_input(self, name: str) -> None:
-        point, grad, tol = self.point, self.analytic[name], self.tolerance(name)
+        grad, tol = self.analytic[name], self.tolerance(name)
         references = {o: grads[name] for o, grads in self.exact.items()}
-        if self.mode == "full" or grad.size == 0 or point.output.size == 0:
-            comparison, faults, self.measured[name] = check_input_full(
-                point, name, grad, references, tol, self.noise, self.sensitivity)
-            self.faults += faults
-            checked, compared = int(grad.size), comparison.compared
-        else:
-            first = next(iter(references), None)
-            comparison, checked, notes = check_input_directional(
-                point.evaluator, name, point.value, point.eps,
-                sigma_model=self.noise.model,
-                measure_noise=self.noise.measured,
-                exact_rounding=lambda sigma, xscale: exact_rounding(point, self.sensitivity, sigma, xscale),
-                analytic=grad,
-                exact_grad=None if first is None else references[first],
-                exact_name=first or "",
-                tol=tol,
-                rng=self.directions_rng,
-            )
-            if len(references) > 1:
-                xscale = element_scale(point.evaluator.work[name]).reshape(-1)
-                comparison = with_other_exact(comparison, name, grad, references, tol,
-                                              exact_rounding(point, self.sensitivity, self.noise.model, xscale))
-            self.notes += notes
-            compared = checked
+        full = self.mode == "full" or grad.size == 0 or self.point.output.size == 0
+        outcome = (check_input_full if full else directional.check_input)(self.context, name, grad, references, tol)
+        if outcome.measured is not None:
+            self.measured[name] = outcome.measured
+        self.faults += outcome.faults
+        self.notes += outcome.notes
+        comparison, checked, compared = outcome.comparison, outcome.checked, outcome.compared
         self.comparisons[name] = comparison
         self.summaries.append(InputSummary(
             name=name,

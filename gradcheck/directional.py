@@ -33,10 +33,11 @@ from gradcheck.compare import InputComparison, compare_input, worst_of
 from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
+from gradcheck.point import Context, InputOutcome, exact_rounding
 from gradcheck.result import Kink, Mismatch, Tolerance
 from gradcheck.tolerance import allowed, directional_allowance, jump_limit, noise_error, relative_error
 
-__all__ = ["DIRECTIONS", "check_input_directional", "with_other_exact"]
+__all__ = ["DIRECTIONS", "check_input", "check_input_directional", "with_other_exact"]
 
 DIRECTIONS = 3  # random directions per input (a 1e-6 error escapes all three with odds ~1e-4)
 MAX_LEAVES = 5  # elements localized per input before the search stops
@@ -524,3 +525,28 @@ def with_other_exact(
     return replace(comparison, mismatches=comparison.mismatches + extra,
                    disagreements=comparison.disagreements + others.disagreements,
                    mismatch_mask=comparison.mismatch_mask | others.mismatch_mask, worst=worst, worst_at=worst_at)
+
+
+def check_input(
+    ctx: Context, name: str, analytic: np.ndarray, exact: Mapping[str, np.ndarray], tol: Tolerance,
+) -> InputOutcome:
+    """Directional check of one input, with the same interface as ``full.check_input_full``:
+    weighed against the first exact oracle, the others compared element by element."""
+    point = ctx.point
+    first = next(iter(exact), None)
+    comparison, checked, notes = check_input_directional(
+        point.evaluator, name, point.value, point.eps,
+        sigma_model=ctx.noise.model,
+        measure_noise=ctx.noise.measured,
+        exact_rounding=lambda sigma, xscale: exact_rounding(point, ctx.sensitivity, sigma, xscale),
+        analytic=analytic,
+        exact_grad=None if first is None else exact[first],
+        exact_name=first or "",
+        tol=tol,
+        rng=ctx.rng,
+    )
+    if len(exact) > 1:
+        xscale = element_scale(point.evaluator.work[name]).reshape(-1)
+        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.model, xscale)
+        comparison = with_other_exact(comparison, name, analytic, exact, tol, rounding)
+    return InputOutcome(comparison, checked, checked, notes=tuple(notes))

@@ -8,54 +8,19 @@ tolerance.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from gradcheck.compare import compare_input
 from gradcheck.estimates import NumericEstimate
 from gradcheck.numeric import central_pass, element_scale, refine
-from gradcheck.point import Noise, Point
+from gradcheck.point import Context, Differenced, InputOutcome, Point, exact_rounding
 from gradcheck.result import Mismatch, Tolerance
 from gradcheck.ties import check_ties
-from gradcheck.tolerance import allowed, jump_limit, noise_error, torch_rounding
+from gradcheck.tolerance import allowed, jump_limit, noise_error
 
-__all__ = ["Differenced", "check_input_full", "exact_rounding", "reference_scales", "tie_finding"]
-
-
-def reference_scales(
-    gradients: Mapping[str, np.ndarray], names: tuple[str, ...], inputs: Mapping[str, np.ndarray], value: float
-) -> tuple[float, float]:
-    """``(largest |gradient| over all inputs, sum of |dL/dx_j x_j| over all inputs)``.
-
-    From the torch oracle when it ran, else from the backward. The first sets the rounding floor
-    of an input whose true gradient is exactly zero; the second, the rounding of the terms a
-    backward adds up (never below ``|L|``)."""
-    present = [n for n in names if n in gradients]
-    grads = {n: np.asarray(gradients[n], dtype=np.float64) for n in present}
-    largest = max((float(np.max(np.abs(grads[n]), initial=0.0)) for n in present), default=0.0)
-    with np.errstate(all="ignore"):
-        total = sum(float(np.sum(np.abs(grads[n] * inputs[n]))) for n in present)
-    return largest, max(total, abs(value)) if math.isfinite(total) else abs(value)
-
-
-def exact_rounding(point: Point, sensitivity: float, sigma: float, xscale: np.ndarray) -> np.ndarray:
-    """Rounding allowed between the analytic and torch gradients at ``point``, per element of
-    scale ``xscale`` (see ``tolerance.torch_rounding``)."""
-    dout_size = float(np.max(np.abs(point.dout), initial=0.0))
-    return torch_rounding(sigma, eps=point.eps, sensitivity=sensitivity, dout_size=dout_size, xscale=xscale)
-
-
-@dataclass(frozen=True)
-class Differenced:
-    """What the per-element pass measured for one input, kept for the tie test."""
-
-    estimate: NumericEstimate
-    steps: np.ndarray
-    sigma: float
+__all__ = ["check_input_full", "tie_finding"]
 
 
 def tie_finding(
@@ -78,25 +43,21 @@ def tie_finding(
 
 
 def check_input_full(
-    point: Point,
-    name: str,
-    analytic: np.ndarray,
-    exact: Mapping[str, np.ndarray],
-    tol: Any,
-    noise: Noise,
-    sensitivity: float,
-) -> tuple[Any, list[str], Differenced]:
+    ctx: Context, name: str, analytic: np.ndarray, exact: Mapping[str, np.ndarray], tol: Tolerance,
+) -> InputOutcome:
     """Per-element check of one input: central pass, refine the suspects, compare.
 
-    ``sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from torch when it
-    ran): with the forward's noise it sets the rounding allowed against torch."""
+    ``ctx.sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from an exact
+    oracle when one ran): with the forward's noise it sets the rounding allowed against it."""
+    point, noise, sensitivity = ctx.point, ctx.noise, ctx.sensitivity
     ev = point.evaluator
     if point.output.size == 0 or analytic.size == 0:
         # Nothing to difference: an empty output makes L identically 0 (every gradient is 0).
         zeros = NumericEstimate.exact(np.zeros(analytic.size))
         comparison = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), zeros,
                                    {o: g.reshape(-1) for o, g in exact.items()}, tol)
-        return comparison, [], Differenced(zeros, np.zeros(analytic.size), 0.0)
+        return InputOutcome(comparison, int(analytic.size), comparison.compared,
+                            measured=Differenced(zeros, np.zeros(analytic.size), 0.0))
     ev.tracker.stage("central differences", name, 2 * analytic.size)
     central = central_pass(ev, name, point.value, point.eps)
     a = analytic.reshape(-1).astype(np.float64)
@@ -152,4 +113,5 @@ def check_input_full(
     error = np.maximum(error, rounding(sigma))
     estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
     comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma))
-    return comparison, faults, Differenced(estimate, h, sigma)
+    return InputOutcome(comparison, int(analytic.size), comparison.compared, tuple(faults),
+                        measured=Differenced(estimate, h, sigma))

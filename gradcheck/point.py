@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from gradcheck.compare import InputComparison
 from gradcheck.errors import GradcheckError
+from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
 from gradcheck.parallel import choose_workers
-from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit
+from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit, torch_rounding
 
-__all__ = ["BATCH_MIN_ELEMENTS", "Fault", "Noise", "Point", "batched_point", "evaluate_point",
-           "torch_callable_forward"]
+__all__ = ["BATCH_MIN_ELEMENTS", "Context", "Differenced", "Fault", "InputOutcome", "Noise", "Point", "batched_point",
+           "evaluate_point", "exact_rounding", "reference_scales", "torch_callable_forward"]
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,61 @@ class Noise:
                     ev, self.names, self.point.value, self.point.scale, self.point.eps, rng, self.directions,
                 )
         return self._measured
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every input's check shares, in either mode: the point, the forward's noise, the
+    sum of ``|dL/dx_j x_j|`` over the checked inputs (with the noise it sets the rounding allowed
+    against an exact oracle) and the generator of random directions."""
+
+    point: Point
+    noise: Noise
+    sensitivity: float
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class Differenced:
+    """What the per-element pass measured for one input, kept for the tie test."""
+
+    estimate: NumericEstimate
+    steps: np.ndarray
+    sigma: float
+
+
+@dataclass(frozen=True)
+class InputOutcome:
+    """One input's check, in either mode (``full.check_input_full``,
+    ``directional.check_input``): the comparison, elements or directions checked and compared,
+    faults and notes, and (full mode) what was measured for the tie test."""
+
+    comparison: InputComparison
+    checked: int
+    compared: int
+    faults: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    measured: Differenced | None = None
+
+
+def reference_scales(
+    gradients: Mapping[str, np.ndarray], names: tuple[str, ...], inputs: Mapping[str, np.ndarray], value: float
+) -> tuple[float, float]:
+    """``(largest |gradient| over all inputs, sum of |dL/dx_j x_j| over all inputs)``.
+
+    From the torch oracle when it ran, else from the backward. The first sets the rounding floor
+    of an input whose true gradient is exactly zero; the second, the rounding of the terms a
+    backward adds up (never below ``|L|``)."""
+    present = [n for n in names if n in gradients]
+    grads = {n: np.asarray(gradients[n], dtype=np.float64) for n in present}
+    largest = max((float(np.max(np.abs(grads[n]), initial=0.0)) for n in present), default=0.0)
+    with np.errstate(all="ignore"):
+        total = sum(float(np.sum(np.abs(grads[n] * inputs[n]))) for n in present)
+    return largest, max(total, abs(value)) if math.isfinite(total) else abs(value)
+
+
+def exact_rounding(point: Point, sensitivity: float, sigma: float, xscale: np.ndarray) -> np.ndarray:
+    """Rounding allowed between the analytic and torch gradients at ``point``, per element of
+    scale ``xscale`` (see ``tolerance.torch_rounding``)."""
+    dout_size = float(np.max(np.abs(point.dout), initial=0.0))
+    return torch_rounding(sigma, eps=point.eps, sensitivity=sensitivity, dout_size=dout_size, xscale=xscale)
