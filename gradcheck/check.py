@@ -117,8 +117,9 @@ def run_check(
     except Fault as fault:
         return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
                            seed=options.seed)
-    exact = run_exact_oracles(() if source else choose_oracles(options.oracles), forward, prepared.widened,
-                              names, point.dout, point.output, point.scale)
+    # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
+    chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
+    exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
@@ -202,9 +203,6 @@ class _Run:
         total = sum(self.prepared.values[n].size for n in names)
         mode = self.options.mode
         self.mode = mode if mode != "auto" else ("full" if total <= AUTO_FULL_LIMIT else "directional")
-        # Large inputs (directional mode) measure the noise along one line per step size: each
-        # evaluation is costly there, and the directional test re-draws directions anyway.
-        self.noise = Noise(point, names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
         if self.mode == "full" and point.evaluator.backend is SERIAL and point.evaluator.convert is None:
             # A numpy forward: perturbations run in worker processes when that saves time.
             self.backend: Backend = Forked(choose_workers(point.seconds, 2 * total), point.seconds)
@@ -229,7 +227,10 @@ class _Run:
         tracker = tracker_for(self.options.progress)
         # The evaluator for this stage: its own count of evaluations, backend and progress.
         self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
-        self.context = Context(self.point, self.noise, self.sensitivity, self.rng)
+        # Large inputs (directional mode) measure the noise along one line per step size: each
+        # evaluation is costly there, and the directional test re-draws directions anyway.
+        noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng)
         try:
             for name in self.names:
                 if name in self.analytic:

@@ -46,7 +46,7 @@ def _to_array(name: str, value: Any) -> np.ndarray:
         raise GradcheckError(
             f"input {name!r} is a bool ({value!r}); pass a float to check it or an int to hold it"
         )
-    if isinstance(value, numbers.Real):
+    if isinstance(value, numbers.Real) and not isinstance(value, np.generic):  # a numpy scalar keeps its dtype
         return np.asarray(value, dtype=np.float64 if not isinstance(value, numbers.Integral) else np.int64)
     module = type(value).__module__
     if module.startswith("torch"):

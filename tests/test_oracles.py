@@ -177,3 +177,33 @@ def test_jax_not_installed_is_a_note_not_a_failure(monkeypatch):
     result = gradcheck.check_gradients(layer, layer_backward, INPUTS, oracles=("torch", "jax"))
     assert result.verdict == "pass" and result.oracles == ("numeric", "torch")
     assert any(n.startswith("jax oracle not used: jax is not installed") for n in result.notes)
+
+
+def test_directional_mode_lists_an_element_once_with_two_exact_oracles():
+    pytest.importorskip("jax")
+
+    def wrong_at_3(dout, x):
+        g = 2 * x * dout
+        g[3] += 1.0
+        return {"x": g}
+
+    def square(x):
+        xp = array_api_compat.array_namespace(x)
+        return xp.sum(x * x)
+
+    x = np.linspace(-1.0, 1.0, 8)
+    for mode in ("full", "directional"):
+        result = gradcheck.check_gradients(square, wrong_at_3, {"x": x}, oracles=("torch", "jax"), mode=mode)
+        assert [m.index for m in result.mismatches] == [(3,)], (mode, str(result))
+        assert result.inputs[0].mismatches == 1
+
+
+def test_with_backward_none_the_other_chosen_oracles_check_autograd():
+    pytest.importorskip("jax")
+
+    def forward(x):
+        xp = array_api_compat.array_namespace(x)
+        return xp.sum(xp.sin(x))
+
+    result = gradcheck.check_gradients(forward, None, {"x": np.linspace(0.1, 1.0, 4)}, oracles=("torch", "jax"))
+    assert result.oracles == ("numeric", "jax") and result.verdict == "pass", str(result)

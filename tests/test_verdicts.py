@@ -159,6 +159,11 @@ KINK_RULES = [
     (relu_sum, 0.5, np.zeros(5), "pass", "a blend of the slopes"),
     (lambda x: np.abs(x).sum(), 0.0, np.zeros(3), "pass", "sign(0) = 0 for |x|"),
     (lambda x: np.abs(x).sum(), 2.0, np.zeros(3), "fail", "outside -1 | 1"),
+    (lambda x: float(np.sum(3 * x + np.maximum(x, 0))), 3.5, np.zeros(3), "pass", "3x + relu(x): between 3 and 4"),
+    (lambda x: float(np.sum(3 * x + np.maximum(x, 0))), 0.0, np.zeros(3), "fail",
+     "3x + relu(x): 0 is no slope of a lone kink"),
+    (lambda x: float(np.sum(3 * x + np.maximum(x, 0))), 7.0, np.zeros(3), "fail",
+     "3x + relu(x): nor is the slopes' sum"),
 ]
 
 
@@ -374,3 +379,18 @@ def test_a_users_own_module_subclass_is_checked_with_its_parameters():
     result = gradcheck.check_gradients(Affine(), None, {"input": torch.randn(4, 3)})
     assert result.verdict == "pass", str(result)
     assert [s.name for s in result.inputs] == ["input", "weight"]
+
+
+def test_numpy_scalars_keep_their_dtype():
+    result = gradcheck.check_gradients(lambda x: x * x, lambda dout, x: {"x": 2 * x * dout}, {"x": np.float32(1.5)})
+    assert result.inputs[0].dtype == "float32"
+
+
+def test_noise_measurement_counts_as_evaluations():
+    """The noise probe is part of the check's cost and of its progress."""
+    stages = []
+    result = gradcheck.check_gradients(lambda x: float(np.sum(np.abs(x))), lambda dout, x: {"x": np.sign(x)},
+                                       {"x": np.array([0.0, 1.0, -2.0])}, progress=lambda p: stages.append(p.stage))
+    assert "noise" in stages
+    # 2 per element, the refinement of the kink (2), the noise probe (48) and the tie move (none: one kink).
+    assert result.evaluations >= 2 * 3 + 2 + 48
