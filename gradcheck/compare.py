@@ -15,6 +15,7 @@ import numpy as np
 from gradcheck.estimates import NumericEstimate
 from gradcheck.result import Disagreement, Kink, Mismatch, Tolerance
 from gradcheck.tolerance import allowed, relative_error
+from gradcheck.tolerance import kink_allowance as kink_margin
 
 __all__ = [
     "InputComparison",
@@ -97,7 +98,9 @@ def compare_input(
     bounded = kink & np.isfinite(estimate.low) & np.isfinite(estimate.high)
     with np.errstate(invalid="ignore"):
         nearest = np.where(bounded, np.clip(analytic, estimate.low, estimate.high), analytic)
-    kink_allowance = allowed(analytic, nearest, 0.0, tol, scale)
+    with np.errstate(invalid="ignore"):
+        kink_allowance = allowed(analytic, nearest, np.where(bounded, kink_margin(estimate.low, estimate.high), 0.0),
+                                 tol, scale)
     outside = bounded & (np.abs(analytic - nearest) > kink_allowance)
 
     bad_exact, rel_exact, disagree, worst, worst_index = {}, {}, {}, {}, {}

@@ -35,7 +35,7 @@ from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.point import Context, InputOutcome, exact_rounding
 from gradcheck.result import Kink, Mismatch, Tolerance
-from gradcheck.tolerance import allowed, directional_allowance, jump_limit, noise_error, relative_error
+from gradcheck.tolerance import allowed, directional_allowance, jump_limit, kink_allowance, noise_error, relative_error
 
 __all__ = ["DIRECTIONS", "check_input", "check_input_directional", "with_other_exact"]
 
@@ -449,13 +449,10 @@ class _InputCheck:
         if p.status == "kink":
             self.kink_elements.add(i)
             self.kinks.append(Kink(self.name, self._at(i), a, p.left / w, p.right / w, exact))
-            # As in full mode, a gradient at a kink lies between the one-sided slopes; in a slice
-            # found at a kink for every direction (a unit dead for the whole batch) the kinks
-            # are coupled, and the range is ``kink_range``'s.
-            low, high = (kink_range(p.left / w, p.right / w) if self.excluded[i]
-                         else sorted((p.left / w, p.right / w)))
+            # As in full mode, a gradient at a kink lies in the range its slopes allow.
+            low, high = kink_range(p.left / w, p.right / w)
             nearest = min(max(a, low), high)
-            if abs(a - nearest) > p.allowance / w:
+            if abs(a - nearest) > p.allowance / w + float(kink_allowance(low, high)):
                 self.wrong_elements.add(i)
                 rel = float(relative_error(np.array(a), np.array(nearest), self.scale))
                 self.mismatches.append(Mismatch(self.name, self._at(i), a, exact, {}, rel, p.allowance / w,

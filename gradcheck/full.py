@@ -14,10 +14,10 @@ import numpy as np
 
 from gradcheck.compare import compare_input
 from gradcheck.estimates import NumericEstimate
-from gradcheck.numeric import central_pass, element_scale, kink_range, refine
+from gradcheck.numeric import central_pass, element_scale, refine
 from gradcheck.point import Context, Differenced, InputOutcome, Point, exact_rounding
 from gradcheck.result import Mismatch, Tolerance
-from gradcheck.ties import check_ties, kinks_coupled
+from gradcheck.ties import check_ties
 from gradcheck.tolerance import allowed, jump_limit, noise_error
 
 __all__ = ["check_input_full", "tie_finding"]
@@ -111,13 +111,6 @@ def check_input_full(
     # Nor can the numeric oracle resolve less than that rounding (a loss flat at float
     # precision has a numeric gradient of exactly 0 with no spread to measure).
     error = np.maximum(error, rounding(sigma))
-    at_kink = np.flatnonzero(kink)
-    if kinks_coupled(ev, point.value, sigma, name, at_kink, h, left, right, a, analytic.shape, tol):
-        # Kinks that do not add up (a unit dead for a whole batch): a backward's convention
-        # there may give 0 or the slopes' sum, or a blend (see ``numeric.kink_range``).
-        wide_low, wide_high = kink_range(left[at_kink], right[at_kink])
-        low[at_kink] = np.minimum(low[at_kink], wide_low)
-        high[at_kink] = np.maximum(high[at_kink], wide_high)
     estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
     comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma))
     return InputOutcome(comparison, int(analytic.size), comparison.compared, tuple(faults),

@@ -202,28 +202,27 @@ def slope_hull(
     and of their Richardson extrapolations, widened by their noise.
 
     At a kink a correct gradient is the slope of one of the pieces meeting there (or a blend of
-    them, such as 0 for ``|x|`` at 0): it lies between the one-sided slopes. Every slope
-    measured is in the range, so a kink a little off the point (where one extrapolation is
-    spoiled by the crossing) widens it rather than excluding the right value. Each slope's noise
-    is at most ``2 sigma / h`` (``tolerance.ONE_SIDED_NOISE`` times ``sigma / h`` after
-    extrapolation). Where kinks are coupled, the range is widened further (``kink_range``).
+    them, such as 0 for ``|x|`` at 0): it lies between the one-sided slopes. Two more values
+    belong in the range: where one element feeds several ReLU-like kinks that it moves across
+    at once (a unit dead for a whole batch, whose input is a sum over the element's row), its
+    one-sided slopes mix the examples on either side, and a backward's convention at the kink
+    gives 0 (``x > 0``) or ``left + right`` (``x >= 0``), or a blend. Every slope measured is
+    in the range too, so a kink a little off the point (where one extrapolation is spoiled by
+    the crossing) widens it rather than excluding the right value. Each slope's noise is at
+    most ``2 sigma / h`` (``tolerance.ONE_SIDED_NOISE`` times ``sigma / h`` after extrapolation).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         right1, right2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h)
         left1, left2 = (f0 - minus1) / h, (f0 - minus2) / (2 * h)
-        measured = np.stack([2 * left1 - left2, 2 * right1 - right2, right1, right2, left1, left2])
+        low, high = kink_range(2 * left1 - left2, 2 * right1 - right2)
+        measured = np.stack([low, high, right1, right2, left1, left2])
         noise = one_sided_noise(sigma, h)
         return np.min(measured, axis=0) - noise, np.max(measured, axis=0) + noise
 
 
 def kink_range(left: Any, right: Any) -> tuple[Any, Any]:
-    """The range a correct gradient may take at a coupled kink with one-sided slopes ``left``,
-    ``right`` (arrays or floats): between them, or between 0 and ``left + right``. Where one
-    element moves several ReLU-like kinks across at once (a unit dead for a whole batch, whose
-    input is a sum over the element's row), its one-sided slopes mix the examples on either
-    side, and a backward's convention at the kink gives 0 (``x > 0``) or ``left + right``
-    (``x >= 0``), or a blend. Used only where the kink elements of an input are coupled (moved
-    together, their slopes do not add up: ``ties``); a lone kink is held to its slopes."""
+    """The range a correct gradient may take at a kink with one-sided slopes ``left``, ``right``
+    (arrays or floats): between them, or between 0 and ``left + right`` (see ``slope_hull``)."""
     candidates = np.stack(np.broadcast_arrays(left, right, np.zeros_like(left), left + right))
     low, high = np.min(candidates, axis=0), np.max(candidates, axis=0)
     return (low, high) if np.ndim(low) else (float(low), float(high))

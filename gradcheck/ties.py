@@ -30,7 +30,7 @@ from gradcheck.evaluate import Evaluator
 from gradcheck.result import Mismatch, Tolerance
 from gradcheck.tolerance import allowed, coupling_limit, one_sided_noise
 
-__all__ = ["TiedKinks", "check_ties", "kinks_coupled"]
+__all__ = ["TiedKinks", "check_ties"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ class TiedKinks:
         judged: True where the kinks are coupled and the move smooth (see the module
             docstring), so the analytic sum was held to the slope along the move.
         mismatch: the finding when the analytic sum lies outside ``[low, high]``.
-        coupled: the slopes along the move differ from the sums of the elements' own slopes.
     """
 
     elements: tuple[tuple[str, int], ...]
@@ -53,7 +52,6 @@ class TiedKinks:
     high: float
     judged: bool
     mismatch: Mismatch | None
-    coupled: bool = False
 
 
 def check_ties(
@@ -137,25 +135,10 @@ def _move(
                 difference=abs(total - nearest), slopes=(d_minus, d_plus),
                 tied=tuple(_label(n, j, shapes[n]) for n, j in elements),
             )
-    return TiedKinks(elements, total, low, high, coupled and smooth, mismatch, coupled)
+    return TiedKinks(elements, total, low, high, coupled and smooth, mismatch)
 
 
 def _label(name: str, i: int, shape: tuple[int, ...]) -> str:
     if not shape:
         return name
     return f"{name}[{', '.join(str(int(j)) for j in np.unravel_index(i, shape))}]"
-
-
-def kinks_coupled(
-    ev: Evaluator, f0: float, sigma: float, name: str, index: np.ndarray, steps: np.ndarray,
-    left: np.ndarray, right: np.ndarray, analytic: np.ndarray, shape: tuple[int, ...], tol: Tolerance,
-) -> bool:
-    """Whether the kink elements ``index`` of input ``name`` are coupled: moved together, their
-    one-sided slopes do not add up (4 evaluations; False for fewer than two elements). Arrays
-    are flat over the input's elements."""
-    if index.size < 2:
-        return False
-    elements = tuple((name, int(i)) for i in index.tolist())
-    move = _move(ev, f0, sigma, elements, {name: steps}, {name: left}, {name: right}, {name: analytic},
-                 {name: shape}, tol)
-    return move is not None and move.coupled

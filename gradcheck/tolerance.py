@@ -202,6 +202,23 @@ KINK_MOVED = 0.25
 COUPLING_RTOL = 1e-3
 
 
+# An element that moves several kinks across at once (ReLU inputs at exactly 0 in several
+# examples: integer-valued data, a unit dead for part of a batch) has one-sided slopes that mix
+# them, and a correct gradient there (one convention per kink) can lie outside the range they
+# allow: in correct ReLU nets with integer weights and data it lay up to 4.3 times the range's
+# size beyond it, and cancellations between examples leave no bound in principle. So a
+# gradient at a kink is a mismatch only far beyond the range (a constant 123 where the slopes
+# are 0 and 1); a wrong value close to the slopes there goes unflagged.
+KINK_MARGIN = 16
+
+
+def kink_allowance(low: Any, high: Any) -> Any:
+    """How far beyond the range ``[low, high]`` a slope's range allows a gradient at a kink may
+    lie (arrays or floats), before the rtol and floor: ``KINK_MARGIN`` times the range's size
+    (its largest magnitude)."""
+    return KINK_MARGIN * np.maximum(np.abs(low), np.abs(high))
+
+
 def one_sided_noise(sigma: float, h: Any) -> Any:
     """The rounding in a one-sided Richardson slope at step ``h``: ``ONE_SIDED_NOISE * sigma / h``."""
     return ONE_SIDED_NOISE * sigma / h

@@ -305,17 +305,16 @@ def test_no_diagnosis_for_mismatches_that_agree_with_the_reference():
 
 def test_slope_hull_spans_every_slope_measured_widened_by_its_noise():
     """Element 0 (h = 1): one-sided slopes 1, 1.5 (right) and 2, 1.5 (left), extrapolated to
-    0.5 and 2.5: the range is theirs (a lone kink; 0 and the sum 3 are for coupled kinks, see
-    ``kink_range``). Element 1 (h = 0.5): |t| at 0, slopes -1 | 1. Each end is widened by
-    5 sigma / h."""
+    0.5 and 2.5, whose sum 3 belongs in the range. Element 1 (h = 0.5): |t| at 0, slopes -1 | 1.
+    Each end is widened by 5 sigma / h."""
     from gradcheck.numeric import slope_hull
 
     f0 = 1.0
     plus1, plus2 = np.array([2.0, 1.5]), np.array([4.0, 2.0])
     minus1, minus2 = np.array([-1.0, 1.5]), np.array([-2.0, 2.0])
     low, high = slope_hull(f0, plus1, minus1, plus2, minus2, np.array([1.0, 0.5]), 0.1)
-    assert low.tolist() == pytest.approx([0.5 - 0.5, -1.0 - 1.0], abs=1e-15)
-    assert high.tolist() == pytest.approx([2.5 + 0.5, 1.0 + 1.0], abs=1e-15)
+    assert low.tolist() == pytest.approx([0.0 - 0.5, -1.0 - 1.0], abs=1e-15)
+    assert high.tolist() == pytest.approx([3.0 + 0.5, 1.0 + 1.0], abs=1e-15)
 
 
 def test_estimates_of_a_forward_that_overflows_warn_nothing():
@@ -465,3 +464,12 @@ def test_a_tie_along_which_the_loss_is_flat_is_still_judged():
     move = tie_move(flat_along_the_tie, [0.0, 0.0], [-0.5, -0.5], [0.5, 0.5], [0.5, 0.5])
     assert (move.low, move.high, bool(move.judged)) == (0.0, 0.0, True)
     assert move.mismatch is not None and move.mismatch.analytic == 1.0
+
+
+def test_a_gradient_at_a_kink_may_lie_kink_margin_times_the_ranges_size_beyond_it():
+    from gradcheck.tolerance import KINK_MARGIN, kink_allowance
+
+    assert KINK_MARGIN == 16
+    assert kink_allowance(0.0, 1.0) == 16.0
+    assert kink_allowance(-3.0, 2.0) == 48.0  # the range's largest magnitude
+    assert np.array_equal(kink_allowance(np.array([0.0, -1.0]), np.array([0.5, 0.0])), [8.0, 16.0])
