@@ -8,6 +8,7 @@ slice): the numeric oracle perturbs elements through flat views of these copies.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 from collections.abc import Iterable, Mapping
@@ -161,9 +162,8 @@ def require_signature(fn: Any, role: str, names: tuple[str, ...], *, leading: tu
     Raises:
         GradcheckError: the names do not fit the signature.
     """
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
+    signature = _signature(fn)
+    if signature is None:
         return
     try:
         signature.bind(*leading, **dict.fromkeys(names))
@@ -173,3 +173,22 @@ def require_signature(fn: Any, role: str, names: tuple[str, ...], *, leading: tu
             f"{role} {label}{signature} cannot take the inputs as keywords ({exc}); "
             f"called as {role}({', '.join((*leading, *(f'{n}=...' for n in names)))})"
         ) from None
+
+
+def _signature(fn: Any) -> inspect.Signature | None:
+    """``inspect.signature(fn)``, None where there is none; remembered per callable, as a check
+    in a Hypothesis loop asks about the same forward and backward many times."""
+    try:
+        return _cached_signature(fn)
+    except TypeError:  # an unhashable callable: not remembered
+        return _signature_of(fn)
+
+
+def _signature_of(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=256)(_signature_of)
