@@ -294,3 +294,37 @@ def test_the_elements_usable_for_diagnosis_are_those_compared_with_the_reference
     assert c.usable.tolist() == [False, True]  # numeric is the reference: element 0 has none
     c = compare("x", (2,), np.array([1.0, 1.0]), failed, np.array([1.0, 1.0]), F64)
     assert c.usable.tolist() == [True, True]  # torch is: it has a value everywhere but at kinks
+
+
+def test_exact_oracles_apart_from_each_other_are_disagreements_with_their_values():
+    """Three exact oracles: a and b agree, c is 0.5 off at element 1 (and kinks are left out)."""
+    a = np.array([1.0, 2.0, 3.0])
+    exact = {"a": a.copy(), "b": a.copy(), "c": a + np.array([0.0, 0.5, 0.0])}
+    est = NumericEstimate.missing(3)
+    c = compare_input("x", (3,), a.copy(), est, exact, F64)
+    assert c.disagreements == (
+        Disagreement("x", (1,), {"a": 2.0, "c": 2.5}),
+        Disagreement("x", (1,), {"b": 2.0, "c": 2.5}),
+    )
+    # The analytic gradient agrees with a and b: a mismatch against c alone, held to c.
+    (m,) = c.mismatches
+    assert (m.index, m.against, m.difference) == ((1,), ("c",), 0.5)
+    assert m.references == {"a": 2.0, "b": 2.0, "c": 2.5}
+    # Within the rounding allowed between exact oracles: no disagreement.
+    close = compare_input("x", (3,), a.copy(), est, exact, F64, exact_error=np.array([0.0, 0.6, 0.0]))
+    assert close.disagreements == () and close.mismatches == ()
+    # At a kink exact oracles are not held to each other either.
+    kinked = NumericEstimate(np.full(3, np.nan), np.full(3, np.nan), np.array([False, True, False]),
+                             *(np.full(3, np.nan) for _ in range(4)))
+    assert compare_input("x", (3,), a.copy(), kinked, exact, F64).disagreements == ()
+
+
+def test_a_mismatch_is_held_to_the_first_exact_oracle_against_it():
+    a = np.array([1.0, 1.0])
+    exact = {"first": np.array([1.0, 1.5]), "second": np.array([1.0, 1.25]), "third": np.array([1.0, 1.0])}
+    c = compare_input("x", (2,), a, NumericEstimate.missing(2), exact, F64)
+    (m,) = c.mismatches
+    assert m.against == ("first", "second") and m.difference == 0.5
+    only_second = {"first": np.array([1.0, 1.0]), "second": np.array([1.0, 1.25])}
+    (m,) = compare_input("x", (2,), a, NumericEstimate.missing(2), only_second, F64).mismatches
+    assert m.against == ("second",) and m.difference == 0.25
