@@ -551,6 +551,7 @@ def check_input(
     )
     if len(exact) > 1:
         xscale = element_scale(point.evaluator.work[name]).reshape(-1)
-        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.model, xscale)
+        # The noise the first oracle's comparison was allowed (measured, where it needed that).
+        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale)
         comparison = with_other_exact(comparison, name, analytic, exact, tol, rounding)
     return InputOutcome(comparison, checked, checked, notes=tuple(notes))

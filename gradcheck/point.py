@@ -185,6 +185,10 @@ class Noise:
                 )
         return self._measured
 
+    def known(self) -> float:
+        """The measured noise where it was measured already, else the model (no evaluation)."""
+        return self.model if self._measured is None else self._measured
+
 
 @dataclass(frozen=True)
 class Context:
