@@ -223,7 +223,7 @@ def check_input_directional(
     tol: Tolerance,
     rng: np.random.Generator,
     directions: int = DIRECTIONS,
-    exact_name: str = "torch",
+    exact_name: str = "",
 ) -> tuple[InputComparison, int, list[str]]:
     """Directional check of one input; returns the comparison, directions checked, notes.
 
@@ -234,8 +234,7 @@ def check_input_directional(
     None when none did) and ``exact_rounding(sigma, xscale)`` the per-element rounding allowed
     against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
     check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, exact_rounding, analytic, exact_grad,
-                        tol, rng, directions)
-    check.exact_name = exact_name
+                        exact_name, tol, rng, directions)
     check.draw()
     if check.passed + len(check.failing) == 0 and check.kink_directions:
         check.isolate_kink_at_point()
@@ -250,11 +249,11 @@ class _InputCheck:
     def __init__(
         self, ev: Evaluator, name: str, f0: float, eps: float, sigma_model: float,
         measure_noise: Callable[[], float], exact_rounding: Callable[[float, np.ndarray], np.ndarray],
-        analytic: np.ndarray, exact_grad: np.ndarray | None, tol: Tolerance, rng: np.random.Generator,
-        directions: int,
+        analytic: np.ndarray, exact_grad: np.ndarray | None, exact_name: str, tol: Tolerance,
+        rng: np.random.Generator, directions: int,
     ) -> None:
         self.ev, self.name, self.tol, self.rng, self.directions = ev, name, tol, rng, directions
-        self.exact_name = "torch"
+        self.exact_name = exact_name
         self.shape = analytic.shape
         a = self.a = analytic.reshape(-1).astype(np.float64)
         t = self.t = None if exact_grad is None else exact_grad.reshape(-1)

@@ -34,6 +34,7 @@ __all__ = [
     "as_float_array",
     "describe_exception",
     "vmap_evaluator",
+    "without_graph",
 ]
 
 
@@ -342,8 +343,16 @@ def vmap_evaluator(forward: Callable[..., Any], inputs: dict[str, np.ndarray], *
     from the same arithmetic."""
     import torch
 
-    def without_graph(**kwargs: Any) -> Any:
+    return Evaluator(without_graph(forward), inputs, convert=torch.from_numpy, dout=dout, backend=Vmap(max_bytes))
+
+
+def without_graph(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` called under ``torch.no_grad()``: the numeric oracle's evaluations of a torch
+    forward build no autograd graphs."""
+    import torch
+
+    def call(**kwargs: Any) -> Any:
         with torch.no_grad():
             return forward(**kwargs)
 
-    return Evaluator(without_graph, inputs, convert=torch.from_numpy, dout=dout, backend=Vmap(max_bytes))
+    return call

@@ -17,14 +17,14 @@ import numpy as np
 from gradcheck.compare import InputComparison
 from gradcheck.errors import GradcheckError
 from gradcheck.estimates import NumericEstimate
-from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator
+from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator, without_graph
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
 from gradcheck.parallel import choose_workers
 from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit, torch_rounding
 
 __all__ = ["BATCH_MIN_ELEMENTS", "Context", "Differenced", "Fault", "InputOutcome", "Noise", "Point", "batched_point",
-           "evaluate_point", "exact_rounding", "reference_scales", "torch_callable_forward"]
+           "evaluate_point", "exact_rounding", "reference_scales"]
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,6 @@ class Fault(Exception):
         self.notes = list(notes or [])
 
 
-def torch_callable_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a torch forward so the numeric oracle evaluates it without building graphs."""
-    import torch
-
-    def call(**kwargs: Any) -> Any:
-        with torch.no_grad():
-            return forward(**kwargs)
-
-    return call
-
-
 def evaluate_point(
     forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *, on_torch: bool
 ) -> Point:
@@ -71,7 +60,7 @@ def evaluate_point(
         import torch
 
         convert = torch.from_numpy
-        forward = torch_callable_forward(forward)
+        forward = without_graph(forward)
     ev = Evaluator(forward, prepared.widened, convert=convert)
     try:
         out = ev.output()
