@@ -43,6 +43,8 @@ __all__ = [
     "JUMP_NOISE",
     "JUMP_RTOL",
     "KINK_MOVED",
+    "LOW_PRECISION_FACTOR",
+    "LOW_PRECISION_ULPS",
     "KINK_NOISE",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
@@ -63,6 +65,7 @@ __all__ = [
     "fit_rtol",
     "jump_limit",
     "kink_found",
+    "low_precision_allowance",
     "noise_error",
     "one_sided_noise",
     "outputs_differ",
@@ -259,6 +262,39 @@ def torch_rounding(sigma: float, *, eps: float, sensitivity: float, dout_size: f
     computations may disagree on them entirely.
     """
     return TORCH_ROUNDING * np.maximum(max(sigma, eps * sensitivity), eps * dout_size) / xscale
+
+
+# -- a gradient computed in a low precision -----------------------------------------------------
+
+# A gradient computed in float32, float16 or bfloat16 is held to the float64 truth at the same
+# (already rounded) inputs, allowed this many times the error of a trusted computation in the
+# same dtype on the same inputs (autograd of the same forward, or a reference implementation):
+# the rule kernel authors write by hand (FlashAttention's tests use 2).
+LOW_PRECISION_FACTOR = 2
+# ... floored at this many roundoff units of the dtype times the magnitudes summed into each
+# element, where the trusted computation happens to round exactly.
+LOW_PRECISION_ULPS = 4
+
+
+def low_precision_allowance(
+    reference_error: np.ndarray, magnitude: Any, *, eps: float, factor: float | None = None
+) -> np.ndarray:
+    """Per-element allowance of a low-precision gradient against the float64 truth.
+
+    ``reference_error`` is ``|trusted - truth|`` per element, the trusted gradient computed in
+    the same dtype on the same inputs; ``magnitude`` (array or float) the magnitudes summed into
+    each element (``sum_i |dout_i J_ij|``, or a bound on it); ``eps`` the dtype's roundoff;
+    ``factor`` defaults to ``LOW_PRECISION_FACTOR`` (``None`` means the default, never 0).
+
+    The allowance is ``factor * max(|e_j|, rms(e))`` plus ``LOW_PRECISION_ULPS * eps * magnitude``:
+    the root-mean-square of the trusted errors stands in where one element's trusted value
+    happens to round exactly, without letting the largest error over a big tensor excuse every
+    element.
+    """
+    k = LOW_PRECISION_FACTOR if factor is None else factor
+    err = np.abs(np.asarray(reference_error, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(err**2))) if err.size else 0.0
+    return k * np.maximum(err, rms) + LOW_PRECISION_ULPS * eps * np.abs(magnitude)
 
 
 # -- directional derivatives ------------------------------------------------------------------

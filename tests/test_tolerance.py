@@ -33,6 +33,7 @@ from gradcheck.tolerance import (
     fit_rtol,
     jump_limit,
     kink_found,
+    low_precision_allowance,
     noise_error,
     one_sided_noise,
     outputs_differ,
@@ -131,6 +132,16 @@ RULES = [
     ("torch rounding of the upstream gradient", lambda: one(torch_rounding(0.0, eps=EPS64, sensitivity=0.0,
                                                                            dout_size=3.0, xscale=np.array([0.5]))),
      16 * EPS64 * 3.0 / 0.5, "below eps |dout| / |x| a gradient moves L by less than rounding"),
+    # -- a gradient computed in a low precision
+    ("low precision: twice the trusted error", lambda: list(low_precision_allowance(
+        np.array([3e-6, 4e-6, 0.0, 0.0]), 0.0, eps=EPS32)),
+     [2 * 3e-6, 2 * 4e-6, 2 * 2.5e-6, 2 * 2.5e-6],
+     "k = 2 times the same-dtype error; an element that rounded exactly gets the rms (2.5e-6)"),
+    ("low precision: the ulps floor", lambda: one(low_precision_allowance(np.zeros(3), np.array([8.0]), eps=EPS32)),
+     4 * EPS32 * 8.0, "4 roundoff units of the magnitudes summed where the trusted one is exact"),
+    ("low precision: another factor", lambda: one(low_precision_allowance(np.array([1e-3]), 0.0, eps=EPS16,
+                                                                          factor=3.0)),
+     3e-3, "the caller's k"),
     # -- directional derivatives
     ("directional allowance", lambda: directional_allowance(F64, 2.0, 1.0, -1.5, 1e-9, 3.0),
      (1e-7 * 1.5 + 1e-12 * 2.0 * 3.0 + 1e-9, 2.5 / 1.5),
