@@ -11,6 +11,9 @@ A case bundles everything needed to check a backward pass on many inputs:
   ``torch.autograd.Function``\\ s and modules).
 * ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``, or a dict
   ``name -> strategy`` (drawn as ``st.fixed_dictionaries``).
+* ``hvp(vectors, **inputs)`` (optional, with ``order=2``) returns the Hessian-vector product of
+  a scalar forward: ``vectors`` maps each checked input to an array shaped like it, and the
+  result maps each checked input to ``(H v)`` for it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class Case:
         points: fixed inputs (e.g. published worked examples) checked before drawn ones.
         layers: input names ordered from the first layer to the last, for cases whose
             gradient size per layer is worth plotting (vanishing/exploding gradients).
+        order: the derivative order the case is checked at (1 or 2; a run with a higher
+            ``--order`` checks the second order too where it can, see ``options.order_of``).
+        hvp: ``hvp(vectors, **inputs) -> {name: H v}``, the Hessian-vector product of a scalar
+            forward, checked at ``order=2`` (which it needs), or None.
 
     Raises:
         GradcheckError: a field that breaks its rule in ``gradcheck.validation``; the message
@@ -63,6 +70,8 @@ class Case:
     expected_diagnosis: str | None = None
     points: tuple[Mapping[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
+    order: int = 1
+    hvp: Callable[..., Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -73,6 +82,9 @@ class Case:
             object.__setattr__(self, "inputs", validation.input_strategy(self.inputs))
             object.__setattr__(self, "wrt", validation.wrt(self.wrt))
             object.__setattr__(self, "points", validation.points(self.points))
+            object.__setattr__(self, "order", validation.order(self.order))
+            validation.function("hvp", self.hvp, none_ok=True)
+            validation.second_order_needs(self.order, self.hvp)
         except GradcheckError as exc:
             raise GradcheckError(f"Case {self.name!r}: {exc}") from None
         object.__setattr__(self, "layers", tuple(self.layers))

@@ -11,7 +11,9 @@ This module orchestrates; each step is a module of its own:
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
    (``compare``, with the rules of ``tolerance``);
-6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
+6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected;
+7. with ``order=2``, the first-order gradient is checked as a forward of its own
+   (``second_order``), by this same engine.
 
 Bugs in the code under test never raise: they are faults or mismatches in the result.
 """
@@ -41,6 +43,7 @@ from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
+from gradcheck.second_order import check_second_order
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
 
@@ -61,6 +64,8 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    order: int = 1,
+    hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -90,15 +95,27 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        order: 1 checks first derivatives; 2 checks second derivatives as well (see
+            ``gradcheck.second_order``): with ``backward=None``, autograd's double backward
+            (``create_graph=True``), with respect to the inputs and ``dout``, against central
+            differences of autograd's gradient; with a hand-written backward, ``hvp``.
+        hvp: with ``order=2`` and a scalar forward, ``hvp(vectors, **inputs) -> {name: H v}``:
+            the Hessian-vector product, ``vectors`` one array per checked input, shaped like
+            it. Checked against central differences of the backward (itself checked at the
+            first order) and torch's double backward; the backward's Jacobian must be
+            symmetric.
     Returns:
-        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
+        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``orders``,
+        ``second_order``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
-            or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
+            or arrays, ``wrt`` naming a missing or integer input, ``order`` not 1 or 2, ``hvp``
+            without ``order=2``, ``order=2`` with a hand-written backward and no ``hvp`` (the
+            messages are ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
             are reported in the result.
     """
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           order=order, hvp=hvp)
     return run_check(forward, backward, inputs, options)
 
 
@@ -111,6 +128,8 @@ def run_check(
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
     forward, prepared, names = _prepare(forward, backward, inputs, options)
+    if options.order == 2:
+        return check_second_order(forward, backward, prepared, names, options, engine=run_check)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
@@ -319,13 +338,16 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    order: int = 1,
+    hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           order=order, hvp=hvp)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

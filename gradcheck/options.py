@@ -20,7 +20,7 @@ from gradcheck import validation
 if TYPE_CHECKING:
     from gradcheck.progress import Progress
 
-__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "CheckOptions", "Option", "Settings", "run_options"]
+__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "CheckOptions", "Option", "Settings", "order_of", "run_options"]
 
 DEFAULT_EXAMPLES = 25
 
@@ -39,6 +39,10 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        order: 1 checks first derivatives; 2 second derivatives as well (see
+            ``gradcheck.second_order``).
+        hvp: ``hvp(vectors, **inputs) -> {name: H v}``, a hand-written Hessian-vector product
+            checked at ``order=2``, or None.
     """
 
     wrt: str | Iterable[str] | None = None
@@ -48,6 +52,8 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    order: int = 1
+    hvp: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -57,6 +63,9 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        object.__setattr__(self, "order", validation.order(self.order))
+        validation.function("hvp", self.hvp, none_ok=True)
+        validation.second_order_needs(self.order, self.hvp)
 
 
 @dataclass(frozen=True)
@@ -86,19 +95,22 @@ OPTIONS: tuple[Option, ...] = (
            "largest gradient)", "X"),
     Option("oracles", _names, None, "exact oracles beside the numeric one, comma-separated: torch, "
            "jax (the jax extra); default torch", "NAMES", show=",".join),
+    Option("order", int, 1, "2 checks second derivatives too where a check can (a torch callable's "
+           "double backward, a case with an hvp)", "N"),
 )
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated run settings: seed >= 0, examples >= 1, tolerances None or finite >= 0, the
-    exact oracles by name (None: the default)."""
+    exact oracles by name (None: the default), the derivative order (1 or 2; see ``order_of``)."""
 
     seed: int = 0
     examples: int = DEFAULT_EXAMPLES
     rtol: float | None = None
     atol: float | None = None
     oracles: tuple[str, ...] | None = None
+    order: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed", validation.seed(self.seed))
@@ -106,6 +118,7 @@ class Settings:
         validation.tolerance("rtol", self.rtol)
         validation.tolerance("atol", self.atol)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        object.__setattr__(self, "order", validation.order(self.order))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Settings:
@@ -124,9 +137,12 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    order: int = 1,
+    hvp: Callable[..., Any] | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
-    for the check (not None) win over the run's setting, which wins over the default."""
+    for the check (not None) win over the run's setting, which wins over the default. The
+    order is the check's own (``order_of`` applies the run's)."""
     return CheckOptions(
         wrt=wrt,
         seed=settings.seed if seed is None else seed,
@@ -135,4 +151,21 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        order=order,
+        hvp=hvp,
     )
+
+
+def order_of(given: int | None, settings: Settings, *, backward: Callable[..., Any] | None,
+             hvp: Callable[..., Any] | None) -> int:
+    """The order a check in a run is made at: ``given`` for the check if not None; else the
+    run's ``settings.order`` where the check can be made at the second order (a torch callable,
+    ``backward=None``, or one with an ``hvp``), and 1 where it cannot (a hand-written backward
+    without its Hessian-vector product).
+
+    Raises:
+        GradcheckError: ``given`` is not an order.
+    """
+    if given is not None:
+        return validation.order(given)
+    return settings.order if backward is None or hvp is not None else 1

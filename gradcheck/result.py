@@ -198,6 +198,10 @@ class CheckResult:
         output_shape: shape of the forward's output (() for a scalar loss).
         oracle_errors: oracle name -> the original error that kept it from running (the notes
             say why in one line; this is the full message, with file and line).
+        orders: the derivative orders checked: ``(1,)``, or ``(1, 2)`` with ``order=2``.
+        second_order: with ``order=2``, the second-order check (``gradcheck.second_order``): a
+            result of its own whose inputs are the first-order gradient's inputs (and ``dout``
+            for a torch callable); ``ok`` above is False when it fails.
     """
 
     ok: bool
@@ -213,6 +217,8 @@ class CheckResult:
     seed: int = 0
     output_shape: tuple[int, ...] = ()
     oracle_errors: Mapping[str, str] = field(default_factory=dict)
+    orders: tuple[int, ...] = (1,)
+    second_order: CheckResult | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -238,4 +244,6 @@ class CheckResult:
         """A JSON-ready dict with the same fields (NaN/inf become null)."""
         data = asdict(self)
         data["verdict"] = self.verdict
+        if self.second_order is not None:
+            data["second_order"] = self.second_order.to_dict()
         return _jsonable(data)

@@ -26,7 +26,7 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
-            "oracles": [str],
+            "oracles": [str], "orders": [int],   # derivative orders checked: [1] or [1, 2]
             "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float,
             "error": str | null,
             "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
@@ -72,6 +72,8 @@ SCHEMA_VERSION = 2
 # ``torch``, a kink ``exact`` instead of ``torch``, a disagreement ``values`` and ``errors``,
 # and an input ``worst`` instead of ``worst_numeric`` and ``worst_torch``. Results also carry
 # ``verdict`` (pass, fail or inconclusive), ``compared`` per input and ``oracle_errors``.
+# Added since (keys only): ``orders`` per case, and in each result ``orders`` and
+# ``second_order`` (the second-order check's result, or null).
 
 
 def versions() -> dict[str, str | None]:
@@ -134,6 +136,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "points": run.points,
         "inconclusive": run.inconclusive,
         "oracles": list(run.oracles),
+        "orders": list(run.orders),
         "kinks": run.kinks,
         "failures": run.failures,
         "seconds": round(run.seconds, 4),

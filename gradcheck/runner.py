@@ -32,13 +32,13 @@ from gradcheck.case import Case
 from gradcheck.check import run_check
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
-from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
+from gradcheck.options import OPTIONS, CheckOptions, Settings, order_of, run_options
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult, Kink, Mismatch
 from gradcheck.worst import WorstAt, track_worst
 
 __all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
-           "case_seed", "drive", "run_case", "run_cases", "select_cases", "shown_inputs"]
+           "case_order", "case_seed", "drive", "run_case", "run_cases", "select_cases", "shown_inputs"]
 
 MAX_VALUES_SHOWN = 16  # an input with at most this many elements is shown in full
 MAX_SAMPLES = 20  # example inputs kept per case for plots
@@ -94,6 +94,7 @@ class CaseRun:
             re-checks Hypothesis makes while shrinking.
         points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
+        orders: the derivative orders checked in any check: (1,) or (1, 2).
         kinks: kinks met over all checks (elements held to their one-sided slopes).
         inconclusive: checks that compared nothing (empty inputs or output).
         worst: the largest relative error against each oracle over all checks, by oracle name
@@ -115,6 +116,7 @@ class CaseRun:
     examples: int = 0
     points: int = 0
     oracles: tuple[str, ...] = ()
+    orders: tuple[int, ...] = ()
     kinks: int = 0
     inconclusive: int = 0
     worst: dict[str, float | None] = field(default_factory=dict)
@@ -155,6 +157,7 @@ class CaseRun:
             example: int | None = None) -> None:
         """Count one check's findings (of example number ``example`` with ``inputs``)."""
         self.oracles = (*self.oracles, *(o for o in result.oracles if o not in self.oracles))
+        self.orders = tuple(sorted({*self.orders, *result.orders}))
         self.kinks += len(result.kinks)
         self.failures += not result.ok
         self.inconclusive += result.verdict == "inconclusive"
@@ -195,6 +198,12 @@ class RunReport:
         if self.gallery:
             words.append("--gallery")
         return shlex.join(words)
+
+
+def case_order(case: Case, settings: Settings) -> int:
+    """The order ``case`` is checked at in a run with ``settings``: its own, or the run's where
+    that is higher and the case can be checked at it (``options.order_of``)."""
+    return max(case.order, order_of(None, settings, backward=case.backward, hvp=case.hvp))
 
 
 def _literal_pattern(name: str) -> str:
@@ -379,7 +388,8 @@ def run_case(
     run = CaseRun(case=case, seed=seed)
     # The report draws its own progress (no stderr line from each check).
     options = run_options(settings, wrt=case.wrt, seed=seed,
-                          progress=check_progress if check_progress is not None else False)
+                          progress=check_progress if check_progress is not None else False,
+                          order=case_order(case, settings), hvp=case.hvp)
     start = time.perf_counter()
 
     def count(checked: Checked) -> None:
