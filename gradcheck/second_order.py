@@ -41,7 +41,7 @@ from gradcheck.numeric import element_scale, estimate_noise, machine_eps, richar
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import DEFAULT_ORACLES
 from gradcheck.result import CheckResult
-from gradcheck.tolerance import allowed, default_tolerance, fit_rtol
+from gradcheck.tolerance import symmetry_limit
 
 __all__ = [
     "NOT_DIFFERENTIABLE",
@@ -318,7 +318,7 @@ def _hand_written(forward: Callable[..., Any], backward: Callable[..., Any] | No
         " and torch's double backward" if "torch" in second.oracles else "")
     extra: tuple[str, ...] = ()
     if backward is not None and not second.faults:
-        found = symmetry_fault(gradient, prepared, names, options.seed)
+        found = symmetry_fault(forward, gradient, prepared, names, options.seed)
         extra = () if found is None else (found,)
     return replace(second, ok=second.ok and not extra, faults=(*second.faults, *extra),
                    notes=(what, *second.notes))
@@ -337,19 +337,20 @@ def _directional(ev: Evaluator, g0: np.ndarray, u: np.ndarray, v: Mapping[str, n
     return float(estimate[0]), float(error[0])
 
 
-def symmetry_fault(gradient: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...],
-                   seed: int) -> str | None:
+def symmetry_fault(forward: Callable[..., Any], gradient: Callable[..., Any], prepared: PreparedInputs,
+                   names: tuple[str, ...], seed: int) -> str | None:
     """A fault when the Jacobian ``J`` of ``gradient`` (a backward as ``G``) is not symmetric:
-    ``u^T J v`` against ``v^T J u`` for ``SYMMETRY_PAIRS`` random pairs, each measured along its
-    direction with Richardson's error, held to the fit tolerance (``tolerance.fit_rtol``) plus
-    both errors. None when it is symmetric, or cannot be measured (the backward fails)."""
+    ``u^T J v`` against ``v^T J u`` for ``SYMMETRY_PAIRS`` random pairs of directions scaled to
+    the inputs, each measured along its direction with Richardson's error, held to
+    ``tolerance.symmetry_limit``. None when it is symmetric, or cannot be measured (the forward
+    or the backward fails)."""
     ev = Evaluator(gradient, prepared.widened)
     try:
+        loss = Evaluator(forward, prepared.widened).value()
         g0 = ev.output().astype(np.float64).reshape(-1)
     except ForwardFailure:
         return None
     eps = machine_eps(np.dtype(np.float64))
-    tol = default_tolerance(8, rtol=fit_rtol(8))
     rng = np.random.default_rng([seed, 5])
     for _ in range(SYMMETRY_PAIRS):
         u, v = ({n: rng.standard_normal(prepared.values[n].shape) * element_scale(prepared.widened[n]) for n in names}
@@ -360,9 +361,8 @@ def symmetry_fault(gradient: Callable[..., Any], prepared: PreparedInputs, names
         vju, error_vju = _directional(ev, g0, flat_v, u, eps, rng)
         if not (np.isfinite(ujv) and np.isfinite(vju)):
             return None
-        limit = allowed(np.array(ujv), np.array(vju), error_ujv + error_vju, tol, max(abs(ujv), abs(vju)))
-        if abs(ujv - vju) > float(limit):
+        limit = symmetry_limit(ujv, vju, error_ujv + error_vju, loss, eps)
+        if abs(ujv - vju) > limit:
             return (f"the backward is not the gradient of anything: its Jacobian is not symmetric, as a Hessian "
-                    f"is (u^T J v = {ujv:.6g} but v^T J u = {vju:.6g} along random u, v; allowed "
-                    f"{float(limit):.2g})")
+                    f"is (u^T J v = {ujv:.6g} but v^T J u = {vju:.6g} along random u, v; allowed {limit:.2g})")
     return None

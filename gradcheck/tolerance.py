@@ -18,7 +18,8 @@ limits say when a measured difference is noise and when it is a finding:
 * the checks on the forward at the point: determinism (``determinism_limit``), vmap-batched
   values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
   (``outputs_differ``);
-* the fit tolerance of the diagnosis (``fit_rtol``).
+* the fit tolerance of the diagnosis (``fit_rtol``);
+* the symmetry a backward's Jacobian must have, as a Hessian does (``symmetry_limit``).
 
 ``sigma`` is the noise level of the contracted forward ``L`` (see ``numeric.estimate_noise``)
 and ``h`` a step, so ``sigma / h`` is one unit of rounding in a difference quotient. Every
@@ -43,14 +44,15 @@ __all__ = [
     "JUMP_NOISE",
     "JUMP_RTOL",
     "KINK_MOVED",
+    "KINK_NOISE",
     "LOW_PRECISION_FACTOR",
     "LOW_PRECISION_ULPS",
-    "KINK_NOISE",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
     "PRECISIONS",
     "RELATIVE_FLOOR",
     "ROUNDING_ULPS",
+    "SYMMETRY_ULPS",
     "TORCH_ROUNDING",
     "Precision",
     "Tolerance",
@@ -71,6 +73,7 @@ __all__ = [
     "outputs_differ",
     "precision",
     "relative_error",
+    "symmetry_limit",
     "torch_rounding",
 ]
 
@@ -354,3 +357,15 @@ def outputs_differ(gap: float, size: float) -> bool:
     """True when the forward's outputs on torch and numpy, ``gap`` apart at most, differ by more
     than rounding for an output of size ``size``."""
     return gap > OUTPUT_RTOL * max(size, 1.0)
+
+
+SYMMETRY_ULPS = 64  # an asymmetry below this many roundoff units of the loss is invisible in it
+
+
+def symmetry_limit(ujv: float, vju: float, errors: float, loss: float, eps: float) -> float:
+    """How far ``u^T J v`` and ``v^T J u`` (a backward's Jacobian ``J`` along directions scaled
+    to the inputs, so both are in the loss' units) may differ: the fit tolerance
+    (``PRECISIONS[8].fit_rtol``) of the larger, their Richardson errors, and ``SYMMETRY_ULPS``
+    roundoff units of the loss (a backward computed from intermediates near 1 rounds at that
+    size, however small its own values; a Hessian term below it never shows in the loss)."""
+    return PRECISIONS[8].fit_rtol * max(abs(ujv), abs(vju)) + errors + SYMMETRY_ULPS * eps * abs(loss)

@@ -32,6 +32,10 @@ BAD_VALUES = [
     ("wrt", 3, "wrt must be a name or a sequence of names, got wrt=3"),
     ("wrt", ("x", 3), "wrt must be a name or a sequence of names, got wrt=('x', 3)"),
     ("wrt", {"x": 1}, "wrt must be a name or a sequence of names, got wrt={'x': 1}"),
+    ("order", 3, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
+    ("order", 2.0, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=2.0"),
+    ("order", True, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=True"),
+    ("hvp", 3, "hvp must be callable or None, got hvp=3"),
     ("inputs", {"x": 1.0}, "inputs must be a Hypothesis strategy drawing a dict of inputs, or a dict of "
                            "strategies {name: strategy}; got inputs={'x': 1.0}, where 'x' is not a strategy "
                            "(st.just(value) holds a value fixed)"),
@@ -44,4 +48,5 @@ FLAG_VALUES = [
     ("rtol", "nan", "rtol must be None or a finite number >= 0, got rtol=nan"),
     ("atol", "-1e-9", "atol must be None or a finite number >= 0, got atol=-1e-09"),
     ("atol", "inf", "atol must be None or a finite number >= 0, got atol=inf"),
+    ("order", "3", "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
 ]
