@@ -14,7 +14,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import gradcheck
-from gradcheck import runner, second_order
+from gradcheck import run_json, run_table, runner, second_order
 from gradcheck.inputs import prepare_inputs
 from gradcheck.options import Settings, order_of
 from gradcheck.strategies import float_arrays
@@ -206,7 +206,7 @@ def test_a_backward_that_is_no_gradient_fails_the_symmetry_test():
                for f in faults), str(result)
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(x=float_arrays((3,), max_magnitude=2.0), A=float_arrays((3, 3), max_magnitude=2.0))
 def test_the_symmetry_test_passes_every_gradient(x, A):
     """No false alarm: the Jacobian of a true gradient is its Hessian, symmetric at any point."""
@@ -241,7 +241,18 @@ def test_the_report_runs_a_torch_case_at_the_runs_order():
     case = gradcheck.Case("torch.cube", RIGHT, None, {"x": st.just(X3)})
     at_two = runner.run_case(case, Settings(examples=1, order=2))
     assert at_two.ok and at_two.orders == (1, 2)
+    assert run_json.case_to_dict(at_two)["orders"] == [1, 2]
+    report = runner.RunReport(Settings(order=2), False, [at_two])
+    assert run_table.rows(report)[0][2] == "numeric; order 2"
     assert runner.run_case(case, Settings(examples=1)).orders == (1,)
+
+
+def test_a_failing_second_order_is_the_reports_note():
+    case = gradcheck.Case("torch.cube_detached", cube_function(lambda ctx, g: (3 * _saved(ctx) ** 2 * g).detach()),
+                          None, {"x": st.just(X3)}, order=2)
+    run = runner.run_case(case, Settings(examples=1))
+    assert run.verdict == "FAIL"
+    assert run_table.note(run).startswith("second order: fault: backward is not differentiable")
 
 
 def test_gradient_test_takes_the_order_and_the_hvp():
