@@ -83,7 +83,8 @@ MISUSE = [
     # second order
     ("order 3", lambda: gradcheck.check_gradients(forward, None, {"x": X}, order=3),
      "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
-    ("order 2 with a numpy backward and no hvp", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, order=2),
+    ("order 2 with a numpy backward and no hvp",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, order=2),
      "order=2 with a hand-written backward needs hvp=, its Hessian-vector product"),
     ("an hvp at order 1", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, hvp=lambda vectors, x: {}),
      "hvp is checked at the second order: pass order=2 with it, got order=1"),
