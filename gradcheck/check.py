@@ -31,14 +31,25 @@ from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
-from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.point import (
+    Context,
+    Differenced,
+    Fault,
+    Noise,
+    Point,
+    batched_point,
+    draw_dout,
+    evaluate_point,
+    reference_scales,
+)
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
@@ -113,10 +124,52 @@ def run_check(
     forward, prepared, names = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+    except MultipleOutputs as several:
+        return _check_outputs(forward, backward, prepared, names, options, several)
+    except Fault as fault:
+        return _stopped(fault, options)
+    return _check_at(forward, backward, prepared, names, options, point)
+
+
+def _stopped(fault: Fault, options: CheckOptions) -> CheckResult:
+    """The result of a check that a fault stopped before any input was checked."""
+    return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                       seed=options.seed)
+
+
+def _check_outputs(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs,
+) -> CheckResult:
+    """A forward with several outputs, checked as one returning them flat (``outputs``), with
+    the outputs each failing input's gradient is wrong through named."""
+    try:
+        outputs = describe_outputs(several.value, several.again)
+    except OutputsFault as fault:
+        return _stopped(Fault(f"forward {fault}"), options)
+    flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+
+    def check(dout: np.ndarray, wrt: tuple[str, ...]) -> CheckResult:
+        try:
+            point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
+        except Fault as fault:
+            return _stopped(fault, options)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt), point)
+
+    dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
+    result = replace(check(dout, names), outputs=outputs.summary)
+    return name_outputs(result, outputs, dout, check)
+
+
+def _check_at(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, point: Point,
+) -> CheckResult:
+    """The check of ``names`` once the forward is evaluated at the point."""
+    try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed)
+        return _stopped(fault, options)
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
