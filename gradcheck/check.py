@@ -149,23 +149,25 @@ def _check_outputs(
         return _stopped(Fault(f"forward {fault}"), options)
     flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
 
-    def check(dout: np.ndarray, wrt: tuple[str, ...]) -> CheckResult:
+    def check(dout: np.ndarray, wrt: tuple[str, ...], *, batch: bool = True) -> CheckResult:
         try:
             point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
         except Fault as fault:
             return _stopped(fault, options)
-        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt), point)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt), point, batch=batch)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
     result = replace(check(dout, names), outputs=outputs.summary)
-    return name_outputs(result, outputs, dout, check)
+    # Each output on its own only counts the failing inputs' mismatches: no batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, batch=False))
 
 
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
-    names: tuple[str, ...], options: CheckOptions, point: Point,
+    names: tuple[str, ...], options: CheckOptions, point: Point, *, batch: bool = True,
 ) -> CheckResult:
-    """The check of ``names`` once the forward is evaluated at the point."""
+    """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
+    vmap batches where they pay)."""
     try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
@@ -174,7 +176,7 @@ def _check_at(
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
-    if "torch" in exact.gradients or source == TORCH.name:
+    if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
