@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 import array_api_compat
@@ -162,13 +163,11 @@ class Outputs:
     def summary(self) -> tuple[OutputSummary, ...]:
         return tuple(OutputSummary(e.name, e.shape, e.dtype, e.differentiable) for e in self.entries)
 
-    def segments(self) -> dict[str, slice]:
-        """Where each differentiable entry sits in the flat array, by name."""
-        spans, start = {}, 0
-        for e in self.differentiable:
-            spans[e.name] = slice(start, start + e.size)
-            start += e.size
-        return spans
+    def segments(self) -> tuple[slice, ...]:
+        """Where each differentiable entry sits in the flat array, in the order of
+        ``differentiable``."""
+        ends = np.cumsum([0, *(e.size for e in self.differentiable)]).tolist()
+        return tuple(slice(a, b) for a, b in pairwise(ends))
 
     def leaves(self, value: Any) -> list[Any]:
         """The entries of a value the forward returned, in order.
@@ -210,20 +209,20 @@ class Outputs:
     def unflatten(self, flat: np.ndarray) -> Any:
         """A flat upstream gradient in the forward's structure: each differentiable entry's part
         shaped like it (a float for a 0-d entry), ``None`` for the others."""
-        spans = self.segments()
+        spans = iter(self.segments())
         leaves: list[Any] = []
         for e in self.entries:
             if not e.differentiable:
                 leaves.append(None)
                 continue
-            part = np.asarray(flat)[spans[e.name]].reshape(e.shape)
+            part = np.asarray(flat)[next(spans)].reshape(e.shape)
             leaves.append(float(part) if part.ndim == 0 else part)
         return self.tree.rebuild(leaves)
 
-    def only(self, flat: np.ndarray, name: str) -> np.ndarray:
-        """``flat`` with every differentiable output but ``name`` zeroed."""
+    def only(self, flat: np.ndarray, k: int) -> np.ndarray:
+        """``flat`` with every differentiable output but the ``k``-th zeroed."""
         kept = np.zeros_like(np.asarray(flat, dtype=np.float64))
-        span = self.segments()[name]
+        span = self.segments()[k]
         kept[span] = np.asarray(flat)[span]
         return kept
 
@@ -244,6 +243,13 @@ class Outputs:
             return backward(self.unflatten(dout), **inputs)
 
         return flat_backward
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """An integer or boolean entry (a number, numpy, torch or JAX array) as a numpy array."""
+    if type(value).__module__.startswith("torch"):
+        return np.asarray(value.numpy(force=True))
+    return np.asarray(value)
 
 
 def _structure_text(names: list[str], value: Any) -> str:
@@ -275,13 +281,13 @@ def describe_outputs(first: Any, again: Any) -> Outputs:
             raise GradcheckError(f"forward returns output `{name}` of complex dtype {_dtype_name(leaf)}: complex "
                                  "outputs are not supported yet (return its real and imaginary parts as two outputs)")
         entries.append(Entry(name, _shape(leaf), _dtype_name(leaf), kind))
-    integers = {e.name: as_float_array(leaf) for e, leaf in zip(entries, leaves, strict=True) if not e.differentiable}
+    integers = {e.name: _numpy(leaf) for e, leaf in zip(entries, leaves, strict=True) if not e.differentiable}
     outputs = Outputs(tree, tuple(entries), integers)
     if not outputs.differentiable:
         raise OutputsFault(f"returns only integer or boolean outputs {names}: there is nothing to differentiate")
     repeated = outputs.leaves(again)
     for entry, leaf in zip(entries, repeated, strict=True):
-        if entry.name in integers and not np.array_equal(as_float_array(leaf), integers[entry.name]):
+        if entry.name in integers and not np.array_equal(_numpy(leaf), integers[entry.name]):
             raise OutputsFault(f"returns output `{entry.name}` ({entry.dtype}) with other values in two "
                                "evaluations at the same point: integer outputs must be deterministic")
     return outputs
@@ -302,8 +308,8 @@ def name_outputs(
         return result
     through: dict[str, list[str]] = {n: [] for n in failing}
     evaluations = result.evaluations
-    for entry in outputs.differentiable:
-        alone = check_through(outputs.only(dout, entry.name), failing)
+    for k, entry in enumerate(outputs.differentiable):
+        alone = check_through(outputs.only(dout, k), failing)
         evaluations += alone.evaluations
         for s in alone.inputs:
             if s.mismatches and s.name in through:
