@@ -4,7 +4,9 @@ This module orchestrates; each step is a module of its own:
 
 1. the options are validated once (``options.CheckOptions``) and the inputs copied
    (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
+   outputs is checked as one returning them flat (``outputs``), which then names the outputs a
+   failing gradient is wrong through;
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
@@ -76,12 +78,14 @@ def check_gradients(
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
     Args:
-        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
-            runs on torch tensors, which adds the autograd oracle.
+        forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
+            (nested too: several outputs). Written against the array API it also runs on torch
+            tensors, which adds the autograd oracle.
         backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
             like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
             an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
-            product is checked). ``None`` checks torch autograd's gradient of a torch
+            product is checked; for several outputs, ``dout`` in their structure, ``None`` for
+            integer or boolean ones). ``None`` checks torch autograd's gradient of a torch
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
@@ -106,8 +110,8 @@ def check_gradients(
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
-            are reported in the result.
+            ``gradcheck.validation``'s), a complex output among several (not supported yet).
+            Bugs in ``forward`` or ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
     return run_check(forward, backward, inputs, options)
