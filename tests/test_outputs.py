@@ -289,3 +289,13 @@ def test_the_flat_form_keeps_torch_autograd_and_vmap_working():
     assert torch.equal(grad, torch.full((2, 3), 2.0, dtype=torch.float64))
     batched = torch.func.vmap(lambda v: outputs.flat_forward(lambda x: (x * 2.0, torch.argmax(x, dim=1)))(x=v))
     assert batched(torch.ones(5, 2, 3)).shape == (5, 6)
+
+
+def test_the_report_names_the_output_of_a_gallery_bug(capsys):
+    from gradcheck import cli
+
+    code = cli.main(["report", "--gallery", "--case", "gallery.lstm_dh_not_through_c", "--examples", "1",
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "wrt Wx, through output `h`" in out and "outputs: h (3, 2) float64, c (3, 2) float64" in out
