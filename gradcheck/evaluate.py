@@ -54,7 +54,7 @@ class MultipleOutputs(ForwardFailure):
     makes it); the check goes on with ``gradcheck.outputs``."""
 
     def __init__(self, value: Any) -> None:
-        super().__init__(f"returns a {type(value).__name__} of outputs")
+        super().__init__(f"returns a {type(value).__name__} of {len(value)} outputs")
         self.value = value
         self.again: Any = None
 

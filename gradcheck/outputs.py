@@ -35,7 +35,7 @@ from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import ForwardFailure, as_float_array
 from gradcheck.result import CheckResult, OutputSummary
 
-__all__ = ["Outputs", "OutputsFault", "describe_outputs", "is_several", "name_outputs"]
+__all__ = ["Entry", "Outputs", "OutputsFault", "describe_outputs", "name_outputs"]
 
 _CONTAINERS = (tuple, list, dict)
 
@@ -43,11 +43,6 @@ _CONTAINERS = (tuple, list, dict)
 class OutputsFault(ForwardFailure):
     """The forward's outputs are unusable or change between evaluations (a bug in the code under
     test); the message names the output."""
-
-
-def is_several(value: Any) -> bool:
-    """True for a forward value that holds several outputs (a tuple, list or dict)."""
-    return isinstance(value, _CONTAINERS)
 
 
 @dataclass(frozen=True)
@@ -61,11 +56,11 @@ class _Node:
 
     def rebuild(self, leaves: list[Any]) -> Any:
         values = [c.rebuild(leaves) if isinstance(c, _Node) else leaves[c] for c in self.children]
-        if issubclass(self.kind, dict):
-            return self.kind(zip(self.keys, values, strict=True))
-        if issubclass(self.kind, tuple) and hasattr(self.kind, "_fields"):  # a named tuple
-            return self.kind(*values)
-        return tuple(values) if issubclass(self.kind, tuple) else list(values)
+        if self.kind is dict:
+            return dict(zip(self.keys, values, strict=True))
+        if self.kind is tuple or self.kind is list:
+            return self.kind(values)
+        return self.kind(*values)  # a named tuple
 
 
 def _kind(value: Any) -> str | None:
@@ -117,8 +112,9 @@ def _walk(value: Any, path: str, leaves: list[Any], names: list[str]) -> Any:
         fields = getattr(type(value), "_fields", None) if isinstance(value, tuple) else None
         parts = ([f"{path}.{f}" if path else f for f in fields] if fields is not None
                  else [f"{path}[{i}]" for i in keys])
-    kind = type(value) if isinstance(value, dict) or hasattr(type(value), "_fields") else (
-        tuple if isinstance(value, tuple) else list)
+    # Named tuples keep their type (the backward reads ``dout.h``); other containers are rebuilt
+    # as plain dicts, tuples and lists.
+    kind = type(value) if hasattr(type(value), "_fields") else next(t for t in _CONTAINERS if isinstance(value, t))
     children = tuple(_walk(v, p, leaves, names) for v, p in zip(items, parts, strict=True))
     return _Node(kind, keys, children)
 
