@@ -153,17 +153,19 @@ def _check_outputs(
         return _stopped(Fault(f"forward {fault}"), options)
     flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
 
-    def check(dout: np.ndarray, wrt: tuple[str, ...], *, batch: bool = True) -> CheckResult:
+    def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
         try:
             point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
         except Fault as fault:
             return _stopped(fault, options)
-        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt), point, batch=batch)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
+                         batch=batch)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
-    result = replace(check(dout, names), outputs=outputs.summary)
-    # Each output on its own only counts the failing inputs' mismatches: no batching calibration.
-    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, batch=False))
+    result = replace(check(dout, names, options.mode), outputs=outputs.summary)
+    # Each output on its own, in the same mode, only counts the failing inputs' mismatches: no
+    # batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, result.mode, batch=False))
 
 
 def _check_at(

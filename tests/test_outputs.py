@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradcheck
-from gradcheck.outputs import OutputsFault, describe_outputs
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
+from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck_reference import gallery, multi
 
 
@@ -299,3 +300,35 @@ def test_the_report_names_the_output_of_a_gallery_bug(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "wrt Wx, through output `h`" in out and "outputs: h (3, 2) float64, c (3, 2) float64" in out
+
+
+def _summary(name, mismatches):
+    return InputSummary(name=name, shape=(2,), dtype="float64", checked=2, mismatches=mismatches, kinks=0, worst={},
+                        gradient_norm=1.0, tolerance=Tolerance(rtol=1e-6, atol=None, floor=1e-8))
+
+
+def test_each_output_is_checked_alone_for_the_failing_inputs_only_and_only_when_there_are_several():
+    calls = []
+
+    def through(dout, wrt):
+        calls.append((np.flatnonzero(dout).tolist(), wrt))
+        wrong = bool(dout[:6].any())  # the gradient through the first output is wrong
+        return CheckResult(ok=not wrong, inputs=(_summary("W", int(wrong)),), evaluations=10)
+
+    mismatch = Mismatch(input="W", index=(0,), analytic=1.0, references={}, errors={}, relative_error=1.0,
+                        tolerance=0.0, against=("numeric",))
+    failed = CheckResult(ok=False, inputs=(_summary("W", 1), _summary("b", 0)), mismatches=(mismatch,),
+                         evaluations=100)
+    several = describe_outputs((A, B, IDX), (A, B, IDX))
+    named = name_outputs(failed, several, np.arange(1.0, 11.0), through)
+    assert calls == [(list(range(6)), ("W",)), (list(range(6, 10)), ("W",))]
+    assert [s.outputs for s in named.inputs] == [("[0]",), ()]
+    assert named.mismatches[0].outputs == ("[0]",)
+    assert named.evaluations == 120
+
+    calls.clear()
+    one = describe_outputs((A, IDX), (A, IDX))  # one differentiable output: nothing to tell apart
+    assert name_outputs(failed, one, np.ones(6), through) is failed
+    passed = CheckResult(ok=True, inputs=(_summary("W", 0),))
+    assert name_outputs(passed, several, np.ones(10), through) is passed
+    assert calls == []
