@@ -78,7 +78,7 @@ class Wrapped:
     boundary: Boundary
 
 
-def to_pairs(z: np.ndarray) -> np.ndarray:
+def to_pairs(z: Any) -> np.ndarray:
     """A complex numpy array of shape ``S`` as a new row-major real array of shape ``S + (2,)``:
     ``[..., 0]`` the real parts, ``[..., 1]`` the imaginary parts (complex64 -> float32)."""
     z = np.asarray(z)

@@ -85,7 +85,8 @@ def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
         off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
     else:
         off = f"rel. error {fmt(m.relative_error, 2)}"
-    return f"      {index_str(m.input, m.index, m.part)}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
+    element = index_str(m.input, m.index, m.part)
+    return f"      {element}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
 
 
 _INCONCLUSIVE = {

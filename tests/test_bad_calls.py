@@ -199,11 +199,11 @@ COMPLEX_FAULTS = [
 @pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS + COMPLEX_FAULTS,
                          ids=[f[0] for f in FAULTS + COMPLEX_FAULTS])
 def test_bugs_under_test_fail_the_check_with_a_reason(what, fwd, bwd, reason):
-    inputs = {k: v.copy() for k, v in (COMPLEX_INPUTS if (what, fwd, bwd, reason) in COMPLEX_FAULTS else INPUTS).items()}
+    original = COMPLEX_INPUTS if (what, fwd, bwd, reason) in COMPLEX_FAULTS else INPUTS
+    inputs = {k: v.copy() for k, v in original.items()}
     result = gradcheck.check_gradients(fwd, bwd, inputs)
     assert not result.ok
     assert any(reason in fault for fault in result.faults), result.faults
-    original = COMPLEX_INPUTS if (what, fwd, bwd, reason) in COMPLEX_FAULTS else INPUTS
     assert all(np.array_equal(inputs[k], original[k]) for k in original), "the caller's arrays were mutated"
     assert "FAULT" in str(result) and reason in str(result)
     with pytest.raises(gradcheck.GradientMismatch) as info:
