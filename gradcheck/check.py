@@ -150,7 +150,7 @@ def _prepare(
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    real = complex_values.wrap(forward, backward, inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
     prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))

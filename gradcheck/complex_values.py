@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -162,11 +162,14 @@ def _complex_input(name: str, value: Any) -> np.ndarray | None:
 
 
 def wrap(
-    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Any
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Any, *,
+    wrt: Iterable[str] | None = None,
 ) -> Wrapped:
     """The check on real arrays that is the check of ``forward``/``backward`` at ``inputs``
     with complex values (see the module docstring). Inputs that are not a mapping are handed on
-    as they are, for ``inputs.prepare_inputs`` to reject.
+    as they are, for ``inputs.prepare_inputs`` to reject. The backward's gradients are held to
+    being complex for the complex inputs in ``wrt`` (None: all of them); the others are not
+    checked.
 
     Raises:
         GradcheckError: a complex input that is not finite (naming the first such index), or of a
@@ -193,11 +196,13 @@ def wrap(
             kwargs[name] = from_pairs(kwargs[name])
         return _output_pairs(forward(**kwargs), output)
 
-    real_backward = None if backward is None else _wrap_backward(backward, boundary)
+    chosen = None if wrt is None else set(wrt)
+    checked = tuple(n for n in names if chosen is None or n in chosen)
+    real_backward = None if backward is None else _wrap_backward(backward, boundary, checked)
     return Wrapped(real_forward, real_backward, real_inputs, boundary)
 
 
-def _wrap_backward(backward: Callable[..., Any], boundary: Boundary) -> Callable[..., Any]:
+def _wrap_backward(backward: Callable[..., Any], boundary: Boundary, checked: tuple[str, ...]) -> Callable[..., Any]:
     names = tuple(boundary.dtypes)
 
     def real_backward(dout: Any, **kwargs: Any) -> Any:
@@ -208,9 +213,9 @@ def _wrap_backward(backward: Callable[..., Any], boundary: Boundary) -> Callable
             g = from_pairs(np.array(dout, dtype=np.float64, copy=True))
             dout = complex(g) if g.ndim == 0 else g
         returned = backward(dout, **kwargs)
-        if not isinstance(returned, Mapping) or not names:
+        if not isinstance(returned, Mapping) or not checked:
             return returned
-        return {k: (_gradient_pairs(k, v, boundary) if k in boundary.dtypes else v) for k, v in returned.items()}
+        return {k: (_gradient_pairs(k, v, boundary) if k in checked else v) for k, v in returned.items()}
 
     return real_backward
 

@@ -177,6 +177,22 @@ def test_a_real_gradient_for_a_complex_input_is_a_fault_even_where_the_imaginary
                              "its imaginary part is missing; return dL/d(Re z) + 1j * dL/d(Im z)",)
 
 
+def test_only_the_checked_complex_inputs_need_complex_gradients():
+    def backward(dout, z, w):
+        return {"z": dout * np.conj(w), "w": np.zeros(w.shape)}  # w is not checked
+
+    result = gradcheck.check_gradients(lambda z, w: np.sum((z * w).real), backward, {"z": c(3), "w": c(3)}, wrt="z")
+    assert result.ok and [s.name for s in result.inputs] == ["z"], str(result)
+
+
+def test_a_complex_gradient_for_a_real_input_is_a_fault():
+    phase = np.exp(1j * np.linspace(0, 2, 4))
+    result = gradcheck.check_gradients(lambda x: x * phase, lambda g, x: {"x": g * np.conj(phase)},
+                                       {"x": RNG.normal(size=4)})
+    assert result.faults == ("backward's gradient for 'x' returned ndarray of dtype complex128, not a real array "
+                             "or number",)
+
+
 def test_complex_tensors_conjugate_views_and_python_numbers_are_inputs():
     z = torch.tensor(c(3)).conj()  # a lazily conjugated view
     result = gradcheck.check_gradients(lambda z, s: z * s, lambda g, z, s: {"z": g * np.conj(s), "s": np.sum(
