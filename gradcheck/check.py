@@ -2,8 +2,9 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);

@@ -208,7 +208,7 @@ SHAPES = st.tuples(st.integers(0, 3), st.integers(1, 3)) | st.just(())
 
 
 @given(complex_arrays(SHAPES, zeros=True) | complex_arrays(SHAPES, dtype=np.complex64, zeros=True))
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=25)
 def test_the_real_pair_view_round_trips(z):
     pairs = complex_values.to_pairs(z)
     assert pairs.shape == (*z.shape, 2) and pairs.dtype == z.real.dtype and pairs.flags.c_contiguous
