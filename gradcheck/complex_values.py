@@ -41,16 +41,17 @@ from gradcheck.point import Fault
 from gradcheck.render import index_str
 from gradcheck.result import CheckResult, Disagreement, InputSummary, Kink, Mismatch
 
-__all__ = ["PARTS", "Boundary", "Wrapped", "from_pairs", "relabel", "to_pairs", "wrap"]
+__all__ = ["DTYPES", "PARTS", "Boundary", "Wrapped", "from_pairs", "relabel", "to_pairs", "wrap"]
 
 PARTS = ("real", "imag")  # what index 0 and 1 of a real-pair axis hold; ``z[1, 2].imag`` in reports
-_PAIR_DTYPES = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))  # their real pairs: float32, float64
 
 
 @dataclass
 class _Output:
-    """Whether the forward's output was complex (seen by the wrapped forward at its first call,
-    read by the wrapped backward and by ``relabel``)."""
+    """Whether the forward's output is complex: set by the wrapped forward when it views one as
+    real pairs (the point is evaluated before the backward is called), read by the wrapped
+    backward and by ``relabel``."""
 
     complex: bool = False
 
@@ -90,7 +91,7 @@ def from_pairs(pairs: Any) -> Any:
     view where the pairs are contiguous, so writing to it writes to them), or an array of the
     pairs' own namespace (torch, jax: differentiable with respect to the pairs)."""
     if isinstance(pairs, np.ndarray):
-        if pairs.dtype in (np.float32, np.float64) and pairs.strides[-1] == pairs.itemsize and pairs.flags.c_contiguous:
+        if pairs.dtype in (np.float32, np.float64) and pairs.flags.c_contiguous:
             return pairs.view(np.complex64 if pairs.dtype == np.float32 else np.complex128)[..., 0]
         return pairs[..., 0] + 1j * pairs[..., 1]
     import array_api_compat
@@ -113,7 +114,7 @@ def _output_pairs(out: Any, output: _Output) -> Any:
     if isinstance(out, numbers.Complex) and not isinstance(out, numbers.Real):
         output.complex = True
         return to_pairs(np.asarray(out))
-    if type(out).__module__.startswith("torch"):
+    if type(out).__module__.startswith("torch") and hasattr(out, "is_complex"):
         if not out.is_complex():
             return out
         import torch
@@ -155,7 +156,7 @@ def _complex_input(name: str, value: Any) -> np.ndarray | None:
         array = value.detach().cpu().resolve_conj().resolve_neg().numpy().copy(order="C")
     else:
         return None
-    if array.dtype not in _PAIR_DTYPES:
+    if array.dtype not in DTYPES:
         raise GradcheckError(f"input {name!r} has dtype {array.dtype}; use complex64 or complex128")
     require_finite(name, array)
     return array
