@@ -62,11 +62,10 @@ def linear_loss_backward(dout, W, x, b):
 
 
 @st.composite
-def same_shape_pair(draw, dtype=np.complex128):
+def same_shape_pair(draw):
     """z, w of one drawn shape (up to 2 axes), complex."""
     shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 3)) | st.tuples(st.integers(1, 5)))
-    return {"z": draw(complex_arrays(shape, dtype=dtype, max_magnitude=3.0)),
-            "w": draw(complex_arrays(shape, dtype=dtype, max_magnitude=3.0))}
+    return {"z": draw(complex_arrays(shape, max_magnitude=3.0)), "w": draw(complex_arrays(shape, max_magnitude=3.0))}
 
 
 @st.composite
