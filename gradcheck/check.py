@@ -2,8 +2,9 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
    outputs is checked as one returning them flat (``outputs``), which then names the outputs a
    failing gradient is wrong through;
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, validation
+from gradcheck import complex_values, directional, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -125,41 +126,42 @@ def run_check(
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
-    forward, prepared, names = _prepare(forward, backward, inputs, options)
+    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
     except MultipleOutputs as several:
-        return _check_outputs(forward, backward, prepared, names, options, several)
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary)
     except Fault as fault:
-        return _stopped(fault, options)
-    return _check_at(forward, backward, prepared, names, options, point)
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary)
 
 
-def _stopped(fault: Fault, options: CheckOptions) -> CheckResult:
+def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
     """The result of a check that a fault stopped before any input was checked."""
-    return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                       seed=options.seed)
+    return complex_values.relabel(
+        CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                    seed=options.seed), boundary)
 
 
 def _check_outputs(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
-    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
 ) -> CheckResult:
     """A forward with several outputs, checked as one returning them flat (``outputs``), with
     the outputs each failing input's gradient is wrong through named."""
     try:
         outputs = describe_outputs(several.value, several.again)
     except OutputsFault as fault:
-        return _stopped(Fault(f"forward {fault}"), options)
+        return _stopped(Fault(f"forward {fault}"), options, boundary)
     flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
 
     def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
         try:
             point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
         except Fault as fault:
-            return _stopped(fault, options)
+            return _stopped(fault, options, boundary)
         return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
-                         batch=batch)
+                         boundary, batch=batch)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
     result = replace(check(dout, names, options.mode), outputs=outputs.summary)
@@ -170,14 +172,15 @@ def _check_outputs(
 
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
-    names: tuple[str, ...], options: CheckOptions, point: Point, *, batch: bool = True,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
+    batch: bool = True,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
     vmap batches where they pay)."""
     try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return _stopped(fault, options)
+        return _stopped(fault, options, boundary)
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
@@ -185,17 +188,20 @@ def _check_at(
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
+               pairs=frozenset(boundary.dtypes))
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    result = run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    return complex_values.relabel(result, boundary)
 
 
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], PreparedInputs, tuple[str, ...]]:
-    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``)."""
+) -> tuple[Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary]:
+    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
+    complex values become real pairs (``complex_values``)."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
@@ -207,7 +213,8 @@ def _prepare(
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    prepared = prepare_inputs(inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
+    prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
     if backward is not None:
@@ -217,7 +224,7 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, prepared, names
+    return real.forward, real.backward, prepared, names, real.boundary
 
 
 def _analytic(
@@ -252,6 +259,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -344,6 +352,7 @@ class _Run:
             {n: c.usable.reshape(shapes[n]) for n, c in wrong.items() if c.usable is not None},
             {n: c.mismatch_mask.reshape(shapes[n]) for n, c in wrong.items()},
             self.prepared.values,
+            pairs=self.pairs,
         )
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 

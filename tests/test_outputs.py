@@ -332,3 +332,18 @@ def test_each_output_is_checked_alone_for_the_failing_inputs_only_and_only_when_
     passed = CheckResult(ok=True, inputs=(_summary("W", 0),))
     assert name_outputs(passed, several, np.ones(10), through) is passed
     assert calls == []
+
+
+def test_complex_inputs_and_several_real_outputs_compose():
+    def forward(z, w):
+        return z.real * w, (z.imag**2).sum()
+
+    def backward(dout, z, w, imag_factor=2.0):
+        da, db = dout
+        return {"z": da * w + 1j * (imag_factor * z.imag * db), "w": da * z.real}
+
+    inputs = {"z": np.array([1 + 2j, -0.5 + 0.3j]), "w": np.array([0.5, 2.0])}
+    assert gradcheck.check_gradients(forward, backward, inputs).verdict == "pass"
+    wrong = gradcheck.check_gradients(forward, lambda dout, z, w: backward(dout, z, w, imag_factor=1.0), inputs)
+    assert not wrong.ok and wrong.inputs[0].outputs == ("[1]",)
+    assert {(m.index, m.part) for m in wrong.mismatches} == {((0,), "imag"), ((1,), "imag")}
