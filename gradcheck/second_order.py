@@ -83,7 +83,8 @@ def check_second_order(
         engine: ``run_check``, the first-order check that is run on ``G``.
     Raises:
         GradcheckError: misuse: a hand-written backward without ``hvp``, an ``hvp`` whose
-            signature does not take the inputs, or an ``hvp`` for a forward that is not scalar.
+            signature does not take the inputs, an ``hvp`` for a forward that is not scalar, or a
+            forward with several outputs (not supported yet).
     """
     hvp = options.hvp
     if hvp is None and backward is not None:
@@ -98,6 +99,11 @@ def check_second_order(
     if first.faults:
         note = "second order not checked: the first order has faults"
         return replace(first, notes=(*first.notes, note))
+    if first.outputs:
+        raise GradcheckError(
+            f"order=2 with several outputs is not supported yet (forward returns {len(first.outputs)}); "
+            "check the second order of each output with its own forward"
+        )
     if hvp is not None and first.output_shape != ():
         raise GradcheckError(
             f"hvp needs a scalar forward (its Hessian), but forward returns shape {first.output_shape}"
