@@ -17,6 +17,7 @@ import gradcheck
 from gradcheck import run_json, run_table, runner, second_order
 from gradcheck.inputs import prepare_inputs
 from gradcheck.options import Settings, order_of
+from gradcheck.report import header_lines
 from gradcheck.strategies import float_arrays
 
 RNG = np.random.default_rng(0)
@@ -253,6 +254,24 @@ def test_a_failing_second_order_is_the_reports_note():
     run = runner.run_case(case, Settings(examples=1))
     assert run.verdict == "FAIL"
     assert run_table.note(run).startswith("second order: fault: backward is not differentiable")
+
+
+def test_the_pytest_header_says_the_runs_order():
+    assert header_lines(Settings(order=2))[0].endswith(", order 2 where a check can")
+    assert "order" not in header_lines(Settings())[0]
+
+
+@pytest.mark.parametrize(("mode", "limit", "expected"), [
+    ("auto", 8, "full"),  # x (3,) and dout (3,): 6 elements, within the limit
+    ("auto", 6, "full"),  # up to the limit included
+    ("auto", 5, "directional"),
+    ("full", 5, "full"),  # a mode given is kept
+    ("directional", 8, "directional"),
+])
+def test_the_second_order_checks_every_element_up_to_its_limit(monkeypatch, mode, limit, expected):
+    monkeypatch.setattr(second_order, "SECOND_ORDER_FULL_LIMIT", limit)
+    result = gradcheck.check_gradients(RIGHT, None, {"x": X3[:3]}, order=2, mode=mode)
+    assert result.ok and result.second_order.mode == expected
 
 
 def test_gradient_test_takes_the_order_and_the_hvp():
