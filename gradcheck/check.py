@@ -13,6 +13,12 @@ This module orchestrates; each step is a module of its own:
    (``compare``, with the rules of ``tolerance``);
 6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
 
+Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
+forward and the backward repeated, their nondeterminism measured (``repeats``, before step 5: a
+rounding-level spread widens the allowance); a torch callable's backward run under other
+layouts of its inputs and ``dout`` (``layouts``); and the backward at structured upstream
+gradients, with the reading of ``dout`` named behind a mismatch (``upstream``).
+
 Bugs in the code under test never raise: they are faults or mismatches in the result.
 """
 
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, validation
+from gradcheck import directional, repeats, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -34,12 +40,14 @@ from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
+from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
 from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
 from gradcheck.progress import Progress, close, tracker_for
+from gradcheck.reruns import Backprop, Findings, reordering
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -61,6 +69,7 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -90,6 +99,9 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        deterministic: the forward and the backward are run several times at the point;
+            False (the default) allows their results to differ by rounding (a reordered sum,
+            atomics), reported and added to the allowance; True makes any difference a fault.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
     Raises:
@@ -98,7 +110,8 @@ def check_gradients(
             ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
             are reported in the result.
     """
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           deterministic=deterministic)
     return run_check(forward, backward, inputs, options)
 
 
@@ -107,16 +120,25 @@ def run_check(
     backward: Callable[..., Mapping[str, Any]] | None,
     inputs: Mapping[str, Any],
     options: CheckOptions,
+    *,
+    layouts: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
-    ``gradient_test`` and the runner call)."""
+    ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
+    backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
+    layout_names = validation.layouts(layouts)
     forward, prepared, names = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+        forward_faults, forward_notes = repeats.forward_repeats(point, deterministic=options.deterministic)
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
                            seed=options.seed)
+    backprop = Backprop(forward, backward, prepared, names)
+    limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
+    repeated = repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
+    faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
@@ -124,10 +146,36 @@ def run_check(
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
+               spread=repeated.spread)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    if repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
+        found = Findings(notes=["layouts and structured upstream gradients not checked: the backward is "
+                                "nondeterministic"])
+    else:
+        found = _custom_ops(forward, backward, inputs, backprop, run, repeated.measured, layout_names)
+    notes += [n for n in found.notes if n not in notes]
+    return run.result(faults + run.faults + found.faults, notes, ("numeric", *exact.gradients), exact.errors, found)
+
+
+def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
+                backprop: Backprop, run: _Run, spread: Mapping[str, float], chosen: tuple[str, ...] | None,
+                ) -> Findings:
+    """After the check at the point: the backward under other layouts (torch callables) and at
+    structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
+    sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first)."""
+    reference = next(iter(run.exact.values()), run.analytic)
+    limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
+                        spread={n: 2 * s for n, s in spread.items()})
+    passed = {s.name for s in run.summaries if s.ok}
+    found = check_layouts(forward, backward, inputs, run.prepared, run.names, run.point.dout, limits,
+                          layouts=chosen, passed=passed)
+    found.add(upstream.check_upstream(
+        backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
+        seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
+    ))
+    return found
 
 
 def _prepare(
@@ -191,6 +239,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -219,8 +268,9 @@ class _Run:
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
         itemsize = 8 if self.on_torch else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
-        return default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
-                                 global_scale=self.global_scale)
+        tol = default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
+                                global_scale=self.global_scale)
+        return replace(tol, spread=self.spread.get(name, 0.0))
 
     def check_inputs(self) -> None:
         """Each input in its mode, then the kink elements of all inputs moved together."""
@@ -287,12 +337,15 @@ class _Run:
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 
     def result(self, faults: list[str], notes: list[str], oracles: tuple[str, ...],
-               oracle_errors: dict[str, str]) -> CheckResult:
+               oracle_errors: dict[str, str], found: Findings | None = None) -> CheckResult:
+        found = Findings() if found is None else found
         comparisons = self.comparisons.values()
-        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties
+        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties + found.mismatches
+        inputs = [replace(s, mismatches=s.mismatches + sum(m.input == s.name for m in found.mismatches),
+                          diagnosis=found.diagnoses.get(s.name, s.diagnosis)) for s in self.diagnoses()]
         return CheckResult(
             ok=not mismatches and not faults,
-            inputs=tuple(self.diagnoses()),
+            inputs=tuple(inputs),
             mismatches=tuple(mismatches),
             kinks=tuple(k for c in comparisons for k in c.kinks),
             disagreements=tuple(d for c in comparisons for d in c.disagreements),
@@ -319,13 +372,15 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           deterministic=deterministic)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

@@ -58,7 +58,10 @@ from gradcheck.tolerance import fit_rtol
 
 __all__ = ["KINDS", "RULES", "diagnose"]
 
-KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer", "undetermined")
+# "layout" and "upstream" are named by the checks that rerun the backward (``gradcheck.layouts``,
+# ``gradcheck.upstream``), not by the patterns below.
+KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer", "layout", "upstream",
+         "undetermined")
 
 # The fit tolerance relative to an element's magnitude comes from the lowest float precision
 # among the inputs (``tolerance.fit_rtol``); the absolute floor is a tenth of it times the
