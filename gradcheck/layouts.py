@@ -38,8 +38,8 @@ import numpy as np
 from gradcheck.evaluate import ForwardFailure, as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
 from gradcheck.render import fmt, index_str
-from gradcheck.result import Diagnosis, Mismatch
 from gradcheck.reruns import Findings, torch_given
+from gradcheck.result import Diagnosis, Mismatch
 from gradcheck.validation import LAYOUTS
 
 __all__ = ["CONSTANT_DOUT", "LAYOUTS", "check_layouts", "draw", "lay_out"]
@@ -75,12 +75,20 @@ def lay_out(torch: Any, layout: str, t: Any) -> Any | None:
         base = t
         for k in constant:
             base = base.narrow(k, 0, 1)
-        return base.expand(*shape)
+        return base.clone().expand(*shape)  # its own storage, of the base's values only
     if layout == "channels_last":
         if t.ndim != 4 or shape[1] < 2 or shape[2] * shape[3] < 2:
             return None
         return t.contiguous(memory_format=torch.channels_last)
     raise ValueError(f"unknown layout {layout!r}")  # pragma: no cover - validated in options
+
+
+def _applied(torch: Any, layout: str, t: Any) -> Any:
+    """``lay_out`` of a tensor it applies to (the targets are chosen so)."""
+    laid = lay_out(torch, layout, t)
+    if laid is None:  # pragma: no cover - invariant
+        raise RuntimeError(f"layout {layout!r} does not apply to a tensor of shape {tuple(t.shape)}")
+    return laid
 
 
 def draw(data: Any, backward: Callable[..., Any] | None, inputs: Any) -> str | None:
@@ -139,11 +147,12 @@ class _Caller:
         passed = dict(base)
         strides = None
         if target is not None and target.name is not None:
-            passed[target.name] = lay_out(torch, layout, base[target.name])
-            strides = tuple(passed[target.name].stride())
+            laid = _applied(torch, layout, base[target.name])
+            passed[target.name] = laid
+            strides = tuple(laid.stride())
         d = torch.tensor(np.broadcast_to(np.asarray(dout, dtype=np.float64), np.shape(dout)).copy())
         if target is not None and target.name is None:
-            d = lay_out(torch, layout, d)
+            d = _applied(torch, layout, d)
             strides = tuple(d.stride())
         originals = {n: t.detach().clone() for n, t in passed.items()}
         d_original = d.clone()
@@ -307,5 +316,6 @@ def _compare(found: Findings, truth: Mapping[str, np.ndarray], got: Mapping[str,
             kind="layout", summary=what,
             params={"layout": layout, "tensor": "dout" if target.name is None else target.name,
                     "strides": list(strides or ())},
-            evidence=f"{int(bad.sum())}/{bad.size} elements move beyond rounding ({fmt(float(limit[i]), 2)} at {where})",
+            evidence=f"{int(bad.sum())}/{bad.size} elements move beyond rounding "
+                     f"({fmt(float(limit[i]), 2)} at {where})",
         )

@@ -1,8 +1,8 @@
 """Options, each validated once where it is made (by ``gradcheck.validation``).
 
 * ``CheckOptions``: the keyword options of one check (``check_gradients``'s ``wrt``, ``seed``,
-  ``rtol``, ``atol``, ``mode``, ``progress``, ``oracles``, ``deterministic``), passed as one value from the public functions, the fixture,
-  ``gradient_test`` and the runner to the check.
+  ``rtol``, ``atol``, ``mode``, ``progress``, ``oracles``, ``deterministic``), passed as one
+  value from the public functions, the fixture, ``gradient_test`` and the runner to the check.
 * ``Settings``: the settings of a run (seed, examples, tolerances), defined once for the command
   line and the pytest plugin. ``OPTIONS`` describes each as a flag (name, type, default, help):
   the CLI adds them as ``--seed`` etc., the pytest plugin as ``--gradcheck-seed`` etc.; both

@@ -44,7 +44,8 @@ class Repeated:
     notes: list[str] = field(default_factory=list)
 
 
-def _runs(first: Mapping[str, np.ndarray], again: Callable[[], Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def _runs(first: Mapping[str, np.ndarray], again: Callable[[], Mapping[str, np.ndarray]]
+          ) -> list[dict[str, np.ndarray]]:
     """``first`` and the runs of ``again``: ``REPEATS`` in all, ``MAX_REPEATS`` when they differ."""
     runs = [dict(first)]
     while len(runs) < MAX_REPEATS:

@@ -69,7 +69,8 @@ class Diagnosis:
     Attributes:
         kind: "scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer",
             "layout" (the gradient changes with the strides of an input or of ``dout``),
-            "upstream" (the backward ignores the upstream gradient's structure), or "undetermined" (a pattern fits, but the example cannot tell it from a look-alike).
+            "upstream" (the backward ignores the upstream gradient's structure), or
+            "undetermined" (a pattern fits, but the example cannot tell it from a look-alike).
         summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
         params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.
         evidence: how well the pattern fits, e.g. "fits 48/48 elements, residual 3e-12".

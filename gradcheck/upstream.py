@@ -38,8 +38,8 @@ from gradcheck.numeric import element_scale
 from gradcheck.point import Fault, Noise, Point
 from gradcheck.progress import NULL_TRACKER
 from gradcheck.render import fmt
-from gradcheck.result import Diagnosis, Mismatch, Tolerance
 from gradcheck.reruns import Backprop, Findings
+from gradcheck.result import Diagnosis, Mismatch, Tolerance
 from gradcheck.tolerance import directional_allowance, kink_found, noise_error, relative_error
 
 __all__ = ["STEP_FACTOR", "STRUCTURES", "TRIES", "Jvp", "check_upstream", "numeric_jvp", "structured"]
