@@ -123,7 +123,7 @@ class _Target:
 
 @dataclass(frozen=True)
 class _Caller:
-    """Runs the code under test once on torch tensors with one of them laid out."""
+    """Runs the code under test once on torch tensors with some of them laid out."""
 
     forward: Callable[..., Any]
     backward: Callable[..., Any] | None
@@ -135,25 +135,25 @@ class _Caller:
             return {n: torch.tensor(a) for n, a in self.prepared.widened.items()}
         return {n: torch.tensor(a) for n, a in self.prepared.values.items()}
 
-    def run(self, torch: Any, dout: np.ndarray | float, target: _Target | None, layout: str
+    def run(self, torch: Any, dout: np.ndarray | float, targets: tuple[_Target, ...], layout: str
             ) -> tuple[dict[str, np.ndarray], tuple[int, ...] | None]:
-        """The gradients with ``target`` in ``layout`` (None: all contiguous), and the laid-out
-        tensor's strides. Raises ``_Raised`` or ``_Changed`` (a fault)."""
+        """The gradients with ``targets`` in ``layout`` (none: all contiguous), and the last
+        laid-out tensor's strides. Raises ``_Raised`` or ``_Changed`` (a fault)."""
         base = self.tensors(torch)
-        wrt = [n for n in self.names]
+        wrt = list(self.names)
         if self.backward is None:
             for n in wrt:
                 base[n].requires_grad_(True)
         passed = dict(base)
         strides = None
-        if target is not None and target.name is not None:
-            laid = _applied(torch, layout, base[target.name])
-            passed[target.name] = laid
-            strides = tuple(laid.stride())
         d = torch.tensor(np.broadcast_to(np.asarray(dout, dtype=np.float64), np.shape(dout)).copy())
-        if target is not None and target.name is None:
-            d = _applied(torch, layout, d)
-            strides = tuple(d.stride())
+        for target in targets:
+            if target.name is not None:
+                laid = _applied(torch, layout, base[target.name])
+                passed[target.name] = laid
+            else:
+                d = laid = _applied(torch, layout, d)
+            strides = tuple(laid.stride())
         originals = {n: t.detach().clone() for n, t in passed.items()}
         d_original = d.clone()
         if self.backward is None:
@@ -241,7 +241,7 @@ def check_layouts(
     def reference(at: np.ndarray | float) -> dict[str, np.ndarray]:
         key = "constant" if at is not dout else "dout"
         if key not in contiguous:
-            contiguous[key] = caller.run(torch, at, None, "contiguous")[0]
+            contiguous[key] = caller.run(torch, at, (), "contiguous")[0]
         return contiguous[key]
 
     try:
@@ -253,12 +253,28 @@ def check_layouts(
             found.notes.append(f"layouts not checked: the backward does not take torch tensors ({exc})")
         return found
     constant = np.full(np.shape(dout), CONSTANT_DOUT) if np.ndim(dout) else dout
+
+    def together(targets: list[_Target], at: np.ndarray | float, layout: str) -> bool:
+        """Whether the gradients stay put with every one of ``targets`` laid out at once."""
+        trial = Findings()
+        try:
+            got, _ = caller.run(torch, at, tuple(targets), layout)
+            _compare(trial, reference(at), got, limits, layout, targets[0], None, passed)
+        except (_Raised, _Changed, ForwardFailure):
+            return False
+        return not (trial.mismatches or trial.faults or trial.notes)
+
     for layout in chosen:
-        for target in _targets(torch, caller, dout, layout):
-            at = constant if layout == "expanded" and target.name is None else dout
+        targets = _targets(torch, caller, dout, layout)
+        constant_run = [t for t in targets if layout == "expanded" and t.name is None]
+        groups = [(g, at) for g, at in (([t for t in targets if t not in constant_run], dout), (constant_run, constant))
+                  if g]
+        # All the tensors a layout applies to at once; one by one only where that moves a gradient.
+        for target in [t for group, at in groups if len(group) == 1 or not together(group, at, layout) for t in group]:
+            at = constant if target in constant_run else dout
             try:
                 truth = reference(at)
-                got, strides = caller.run(torch, at, target, layout)
+                got, strides = caller.run(torch, at, (target,), layout)
             except (_Raised, _Changed) as exc:
                 found.faults.append(f"{exc} when {target} is {WORDS[layout]} (strides "
                                     f"{_strides(torch, layout, target, caller, at)}); it runs on contiguous tensors")

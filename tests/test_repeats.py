@@ -86,6 +86,7 @@ def test_deterministic_true_on_a_deterministic_numpy_backward_passes():
     backward, calls = counted(False)
     result = gradcheck.check_gradients(total_times_x, backward, {"x": np.linspace(-1, 1, 5)}, deterministic=True)
     assert result.ok, str(result)
+    assert len(calls) == REPEATS
 
 
 def shuffled_sum(x):
