@@ -2,8 +2,9 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, repeats, upstream, validation
+from gradcheck import complex_values, directional, repeats, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -127,14 +128,15 @@ def run_check(
     ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
     backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
     layout_names = validation.layouts(layouts)
-    forward, prepared, names = _prepare(forward, backward, inputs, options)
+    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
         forward_faults, forward_notes = repeats.forward_repeats(point, deterministic=options.deterministic)
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed)
+        return complex_values.relabel(
+            CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                        seed=options.seed), boundary)
     backprop = Backprop(forward, backward, prepared, names)
     limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
     repeated = repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
@@ -147,16 +149,20 @@ def run_check(
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               spread=repeated.spread)
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes))
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     if repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
         found = Findings(notes=["layouts and structured upstream gradients not checked: the backward is "
                                 "nondeterministic"])
     else:
-        found = _custom_ops(forward, backward, inputs, backprop, run, repeated.measured, layout_names)
+        # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
+        complex_seen = bool(boundary.dtypes) or boundary.output_complex
+        found = _custom_ops(forward, backward, inputs, backprop, run, repeated.measured,
+                            () if complex_seen else layout_names)
     notes += [n for n in found.notes if n not in notes]
-    return run.result(faults + run.faults + found.faults, notes, ("numeric", *exact.gradients), exact.errors, found)
+    result = run.result(faults + run.faults + found.faults, notes, ("numeric", *exact.gradients), exact.errors, found)
+    return complex_values.relabel(result, boundary)
 
 
 def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
@@ -181,8 +187,9 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], PreparedInputs, tuple[str, ...]]:
-    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``)."""
+) -> tuple[Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary]:
+    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
+    complex values become real pairs (``complex_values``)."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
@@ -194,7 +201,8 @@ def _prepare(
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    prepared = prepare_inputs(inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
+    prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
     if backward is not None:
@@ -204,7 +212,7 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, prepared, names
+    return real.forward, real.backward, prepared, names, real.boundary
 
 
 def _analytic(
@@ -240,6 +248,7 @@ class _Run:
     options: CheckOptions
     on_torch: bool
     spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
+    pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -333,6 +342,7 @@ class _Run:
             {n: c.usable.reshape(shapes[n]) for n, c in wrong.items() if c.usable is not None},
             {n: c.mismatch_mask.reshape(shapes[n]) for n, c in wrong.items()},
             self.prepared.values,
+            pairs=self.pairs,
         )
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 

@@ -230,12 +230,12 @@ def check_layouts(
             is a mismatch; elsewhere (already wrong) it is a note.
     """
     found = Findings()
-    if backward is not None and not torch_given(inputs):
+    chosen = LAYOUTS if layouts is None else layouts
+    if not chosen or (backward is not None and not torch_given(inputs)):
         return found
     import torch
 
     caller = _Caller(forward, backward, prepared, names)
-    chosen = LAYOUTS if layouts is None else layouts
     contiguous: dict[Any, dict[str, np.ndarray]] = {}
 
     def reference(at: np.ndarray | float) -> dict[str, np.ndarray]:
