@@ -137,7 +137,7 @@ def run_check(
         return complex_values.relabel(
             CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
                         seed=options.seed), boundary)
-    backprop = Backprop(forward, backward, prepared, names)
+    backprop = Backprop(forward, backward, prepared, names, known=tuple(faults))
     limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
     repeated = repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
     faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]

@@ -10,9 +10,12 @@ or ``dout``) in another layout, the values unchanged:
 * ``transposed``: a contiguous copy of the transpose of the last two axes, transposed back;
 * ``narrowed``: a view into a larger buffer (padded with NaN along the last axis, so a kernel
   reading past the view reads NaN);
-* ``expanded``: stride 0 where the values allow it: an input constant along an axis, and ``dout``
-  in a run of its own at a constant upstream gradient (``CONSTANT_DOUT``, what ``loss.sum()``
-  hands back), against the contiguous run at that constant;
+* ``expanded``: stride 0, for ``dout`` (what a ``sum``'s backward hands on) in a run of its
+  own at a constant upstream gradient (``CONSTANT_DOUT``, what ``loss.sum()`` hands back),
+  against the contiguous run at that constant. Inputs are not expanded: their values rarely
+  allow it, and where they do (weights initialized to ones) they are parameters, which never
+  come stride 0 (torch's own CPU ``batch_norm`` backward in eval mode reads past a stride-0
+  weight that requires grad);
 * ``channels_last``: 4-d tensors in channels-last memory format.
 
 The values are identical, so the truth is the contiguous run (and the oracles, which the
@@ -203,9 +206,10 @@ def _equal(torch: Any, a: Any, b: Any) -> bool:
 
 
 def _targets(torch: Any, caller: _Caller, dout: np.ndarray | float, layout: str) -> list[_Target]:
-    """The tensors ``layout`` applies to, inputs first."""
+    """The tensors ``layout`` applies to, inputs first (``dout`` alone is expanded)."""
     tensors = caller.tensors(torch)
-    found = [_Target(n) for n in caller.prepared.floating if lay_out(torch, layout, tensors[n]) is not None]
+    found = [_Target(n) for n in caller.prepared.floating
+             if layout != "expanded" and lay_out(torch, layout, tensors[n]) is not None]
     if np.ndim(dout):
         d = torch.full(np.shape(dout), CONSTANT_DOUT) if layout == "expanded" else torch.tensor(np.asarray(dout))
         if lay_out(torch, layout, d) is not None:

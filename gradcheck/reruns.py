@@ -39,14 +39,16 @@ class Backprop:
     backward: Callable[..., Any] | None
     prepared: PreparedInputs
     names: tuple[str, ...]
+    known: tuple[str, ...] = ()  # the faults the check's own call found: not found again
 
     def at(self, dout: np.ndarray | float) -> dict[str, np.ndarray]:
         """The gradients at upstream gradient ``dout``; raises ``Fault`` where the backward
-        raises or returns something unusable."""
+        raises or returns something unusable (beyond the ``known`` faults)."""
         if self.backward is not None:
             gradients, faults = call_backward(self.backward, self.prepared, self.names, dout)
-            if faults:
-                raise Fault(faults[0])
+            new = [f for f in faults if f not in self.known]
+            if new:
+                raise Fault(new[0])
             return gradients
         found = TORCH.gradients(self.forward, self.prepared.widened, self.names, dout)
         if isinstance(found, Unavailable):

@@ -37,7 +37,7 @@ LAID_OUT = [
     ("narrowed", torch.zeros(4, 3), (6, 1)),  # rows of a buffer 6 wide: 3 values, 3 of padding
     ("narrowed", torch.zeros(5), (1,)),  # a vector: contiguous but at an offset into the buffer
     ("expanded", torch.ones(4, 3), (0, 0)),
-    ("expanded", torch.arange(3.0).expand(4, 3).clone(), (0, 1)),  # constant down the rows
+    ("expanded", torch.arange(3.0).expand(4, 3).clone(), (0, 1)),  # constant down the rows (as dout can be)
     ("expanded", torch.arange(12.0).reshape(4, 3), None),  # no axis along which it is constant
     ("channels_last", torch.zeros(2, 3, 2, 2), (12, 1, 6, 3)),
     ("channels_last", torch.zeros(4, 3), None),
