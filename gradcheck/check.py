@@ -176,7 +176,7 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
                         spread={n: 2 * s for n, s in spread.items()})
     passed = {s.name for s in run.summaries if s.ok}
     found = check_layouts(forward, backward, inputs, run.prepared, run.names, run.point.dout, limits,
-                          layouts=chosen, passed=passed)
+                          layouts=chosen, passed=passed, oracles=run.oracle_values)
     found.add(upstream.check_upstream(
         backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
@@ -304,6 +304,17 @@ class _Run:
                                       for s in self.summaries]
         finally:
             close(tracker)
+
+    def oracle_values(self, name: str, flat_index: int) -> tuple[dict[str, float], dict[str, float]]:
+        """The oracles' values at an element of input ``name`` (the numeric one where it was
+        measured per element) and their errors."""
+        values = {o: float(g[name].reshape(-1)[flat_index]) for o, g in self.exact.items() if name in g}
+        errors = {}
+        if name in self.measured:
+            estimate = self.measured[name].estimate
+            values = {"numeric": float(estimate.gradient[flat_index]), **values}
+            errors["numeric"] = float(estimate.error[flat_index])
+        return values, errors
 
     def check_input(self, name: str) -> None:
         grad, tol = self.analytic[name], self.tolerance(name)

@@ -221,6 +221,7 @@ def check_layouts(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Any, prepared: PreparedInputs,
     names: tuple[str, ...], dout: np.ndarray | float, limits: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     *, layouts: tuple[str, ...] | None, passed: set[str],
+    oracles: Callable[[str, int], tuple[dict[str, float], dict[str, float]]] | None = None,
 ) -> Findings:
     """Run the backward under each of ``layouts`` (None: all) at upstream gradient ``dout``.
 
@@ -232,6 +233,8 @@ def check_layouts(
         limits: per input, how far a recomputed gradient may sit from the reference (flat).
         passed: the inputs whose contiguous gradient passed the check: a layout mismatch there
             is a mismatch; elsewhere (already wrong) it is a note.
+        oracles: ``oracles(name, flat_index)`` -> the oracles' values at an element and their
+            errors at ``dout``, shown beside a mismatch found there.
     """
     found = Findings()
     chosen = LAYOUTS if layouts is None else layouts
@@ -286,7 +289,8 @@ def check_layouts(
             except ForwardFailure as exc:  # a gradient that is not an array
                 found.faults.append(f"backward's gradient {exc} when {target} is {WORDS[layout]}")
                 return found
-            _compare(found, truth, got, limits, layout, target, strides, passed)
+            _compare(found, truth, got, limits, layout, target, strides, passed,
+                     oracles if at is dout else None)
             if found.mismatches or found.faults:
                 return found  # one layout that breaks it is the finding; the rest would repeat it
     return found
@@ -300,7 +304,8 @@ def _strides(torch: Any, layout: str, target: _Target, caller: _Caller, at: Any)
 
 def _compare(found: Findings, truth: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
              limits: Mapping[str, Callable[[np.ndarray], np.ndarray]], layout: str, target: _Target,
-             strides: tuple[int, ...] | None, passed: set[str]) -> None:
+             strides: tuple[int, ...] | None, passed: set[str],
+             oracles: Callable[[str, int], tuple[dict[str, float], dict[str, float]]] | None = None) -> None:
     for name, g in got.items():
         if name not in truth or name not in limits:
             continue
@@ -327,9 +332,10 @@ def _compare(found: Findings, truth: Mapping[str, np.ndarray], got: Mapping[str,
         if name not in passed:
             found.notes.append(f"{what} (besides its mismatches)")
             continue
+        values, errors = oracles(name, i) if oracles is not None else ({}, {})
         found.mismatches.append(Mismatch(
-            input=name, index=index, analytic=float(have[i]), references={"contiguous": float(want[i])},
-            errors={}, relative_error=rel, tolerance=float(limit[i]), against=("contiguous",),
+            input=name, index=index, analytic=float(have[i]), references={**values, "contiguous": float(want[i])},
+            errors=errors, relative_error=rel, tolerance=float(limit[i]), against=("contiguous",),
             difference=float(gap[i]),
         ))
         found.diagnoses[name] = Diagnosis(

@@ -95,6 +95,8 @@ def test_a_backward_reading_grad_output_as_contiguous_memory_is_a_layout_mismatc
     assert f"when dout is {'transposed' if layout == 'transposed' else 'a narrowed view'}" in summary.diagnosis.summary
     (mismatch,) = result.mismatches
     assert mismatch.against == ("contiguous",) and "contiguous" in mismatch.references
+    # The truth at the element: the contiguous gradient, which the numeric oracle confirms.
+    assert mismatch.references["numeric"] == pytest.approx(mismatch.references["contiguous"], rel=1e-6)
     assert "likely bug (layout)" in str(result)
 
 
