@@ -242,7 +242,8 @@ def check_upstream(
             params={"structure": structure},
             evidence=f"off by {fmt(abs(expected - numeric), 2)}, allowed {fmt(allowance, 2)}",
         )
-    suspects = sorted((failed | set(wrong)) & set(jvps))
+    # A gradient of zeros reads nothing of dout, but "zero" (diagnose's) says more.
+    suspects = sorted(n for n in (failed | set(wrong)) & set(jvps) if np.any(analytic[n]))
     if suspects:
         _name_reading(found, backprop, point, analytic, limits, jvps, tolerances, suspects, seed, global_scale)
     return found

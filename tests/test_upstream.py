@@ -94,10 +94,14 @@ def test_a_backward_that_ignores_dout_is_named():
     assert summary.diagnosis.kind == "upstream" and summary.diagnosis.params["reading"] == "ignored"
 
 
-def test_a_wrong_gradient_that_reads_dout_whole_keeps_its_own_diagnosis():
-    result = gradcheck.check_gradients(square, lambda dout, x: {"x": 3 * x * dout}, {"x": X.numpy()})
+@pytest.mark.parametrize("backward, kind", [
+    (lambda dout, x: {"x": 3 * x * dout}, "scale"),
+    (lambda dout, x: {"x": 0 * x}, "zero"),  # reads no dout either, but zero says more
+])
+def test_a_wrong_gradient_that_reads_dout_whole_keeps_its_own_diagnosis(backward, kind):
+    result = gradcheck.check_gradients(square, backward, {"x": X.numpy()})
     (summary,) = result.inputs
-    assert summary.diagnosis.kind == "scale", str(result)
+    assert summary.diagnosis.kind == kind, str(result)
 
 
 def skips_zero_rows(dout, x):
