@@ -5,7 +5,9 @@ This module orchestrates; each step is a module of its own:
 1. the options are validated once (``options.CheckOptions``), complex values mapped to real
    pairs (``complex_values``; the result is told in the caller's terms again at the end) and
    the inputs copied (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
+   outputs is checked as one returning them flat (``outputs``), which then names the outputs a
+   failing gradient is wrong through;
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
@@ -38,17 +40,29 @@ from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
-from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.point import (
+    Context,
+    Differenced,
+    Fault,
+    Noise,
+    Point,
+    batched_point,
+    draw_dout,
+    evaluate_point,
+    reference_scales,
+)
 from gradcheck.progress import Progress, close, tracker_for
-from gradcheck.reruns import Backprop, Findings, reordering
+from gradcheck.repeats import Repeated
+from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -75,12 +89,14 @@ def check_gradients(
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
     Args:
-        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
-            runs on torch tensors, which adds the autograd oracle.
+        forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
+            (nested too: several outputs). Written against the array API it also runs on torch
+            tensors, which adds the autograd oracle.
         backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
             like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
             an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
-            product is checked). ``None`` checks torch autograd's gradient of a torch
+            product is checked; for several outputs, ``dout`` in their structure, ``None`` for
+            integer or boolean ones). ``None`` checks torch autograd's gradient of a torch
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
@@ -108,8 +124,8 @@ def check_gradients(
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
-            are reported in the result.
+            ``gradcheck.validation``'s), a complex output among several (not supported yet).
+            Bugs in ``forward`` or ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
                            deterministic=deterministic)
@@ -127,47 +143,108 @@ def run_check(
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
     backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
-    layout_names = validation.layouts(layouts)
+    custom = _Custom(validation.layouts(layouts), torch_given(inputs))
     forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
-        forward_faults, forward_notes = repeats.forward_repeats(point, deterministic=options.deterministic)
+    except MultipleOutputs as several:
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary, custom)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom)
+
+
+@dataclass(frozen=True)
+class _Custom:
+    """What the custom-op checks (``repeats``, ``layouts``, ``upstream``) are told of a check:
+    the layouts to run (None: all) and whether the caller gave torch tensors."""
+
+    layouts: tuple[str, ...] | None
+    torch_inputs: bool
+
+
+def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
+    """The result of a check that a fault stopped before any input was checked."""
+    return complex_values.relabel(
+        CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                    seed=options.seed), boundary)
+
+
+def _check_outputs(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
+    custom: _Custom,
+) -> CheckResult:
+    """A forward with several outputs, checked as one returning them flat (``outputs``), with
+    the outputs each failing input's gradient is wrong through named."""
+    try:
+        outputs = describe_outputs(several.value, several.again)
+    except OutputsFault as fault:
+        return _stopped(Fault(f"forward {fault}"), options, boundary)
+    flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+
+    def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
+        try:
+            point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
+        except Fault as fault:
+            return _stopped(fault, options, boundary)
+        # The custom-op checks run in the main check, not again per output.
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
+                         boundary, batch=batch, custom=custom if batch else None)
+
+    dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
+    result = replace(check(dout, names, options.mode), outputs=outputs.summary)
+    # Each output on its own, in the same mode, only counts the failing inputs' mismatches: no
+    # batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, result.mode, batch=False))
+
+
+def _check_at(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
+    batch: bool = True, custom: _Custom | None = None,
+) -> CheckResult:
+    """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
+    vmap batches where they pay; ``custom``: run the custom-op checks, None: not)."""
+    forward_faults, forward_notes = ([], []) if custom is None else \
+        repeats.forward_repeats(point, deterministic=options.deterministic)
+    try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return complex_values.relabel(
-            CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                        seed=options.seed), boundary)
+        return _stopped(fault, options, boundary)
     backprop = Backprop(forward, backward, prepared, names, known=tuple(faults))
     limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
-    repeated = repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
+    repeated = Repeated() if custom is None else \
+        repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
     faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
-    if "torch" in exact.gradients or source == TORCH.name:
+    if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
                spread=repeated.spread, pairs=frozenset(boundary.dtypes))
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    if repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
+    if custom is None:
+        found = Findings()
+    elif repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
         found = Findings(notes=["layouts and structured upstream gradients not checked: the backward is "
                                 "nondeterministic"])
     else:
         # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
         complex_seen = bool(boundary.dtypes) or boundary.output_complex
-        found = _custom_ops(forward, backward, inputs, backprop, run, repeated.measured,
-                            () if complex_seen else layout_names)
+        found = _custom_ops(forward, backward, backprop, run, repeated.measured,
+                            replace(custom, layouts=()) if complex_seen else custom)
     notes += [n for n in found.notes if n not in notes]
     result = run.result(faults + run.faults + found.faults, notes, ("numeric", *exact.gradients), exact.errors, found)
     return complex_values.relabel(result, boundary)
 
 
-def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
-                backprop: Backprop, run: _Run, spread: Mapping[str, float], chosen: tuple[str, ...] | None,
-                ) -> Findings:
+def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
+                spread: Mapping[str, float], custom: _Custom) -> Findings:
     """After the check at the point: the backward under other layouts (torch callables) and at
     structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
     sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first)."""
@@ -175,8 +252,8 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
     limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
                         spread={n: 2 * s for n, s in spread.items()})
     passed = {s.name for s in run.summaries if s.ok}
-    found = check_layouts(forward, backward, inputs, run.prepared, run.names, run.point.dout, limits,
-                          layouts=chosen, passed=passed, oracles=run.oracle_values)
+    found = check_layouts(forward, backward, custom.torch_inputs, run.prepared, run.names, run.point.dout, limits,
+                          layouts=custom.layouts, passed=passed, oracles=run.oracle_values)
     found.add(upstream.check_upstream(
         backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,

@@ -218,7 +218,7 @@ def _targets(torch: Any, caller: _Caller, dout: np.ndarray | float, layout: str)
 
 
 def check_layouts(
-    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Any, prepared: PreparedInputs,
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, torch_inputs: bool, prepared: PreparedInputs,
     names: tuple[str, ...], dout: np.ndarray | float, limits: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     *, layouts: tuple[str, ...] | None, passed: set[str],
     oracles: Callable[[str, int], tuple[dict[str, float], dict[str, float]]] | None = None,
@@ -226,8 +226,8 @@ def check_layouts(
     """Run the backward under each of ``layouts`` (None: all) at upstream gradient ``dout``.
 
     Args:
-        forward, backward, inputs: as the check was given them (layouts apply to
-            ``backward=None`` and to a backward given torch ``inputs``).
+        forward, backward: as the check was given them; layouts apply to ``backward=None`` and
+            to a backward whose inputs were given as torch tensors (``torch_inputs``).
         prepared, names: the check's copies of the inputs and the names checked.
         dout: the check's upstream gradient.
         limits: per input, how far a recomputed gradient may sit from the reference (flat).
@@ -238,7 +238,7 @@ def check_layouts(
     """
     found = Findings()
     chosen = LAYOUTS if layouts is None else layouts
-    if not chosen or (backward is not None and not torch_given(inputs)):
+    if not chosen or (backward is not None and not torch_inputs):
         return found
     import torch
 
