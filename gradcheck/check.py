@@ -88,6 +88,10 @@ def check_gradients(
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
+    The backward is also run at structured upstream gradients (``upstream``), several times
+    (``repeats``) and, for a torch callable, under other layouts of its inputs and ``dout``
+    (``layouts``).
+
     Args:
         forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
             (nested too: several outputs). Written against the array API it also runs on torch

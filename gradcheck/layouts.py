@@ -236,13 +236,24 @@ def check_layouts(
         oracles: ``oracles(name, flat_index)`` -> the oracles' values at an element and their
             errors at ``dout``, shown beside a mismatch found there.
     """
-    found = Findings()
     chosen = LAYOUTS if layouts is None else layouts
     if not chosen or (backward is not None and not torch_inputs):
-        return found
+        return Findings()
     import torch
 
-    caller = _Caller(forward, backward, prepared, names)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the autograd oracle: no idle threads spinning after the runs
+    try:
+        return _check(torch, _Caller(forward, backward, prepared, names), dout, limits, chosen, passed, oracles)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(torch: Any, caller: _Caller, dout: np.ndarray | float,
+           limits: Mapping[str, Callable[[np.ndarray], np.ndarray]], chosen: tuple[str, ...], passed: set[str],
+           oracles: Callable[[str, int], tuple[dict[str, float], dict[str, float]]] | None) -> Findings:
+    """``check_layouts``'s runs, on one thread."""
+    found = Findings()
     contiguous: dict[Any, dict[str, np.ndarray]] = {}
 
     def reference(at: np.ndarray | float) -> dict[str, np.ndarray]:
@@ -253,8 +264,8 @@ def check_layouts(
 
     try:
         reference(dout)
-    except (_Raised, _Changed) as exc:
-        if backward is None:
+    except (_Raised, _Changed, ForwardFailure) as exc:
+        if caller.backward is None:
             found.faults.append(f"{exc} (contiguous tensors, grad_outputs passed to autograd)")
         else:
             found.notes.append(f"layouts not checked: the backward does not take torch tensors ({exc})")
