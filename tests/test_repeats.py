@@ -82,6 +82,14 @@ def test_the_backward_runs_three_times_and_more_when_the_runs_differ(shuffle, ru
     assert len(calls) == runs  # a scalar loss: no structured upstream gradients
 
 
+def test_deterministic_true_on_a_numpy_backward_summing_in_a_random_order_is_a_fault():
+    backward, calls = counted(True)
+    x = np.random.default_rng(3).normal(size=40) * 1e3
+    result = gradcheck.check_gradients(total_times_x, backward, {"x": x}, deterministic=True)
+    assert any(f.startswith("backward is nondeterministic") and "deterministic=True" in f for f in result.faults)
+    assert len(calls) == MAX_REPEATS
+
+
 def test_deterministic_true_on_a_deterministic_numpy_backward_passes():
     backward, calls = counted(False)
     result = gradcheck.check_gradients(total_times_x, backward, {"x": np.linspace(-1, 1, 5)}, deterministic=True)
