@@ -1,8 +1,8 @@
 """Options, each validated once where it is made (by ``gradcheck.validation``).
 
 * ``CheckOptions``: the keyword options of one check (``check_gradients``'s ``wrt``, ``seed``,
-  ``rtol``, ``atol``, ``mode``, ``progress``), passed as one value from the public functions, the
-  fixture, ``gradient_test`` and the runner to the check.
+  ``rtol``, ``atol``, ``mode``, ``progress``, ``oracles``, ``deterministic``), passed as one
+  value from the public functions, the fixture, ``gradient_test`` and the runner to the check.
 * ``Settings``: the settings of a run (seed, examples, tolerances), defined once for the command
   line and the pytest plugin. ``OPTIONS`` describes each as a flag (name, type, default, help):
   the CLI adds them as ``--seed`` etc., the pytest plugin as ``--gradcheck-seed`` etc.; both
@@ -39,6 +39,8 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        deterministic: True makes any difference between repeated runs of the forward or the
+            backward at the point a fault; False allows rounding-level differences (reported).
         order: 1 checks first derivatives; 2 second derivatives as well (see
             ``gradcheck.second_order``).
         hvp: ``hvp(vectors, **inputs) -> {name: H v}``, a hand-written Hessian-vector product
@@ -52,6 +54,7 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    deterministic: bool = False
     order: int = 1
     hvp: Callable[..., Any] | None = None
 
@@ -63,6 +66,7 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        validation.flag("deterministic", self.deterministic)
         object.__setattr__(self, "order", validation.order(self.order))
         validation.function("hvp", self.hvp, none_ok=True)
         validation.second_order_needs(self.order, self.hvp)
@@ -137,6 +141,7 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     order: int = 1,
     hvp: Callable[..., Any] | None = None,
 ) -> CheckOptions:
@@ -151,6 +156,7 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        deterministic=deterministic,
         order=order,
         hvp=hvp,
     )

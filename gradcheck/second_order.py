@@ -54,6 +54,7 @@ __all__ = [
     "check_second_order",
     "double_backward_faults",
     "hvp_faults",
+    "require_second_order",
     "symmetry_fault",
 ]
 
@@ -69,24 +70,14 @@ SYMMETRY_PAIRS = 2  # random pairs (u, v) along which the backward's Jacobian is
 SECOND_ORDER_FULL_LIMIT = 2_000
 
 
-def check_second_order(
-    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
-    names: tuple[str, ...], options: CheckOptions, engine: Engine,
-) -> CheckResult:
-    """The first order, then the second (see the module docstring), as one result.
+def require_second_order(backward: Callable[..., Any] | None, hvp: Callable[..., Any] | None,
+                         prepared: PreparedInputs) -> None:
+    """Raise unless the second order can be checked: a hand-written backward needs its ``hvp``,
+    and an ``hvp`` must take the inputs (``vectors`` first).
 
-    Args:
-        forward, backward: as for ``check_gradients`` (``forward`` a function: a module was
-            made one already).
-        prepared: the validated inputs; names: the checked ones.
-        options: the check's options, ``order=2`` (``hvp`` is the hand-written product or None).
-        engine: ``run_check``, the first-order check that is run on ``G``.
     Raises:
-        GradcheckError: misuse: a hand-written backward without ``hvp``, an ``hvp`` whose
-            signature does not take the inputs, an ``hvp`` for a forward that is not scalar, or a
-            forward with several outputs (not supported yet).
+        GradcheckError: either is not so.
     """
-    hvp = options.hvp
     if hvp is None and backward is not None:
         raise GradcheckError(
             "order=2 with a hand-written backward needs hvp=, its Hessian-vector product "
@@ -95,7 +86,26 @@ def check_second_order(
         )
     if hvp is not None:
         require_signature(hvp, "hvp", tuple(prepared.values), leading=("vectors",))
-    first = engine(forward, backward, prepared.values, replace(options, order=1, hvp=None, wrt=names))
+
+
+def check_second_order(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, first: CheckResult, engine: Engine,
+) -> CheckResult:
+    """The second order after the first (see the module docstring), as one result.
+
+    Args:
+        forward, backward: as for ``check_gradients`` (``forward`` a function: a module was
+            made one already).
+        prepared: the validated inputs; names: the checked ones.
+        options: the check's options, ``order=2`` (``hvp`` is the hand-written product or None).
+        first: the first-order check (``require_second_order`` passed before it ran).
+        engine: ``run_check``, the first-order check that is run on ``G``.
+    Raises:
+        GradcheckError: misuse: an ``hvp`` for a forward that is not scalar, or a forward with
+            several outputs (not supported yet).
+    """
+    hvp = options.hvp
     if first.faults:
         note = "second order not checked: the first order has faults"
         return replace(first, notes=(*first.notes, note))

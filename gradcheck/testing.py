@@ -121,6 +121,7 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
     ) -> CheckResult:
@@ -133,8 +134,8 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, order=order_of(order, self.settings, backward=backward, hvp=hvp),
-                              hvp=hvp)
+                              oracles=oracles, deterministic=deterministic,
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -159,6 +160,7 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
     ) -> CheckResult:
@@ -166,8 +168,8 @@ class GradcheckFixture:
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, order=order_of(order, self.settings, backward=backward, hvp=hvp),
-                              hvp=hvp)
+                              oracles=oracles, deterministic=deterministic,
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)

@@ -323,7 +323,7 @@ def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "order", "hvp"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "order", "hvp"}
 
 
 def _fixture() -> GradcheckFixture:
