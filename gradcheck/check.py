@@ -172,7 +172,7 @@ def run_check(
             raise GradcheckError(f"order=2 with complex inputs is not supported yet (complex: {list(boundary.dtypes)})")
         require_second_order(backward, options.hvp, prepared)
         first = run_check(*given, inputs, replace(options, order=1, hvp=None), layouts=layouts)
-        return check_second_order(forward, backward, prepared, names, options, first, engine=run_check)
+        return check_second_order(forward, backward, prepared, names, options, first, engine=_gradient_check)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
     except MultipleOutputs as several:
@@ -180,6 +180,21 @@ def run_check(
     except Fault as fault:
         return _stopped(fault, options, boundary)
     return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom)
+
+
+def _gradient_check(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
+    options: CheckOptions,
+) -> CheckResult:
+    """The engine on a first-order gradient as a forward (``second_order``): without the
+    custom-op checks (repeats, layouts, structured upstream gradients), which the first order
+    makes of the code under test."""
+    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
+    try:
+        point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary)
 
 
 @dataclass(frozen=True)
