@@ -12,17 +12,23 @@ error estimates and kinks, element by element or along random directions.
   respect to the upstream gradient (``J u``, the forward's JVP) is checked with the others.
   Before that, a backward that cannot be differentiated is named (``double_backward_faults``):
   a gradient without a graph (a ``.detach()`` or numpy in a custom ``Function``'s backward,
-  whose second derivative would silently be zero), or a double backward that raises (a
-  backward marked ``once_differentiable``, a tensor changed in place).
+  whose second derivative would silently be zero), one whose graph reaches neither the inputs
+  nor ``dout`` (a backward marked ``once_differentiable``), or a backward that raises when its
+  graph is kept or differentiated (numpy on a tensor that requires grad, a tensor changed in
+  place).
 * **A hand-written Hessian-vector product** (``hvp``, for a scalar forward): ``G`` is the
   (checked) backward and the VJP is ``hvp(u)``; it is compared with central differences of the
   backward and, for a forward written against the array API, torch's double backward (``G`` on
   torch tensors is autograd's gradient of the forward). The backward's Jacobian must be
   symmetric, as a Hessian is: ``u^T J v`` and ``v^T J u``, each measured by central differences
   of the backward along a random direction, are compared (``symmetry_fault``); a backward that
-  fails is not the gradient of anything.
+  fails is not the gradient of anything. Where the point sits at a kink of the gradient, torch
+  may land on its other side than numpy: an hvp that agrees with the differences but not with
+  torch there is an oracle disagreement (``_sides_of_a_kink``).
 
-The first order is checked first, as always (``orders=(1, 2)``); the second-order check is the
+In mode "auto" the second order checks every element up to ``SECOND_ORDER_FULL_LIMIT``, random
+directions beyond; the custom-op checks (repeats, layouts, structured upstream gradients) are
+the first order's and are not run on ``G``. The first order is checked first, as always (``orders=(1, 2)``); the second-order check is the
 result's ``second_order``, and the result is ok only when both are.
 """
 
