@@ -28,8 +28,9 @@ error estimates and kinks, element by element or along random directions.
 
 In mode "auto" the second order checks every element up to ``SECOND_ORDER_FULL_LIMIT``, random
 directions beyond; the custom-op checks (repeats, layouts, structured upstream gradients) are
-the first order's and are not run on ``G``. The first order is checked first, as always (``orders=(1, 2)``); the second-order check is the
-result's ``second_order``, and the result is ok only when both are.
+the first order's and are not run on ``G``. The first order is checked first, as always
+(``orders=(1, 2)``); the second-order check is the result's ``second_order``, and the result is
+ok only when both are.
 """
 
 from __future__ import annotations
