@@ -4,9 +4,11 @@ This module orchestrates; each step is a module of its own:
 
 1. the options are validated once (``options.CheckOptions``) and the inputs copied
    (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); inputs below float64
+   run it in their own dtypes too, against the float64 forward (``precision``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
-   the analytic gradients of a torch callable (``backward=None``);
+   the analytic gradients of a torch callable (``backward=None``), in the caller's dtypes;
+   a gradient computed below float64 gets its budget against the float64 truth (``precision``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
@@ -36,12 +38,13 @@ from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.oracles import choose_oracles, oracle_named, run_exact_oracles
 from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.precision import Budget, below_float64, budgets, check_forward, gradient_dtype, trusted_gradients
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
-from gradcheck.tolerance import default_tolerance
+from gradcheck.tolerance import default_tolerance, dtype_eps, low_precision_tolerance
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -111,20 +114,29 @@ def run_check(
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
     forward, prepared, names = _prepare(forward, backward, inputs, options)
+    low = below_float64(prepared, names)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+        try:
+            lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
+        except Fault as fault:
+            fault.notes = point.notes
+            raise
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
                            seed=options.seed)
-    # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
+    faults = lost + faults
+    # With backward=None torch gave the analytic gradients: the other chosen oracles check them
+    # (not torch in float64, which would run the same custom backward, right or wrong).
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
+    found = _budgets(forward, prepared, low, analytic, exact.gradients, point, autograd=source is not None)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None, budgets=found)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
@@ -173,10 +185,36 @@ def _analytic(
             fault.notes = notes
             raise
         return analytic, None, faults, notes
-    found = TORCH.gradients(forward, prepared.widened, names, point.dout)
+    # In the caller's dtypes (the float64 copies' values, for float64 inputs).
+    found = TORCH.gradients(forward, prepared.values, names, point.dout, dtypes=prepared.dtype_names)
     if isinstance(found, Unavailable):
         raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {found.reason}")
-    return dict(found.gradients), TORCH.name, [], [*notes, "analytic gradients are torch autograd's (backward=None)"]
+    low = below_float64(prepared, names)
+    where = f" in the inputs' own dtypes ({', '.join(f'{n} {prepared.native(n)}' for n in low)})" if low else ""
+    return dict(found.gradients), TORCH.name, [], [*notes, f"analytic gradients are torch autograd's{where} "
+                                                           "(backward=None)"]
+
+
+def _budgets(
+    forward: Callable[..., Any], prepared: PreparedInputs, low: tuple[str, ...], analytic: Mapping[str, np.ndarray],
+    exact: Mapping[str, Mapping[str, np.ndarray]], point: Point, *, autograd: bool,
+) -> dict[str, Budget]:
+    """The budget of each gradient of an input below float64 against the float64 truth (the
+    first exact oracle's, else the analytic gradient stands in for its scale), with the first
+    exact oracle run again in the caller's dtypes as the trusted same-dtype computation."""
+    dtypes = {n: gradient_dtype(prepared, n, analytic[n], autograd=autograd) for n in low if n in analytic}
+    if not dtypes:
+        return {}
+    first = next(iter(exact), None)
+    truth = exact[first] if first is not None else analytic
+    if autograd:
+        return budgets(dtypes, truth, None, "", "autograd is what is checked (backward=None)")
+    if first is None:
+        return budgets(dtypes, truth, None, "", "the forward runs on no exact oracle")
+    trusted = trusted_gradients(oracle_named(first), forward, prepared, tuple(dtypes), point.dout)
+    if isinstance(trusted, str):
+        return budgets(dtypes, truth, None, "", f"{first} did not run in the inputs' dtypes: {trusted}")
+    return budgets(dtypes, truth, trusted, first)
 
 
 @dataclass
@@ -191,6 +229,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    budgets: dict[str, Budget] = field(default_factory=dict)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -215,6 +254,9 @@ class _Run:
         self.rng = np.random.default_rng([self.options.seed, 2])
 
     def tolerance(self, name: str) -> Tolerance:
+        if name in self.budgets:  # computed below float64: the budget replaces rtol and floor
+            return low_precision_tolerance(dtype_eps(self.budgets[name].dtype), rtol=self.options.rtol,
+                                           atol=self.options.atol, global_scale=self.global_scale)
         grad = self.analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
@@ -230,12 +272,18 @@ class _Run:
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        self.context = Context(self.point, noise, self.sensitivity, self.rng)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng,
+                               {n: b.allowance for n, b in self.budgets.items()})
         try:
             for name in self.names:
                 if name in self.analytic:
                     self.check_input(name)
-            tightest = min((s.tolerance for s in self.summaries), key=lambda t: t.rtol, default=None)
+            tightest = min((s.tolerance for s in self.summaries if s.name not in self.budgets), key=lambda t: t.rtol,
+                           default=None)
+            if tightest is None and self.budgets:  # kinks moved together, below float64: its rtol
+                lowest = max((b.dtype for b in self.budgets.values()), key=dtype_eps)
+                tightest = default_tolerance(2 if dtype_eps(lowest) > dtype_eps("float32") else 4,
+                                             global_scale=self.global_scale)
             if self.measured and tightest is not None and self.point.output.size:
                 tie = tie_finding(self.point, self.measured, self.analytic,
                                   {n: self.prepared.values[n].shape for n in self.measured}, tightest)
@@ -260,7 +308,7 @@ class _Run:
         self.summaries.append(InputSummary(
             name=name,
             shape=tuple(self.prepared.values[name].shape),
-            dtype=str(self.prepared.dtypes[name]),
+            dtype=self.prepared.native(name),
             checked=checked,
             mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
             compared=compared,
@@ -269,6 +317,8 @@ class _Run:
             worst_at=dict(comparison.worst_at),
             gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
             tolerance=tol,
+            budget=self.budgets[name].rule if name in self.budgets else "",
+            smallest_caught=comparison.caught,
         ))
 
     def diagnoses(self) -> list[InputSummary]:

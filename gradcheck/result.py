@@ -157,6 +157,11 @@ class InputSummary:
         gradient_norm: Euclidean norm of the analytic gradient.
         tolerance: the tolerance used for this input.
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
+        budget: for a gradient computed below float64, how its allowance against the float64
+            truth was set (``gradcheck.precision``); empty for a float64 one.
+        smallest_caught: the smallest relative error in one element that this check would
+            have flagged (its most sensitive element; None where nothing was compared element by
+            element).
     """
 
     name: str
@@ -171,6 +176,8 @@ class InputSummary:
     diagnosis: Diagnosis | None = None
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    budget: str = ""
+    smallest_caught: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,205 @@
+"""Code run in its own dtype: the forward's precision at the point, and the budget of a gradient
+computed below float64.
+
+A check of float32, float16 or bfloat16 inputs runs the code under test in those dtypes: the
+forward at the point (``check_forward``) and the backward (``analytic``; autograd in the
+caller's dtypes for ``backward=None``). Widening to float64 happens only in the numeric oracle
+and the float64 references (the exact oracles at the same, already rounded, inputs), which give
+the truth the low-precision results are held to:
+
+* the forward's output in its dtype against the float64 forward: a non-finite value where
+  float64 is finite is an overflow (a fault that stops the check), a relative error past
+  ``tolerance.forward_precision_lost`` is precision loss (a fault);
+* each gradient computed below float64 against the float64 truth, allowed ``budgets``: where the
+  forward runs on an exact oracle's arrays (torch, jax), ``k`` times that oracle's own error in
+  the same dtype on the same inputs (``tolerance.low_precision_allowance``); without such a
+  second computation (a numpy-only forward, or ``backward=None``, where autograd is what is
+  checked), the dtype's roundoff scaled by a condition estimate
+  (``tolerance.condition_allowance``).
+
+Float64 inputs take none of this: their rules are ``tolerance.PRECISIONS``'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradcheck.estimates import Estimate
+from gradcheck.evaluate import as_float_array, describe_exception
+from gradcheck.inputs import PreparedInputs
+from gradcheck.point import Fault, Point
+from gradcheck.tolerance import (
+    CONDITION_ROUNDINGS,
+    FORWARD_DIGITS_KEPT,
+    LOW_PRECISION_FACTOR,
+    LOW_PRECISION_ULPS,
+    condition_allowance,
+    dtype_eps,
+    forward_precision_lost,
+    low_precision_allowance,
+    relative_error,
+)
+
+__all__ = ["Budget", "below_float64", "budgets", "check_forward", "gradient_dtype", "native_arguments",
+           "trusted_gradients"]
+
+
+def lowest(*names: str) -> str:
+    """The dtype of the lowest precision (largest roundoff) among ``names``."""
+    return max(names, key=dtype_eps)
+
+
+def below_float64(prepared: PreparedInputs, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The checked inputs the caller gave in a floating dtype below float64."""
+    return tuple(n for n in names if dtype_eps(prepared.native(n)) > dtype_eps("float64"))
+
+
+def gradient_dtype(prepared: PreparedInputs, name: str, gradient: np.ndarray, *, autograd: bool) -> str:
+    """The dtype an input's gradient was computed in: the lower of the input's and the returned
+    gradient's (``autograd``: torch ran in the input's dtype and returned a float64 copy)."""
+    if autograd or gradient.dtype.kind != "f":
+        return prepared.native(name)
+    return lowest(prepared.native(name), gradient.dtype.name)
+
+
+def _needs_torch(prepared: PreparedInputs) -> bool:
+    return "bfloat16" in prepared.dtype_names.values()
+
+
+def native_arguments(prepared: PreparedInputs, *, on_torch: bool) -> dict[str, Any]:
+    """The inputs in the caller's dtypes, as the forward at the point gets them: torch tensors
+    (bfloat16 included) when ``on_torch`` or an input is a bfloat16 (numpy cannot hold it), else
+    numpy copies."""
+    if not (on_torch or _needs_torch(prepared)):
+        return {n: np.array(a, copy=True) for n, a in prepared.values.items()}
+    import torch
+
+    def tensor(name: str, a: np.ndarray) -> Any:
+        t = torch.from_numpy(np.array(a, copy=True))
+        return t.to(getattr(torch, prepared.native(name))) if a.dtype.kind == "f" else t
+
+    return {n: tensor(n, a) for n, a in prepared.values.items()}
+
+
+def _dtype_name(out: Any) -> str:
+    dtype = getattr(out, "dtype", None)
+    if dtype is None:
+        return np.asarray(out).dtype.name
+    return str(dtype).removeprefix("torch.") if type(out).__module__.startswith("torch") else np.dtype(dtype).name
+
+
+def _call(forward: Callable[..., Any], args: dict[str, Any]) -> Any:
+    if any(type(a).__module__.startswith("torch") for a in args.values()):
+        import torch
+
+        with torch.no_grad():
+            return forward(**args)
+    return forward(**args)
+
+
+def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: Point, *, on_torch: bool) -> list[str]:
+    """The forward at the point in the caller's dtypes against the float64 forward at the same
+    rounded inputs (``point.output``): the faults found (precision loss), or notes when there is
+    no float64 forward to compare with.
+
+    Raises:
+        Fault: the forward fails in the caller's dtypes, returns another shape there, or
+            overflows there (a non-finite value where float64 is finite).
+    """
+    if any(point.evaluator.work[n].dtype != np.float64 for n in prepared.floating):
+        return []  # the forward runs only in the inputs' own dtypes: nothing to compare with
+    # On torch tensors where the forward is checked on torch or the caller gave tensors; a
+    # forward that then fails is tried on numpy arrays of the same dtypes (unless one is bfloat16).
+    tries = [True, False] if on_torch or prepared.tensors or _needs_torch(prepared) else [False]
+    if on_torch or _needs_torch(prepared):
+        tries = [True]
+    for k, torch_args in enumerate(tries):
+        try:
+            out = _call(forward, native_arguments(prepared, on_torch=torch_args))
+            low = as_float_array(out).astype(np.float64)
+            break
+        except Exception as exc:
+            if k + 1 < len(tries):
+                continue
+            given = ", ".join(f"{n} {prepared.native(n)}" for n in prepared.floating)
+            raise Fault(f"forward raised {describe_exception(exc)} in the inputs' own dtypes ({given}) at the "
+                        "given point; on float64 copies it runs") from None
+    dtype = _dtype_name(out)
+    want = point.output
+    if low.shape != want.shape:
+        raise Fault(f"forward returns shape {low.shape} in the inputs' own dtypes but {want.shape} on float64 copies")
+    bad = ~np.isfinite(low)
+    if bad.any():
+        at = np.unravel_index(int(np.argmax(bad.reshape(-1))), low.shape) if low.ndim else ()
+        where = f"element {tuple(int(i) for i in at)}: " if low.ndim else ""
+        raise Fault(f"forward overflows in {dtype} at this point; finite in float64 (e.g. {where}{low[at]!r} "
+                    f"in {dtype}, {float(want[at]):.6g} in float64; {int(bad.sum())} non-finite value(s))")
+    eps = dtype_eps(lowest(dtype, *(prepared.native(n) for n in prepared.floating)))
+    rel = relative_error(low.reshape(-1), want.reshape(-1), float(np.max(np.abs(want), initial=0.0)))
+    i = int(np.argmax(rel)) if rel.size else 0
+    if rel.size and forward_precision_lost(float(rel[i]), eps):
+        at = np.unravel_index(i, low.shape) if low.ndim else ()
+        where = f" at element {tuple(int(j) for j in at)}" if low.ndim else ""
+        return [f"forward loses precision in {dtype} at this point: relative error {float(rel[i]):.3g} against "
+                f"float64{where} ({float(low.reshape(-1)[i]):.6g} vs {float(want.reshape(-1)[i]):.6g}), more than "
+                f"half its digits (tolerance.forward_precision_lost: eps ** FORWARD_DIGITS_KEPT = "
+                f"{eps:.3g} ** {FORWARD_DIGITS_KEPT} = {eps ** FORWARD_DIGITS_KEPT:.3g})"]
+    return []
+
+
+def trusted_gradients(
+    oracle: Any, forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...],
+    dout: np.ndarray | float,
+) -> dict[str, np.ndarray] | str:
+    """The exact ``oracle``'s gradients of the forward in the caller's dtypes on the same inputs
+    (float64 copies), or why there are none."""
+    found = oracle.gradients(forward, prepared.values, names, dout, dtypes=prepared.dtype_names)
+    if not isinstance(found, Estimate):
+        return found.reason
+    return dict(found.gradients)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The allowance of one input's gradient computed below float64 against the float64 truth.
+
+    Attributes:
+        allowance: per element, flat.
+        rule: how it was set, in one line (the report's "budget:").
+        dtype: the dtype the gradient was computed in.
+    """
+
+    allowance: np.ndarray
+    rule: str
+    dtype: str
+
+
+def budgets(
+    dtypes: Mapping[str, str], truth: Mapping[str, np.ndarray], trusted: Mapping[str, np.ndarray] | None,
+    trusted_name: str, why_not: str = "",
+) -> dict[str, Budget]:
+    """Per input of ``dtypes`` (name -> the dtype its gradient was computed in, below float64):
+    the budget against ``truth`` (the float64 reference gradient). ``trusted`` holds the same
+    computation in the same dtypes by the oracle ``trusted_name`` (None: there is none, and
+    ``why_not`` says why)."""
+    found = {}
+    for name, dtype in dtypes.items():
+        eps = dtype_eps(dtype)
+        ref = np.asarray(truth[name], dtype=np.float64).reshape(-1)
+        if trusted is not None and name in trusted:
+            same = np.asarray(trusted[name], dtype=np.float64).reshape(-1)
+            error = np.abs(same - ref)
+            allowance = low_precision_allowance(error, np.maximum(np.abs(ref), np.abs(same)), eps=eps)
+            rms = float(np.sqrt(np.mean(error**2))) if error.size else 0.0
+            rule = (f"{LOW_PRECISION_FACTOR} x the error of {trusted_name} autograd in {dtype} (rms {rms:.2g}), "
+                    f"at least {LOW_PRECISION_ULPS} ulps of the magnitudes (low_precision_allowance)")
+        else:
+            allowance = condition_allowance(ref, eps=eps)
+            rule = (f"{LOW_PRECISION_ULPS * CONDITION_ROUNDINGS} {dtype} ulps of |g| + rms(g) "
+                    f"(condition_allowance; {why_not or 'no second computation in ' + dtype})")
+        found[name] = Budget(allowance, rule, dtype)
+    return found
