@@ -33,15 +33,15 @@ from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, as_float_array
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import choose_oracles, oracle_named, run_exact_oracles
+from gradcheck.oracles import Oracle, choose_oracles, oracle_named, run_exact_oracles
 from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
-from gradcheck.precision import Budget, below_float64, budgets, check_forward, gradient_dtype, trusted_gradients
+from gradcheck.precision import Budget, Computations, below_float64, budgets, check_forward, gradient_dtype
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance, dtype_eps, low_precision_tolerance
@@ -135,7 +135,7 @@ def run_check(
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    found = _budgets(forward, prepared, low, analytic, exact.gradients, point, autograd=source is not None)
+    found = _budgets(forward, backward, prepared, low, analytic, exact.gradients, point, options.seed)
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None, budgets=found)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
@@ -196,25 +196,45 @@ def _analytic(
 
 
 def _budgets(
-    forward: Callable[..., Any], prepared: PreparedInputs, low: tuple[str, ...], analytic: Mapping[str, np.ndarray],
-    exact: Mapping[str, Mapping[str, np.ndarray]], point: Point, *, autograd: bool,
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs, low: tuple[str, ...],
+    analytic: Mapping[str, np.ndarray], exact: Mapping[str, Mapping[str, np.ndarray]], point: Point, seed: int,
 ) -> dict[str, Budget]:
-    """The budget of each gradient of an input below float64 against the float64 truth (the
-    first exact oracle's, else the analytic gradient stands in for its scale), with the first
-    exact oracle run again in the caller's dtypes as the trusted same-dtype computation."""
-    dtypes = {n: gradient_dtype(prepared, n, analytic[n], autograd=autograd) for n in low if n in analytic}
+    """The budget of each gradient of an input below float64 against the float64 truth
+    (``precision.budgets``), with the first exact oracle, run again in the caller's dtypes, as
+    the trusted same-dtype computation (none for ``backward=None``: autograd is what is checked)."""
+    dtypes = {n: gradient_dtype(prepared, n, analytic[n], autograd=backward is None) for n in low if n in analytic}
     if not dtypes:
         return {}
+    names = tuple(dtypes)
+
+    def by(oracle: Oracle, own_dtypes: bool) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None]:
+        def at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
+            inputs = values if own_dtypes else {n: a.astype(np.float64) if a.dtype.kind == "f" else a
+                                                for n, a in values.items()}
+            found = oracle.gradients(forward, inputs, names, point.dout,
+                                     dtypes=prepared.dtype_names if own_dtypes else None)
+            return None if isinstance(found, Unavailable) else found.gradients
+        return at
+
+    def analytic_at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
+        if backward is None:
+            return by(TORCH, True)(values)
+        try:
+            returned = backward(point.dout, **{n: np.array(a, copy=True) for n, a in values.items()})
+            return {n: as_float_array(returned[n]).astype(np.float64) for n in names}
+        except Exception:  # the backward fails next to the point: no measurement there
+            return None
+
     first = next(iter(exact), None)
-    truth = exact[first] if first is not None else analytic
-    if autograd:
-        return budgets(dtypes, truth, None, "", "autograd is what is checked (backward=None)")
-    if first is None:
-        return budgets(dtypes, truth, None, "", "the forward runs on no exact oracle")
-    trusted = trusted_gradients(oracle_named(first), forward, prepared, tuple(dtypes), point.dout)
-    if isinstance(trusted, str):
-        return budgets(dtypes, truth, None, "", f"{first} did not run in the inputs' dtypes: {trusted}")
-    return budgets(dtypes, truth, trusted, first)
+    truth = None if first is None else by(oracle_named(first), False)
+    if backward is None or first is None:
+        why = "autograd is what is checked (backward=None)" if backward is None else \
+            "the forward runs on no exact oracle"
+        computations = Computations(truth, None, "", analytic_at, why)
+    else:
+        computations = Computations(truth, by(oracle_named(first), True), first, analytic_at,
+                                    f"{first} did not run in the inputs' own dtypes")
+    return budgets(dtypes, prepared, analytic, computations, np.random.default_rng([seed, 3]))
 
 
 @dataclass

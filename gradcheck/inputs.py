@@ -4,7 +4,8 @@ Everything downstream works on private numpy copies, so nothing the caller passe
 mutated: ``values`` in the caller's dtypes (what the forward at the point and the backward get)
 and ``widened`` float64 copies of the same, already rounded, values (what the numeric oracle
 and the float64 references get). A bfloat16 tensor, which numpy cannot hold, is kept as
-float32 values (each exactly a bfloat16) and remembered as bfloat16 in ``dtype_names``. Numbers become 0-d arrays; torch tensors are detached and copied. Every
+float32 values (each exactly a bfloat16) and remembered as bfloat16 in ``dtype_names``.
+Numbers become 0-d arrays; torch tensors are detached and copied. Every
 copy is row-major (C-contiguous) whatever the caller's layout (Fortran order, a transpose, a
 slice): the numeric oracle perturbs elements through flat views of these copies.
 """

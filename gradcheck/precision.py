@@ -22,19 +22,19 @@ Float64 inputs take none of this: their rules are ``tolerance.PRECISIONS``'.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gradcheck.estimates import Estimate
 from gradcheck.evaluate import as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
 from gradcheck.point import Fault, Point
 from gradcheck.tolerance import (
     CONDITION_ROUNDINGS,
     FORWARD_DIGITS_KEPT,
+    JITTER_POINTS,
     LOW_PRECISION_FACTOR,
     LOW_PRECISION_ULPS,
     condition_allowance,
@@ -44,8 +44,8 @@ from gradcheck.tolerance import (
     relative_error,
 )
 
-__all__ = ["Budget", "below_float64", "budgets", "check_forward", "gradient_dtype", "native_arguments",
-           "trusted_gradients"]
+__all__ = ["Budget", "Computations", "below_float64", "budgets", "check_forward", "gradient_dtype",
+           "native_arguments", "neighbours"]
 
 
 def lowest(*names: str) -> str:
@@ -93,12 +93,15 @@ def _dtype_name(out: Any) -> str:
 
 
 def _call(forward: Callable[..., Any], args: dict[str, Any]) -> Any:
-    if any(type(a).__module__.startswith("torch") for a in args.values()):
-        import torch
+    """``forward(**args)``: without autograd graphs, and with numpy's overflow warnings silenced
+    (an overflow is reported as a fault)."""
+    with np.errstate(all="ignore"):
+        if any(type(a).__module__.startswith("torch") for a in args.values()):
+            import torch
 
-        with torch.no_grad():
-            return forward(**args)
-    return forward(**args)
+            with torch.no_grad():
+                return forward(**args)
+        return forward(**args)
 
 
 def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: Point, *, on_torch: bool) -> list[str]:
@@ -136,7 +139,7 @@ def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: 
     if bad.any():
         at = np.unravel_index(int(np.argmax(bad.reshape(-1))), low.shape) if low.ndim else ()
         where = f"element {tuple(int(i) for i in at)}: " if low.ndim else ""
-        raise Fault(f"forward overflows in {dtype} at this point; finite in float64 (e.g. {where}{low[at]!r} "
+        raise Fault(f"forward overflows in {dtype} at this point; finite in float64 (e.g. {where}{float(low[at])} "
                     f"in {dtype}, {float(want[at]):.6g} in float64; {int(bad.sum())} non-finite value(s))")
     eps = dtype_eps(lowest(dtype, *(prepared.native(n) for n in prepared.floating)))
     rel = relative_error(low.reshape(-1), want.reshape(-1), float(np.max(np.abs(want), initial=0.0)))
@@ -151,16 +154,36 @@ def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: 
     return []
 
 
-def trusted_gradients(
-    oracle: Any, forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...],
-    dout: np.ndarray | float,
-) -> dict[str, np.ndarray] | str:
-    """The exact ``oracle``'s gradients of the forward in the caller's dtypes on the same inputs
-    (float64 copies), or why there are none."""
-    found = oracle.gradients(forward, prepared.values, names, dout, dtypes=prepared.dtype_names)
-    if not isinstance(found, Estimate):
-        return found.reason
-    return dict(found.gradients)
+def neighbours(
+    values: Mapping[str, np.ndarray], dtypes: Mapping[str, str], rng: np.random.Generator, count: int,
+) -> list[dict[str, np.ndarray]]:
+    """``count`` points next to ``values``: every nonzero floating element moved by one unit in
+    the last place of its dtype, up or down at random (zeros stay: a kink at 0 is not crossed).
+    A computation's results there differ from its result at the point by its rounding and by
+    how the gradient moves over one rounding of the inputs (its condition)."""
+    points = []
+    for _ in range(count):
+        point = {}
+        for name, a in values.items():
+            if a.dtype.kind != "f":
+                point[name] = a
+                continue
+            up = rng.random(a.shape) < 0.5
+            if dtypes.get(name) == "bfloat16":  # float32 bits whose low 16 are 0: step the high 16
+                bits = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.int64)
+                larger = up == (np.asarray(a) > 0)
+                step = np.where(larger, 1 << 16, -(1 << 16))
+                moved = np.where(a != 0, bits + step, bits).astype(np.uint32).view(np.float32)
+            else:
+                moved = np.nextafter(a, np.where(up, np.inf, -np.inf).astype(a.dtype))
+            point[name] = np.where(a != 0, moved, a).astype(a.dtype)
+        points.append(point)
+    return points
+
+
+def _largest(found: Sequence[Mapping[str, np.ndarray]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {n: np.max(np.stack([np.abs(np.asarray(f[n], dtype=np.float64)).reshape(-1) for f in found]), axis=0)
+            for n in names}
 
 
 @dataclass(frozen=True)
@@ -178,28 +201,75 @@ class Budget:
     dtype: str
 
 
+Gradients = Callable[[Mapping[str, np.ndarray]], "Mapping[str, np.ndarray] | None"]
+
+
+@dataclass(frozen=True)
+class Computations:
+    """What a budget is measured with, each a function of the inputs in the caller's dtypes
+    (name -> numpy array, bfloat16 held as float32) returning gradients by name, or None where
+    it does not run.
+
+    Attributes:
+        truth: the float64 reference (an exact oracle on float64 copies), or None without one.
+        trusted: the same oracle in the caller's dtypes, or None without one.
+        trusted_name: that oracle's name.
+        analytic: the computation under check (the backward, or autograd for backward=None).
+        why_not: why there is no trusted computation, in words.
+    """
+
+    truth: Gradients | None
+    trusted: Gradients | None
+    trusted_name: str
+    analytic: Gradients
+    why_not: str = ""
+
+
 def budgets(
-    dtypes: Mapping[str, str], truth: Mapping[str, np.ndarray], trusted: Mapping[str, np.ndarray] | None,
-    trusted_name: str, why_not: str = "",
+    dtypes: Mapping[str, str], prepared: PreparedInputs, analytic: Mapping[str, np.ndarray],
+    computations: Computations, rng: np.random.Generator,
 ) -> dict[str, Budget]:
-    """Per input of ``dtypes`` (name -> the dtype its gradient was computed in, below float64):
-    the budget against ``truth`` (the float64 reference gradient). ``trusted`` holds the same
-    computation in the same dtypes by the oracle ``trusted_name`` (None: there is none, and
-    ``why_not`` says why)."""
-    found = {}
+    """Per input of ``dtypes`` (name -> the dtype its gradient was computed in, below float64),
+    the budget against the float64 truth, measured at the point and ``JITTER_POINTS`` neighbours
+    (``neighbours``):
+
+    * with a trusted computation: its largest error against the truth over those points, times
+      ``LOW_PRECISION_FACTOR``, floored at ``LOW_PRECISION_ULPS`` of the magnitudes
+      (``low_precision_allowance``);
+    * without: the computation's own largest change over them (``condition_allowance``).
+    """
+    names = tuple(dtypes)
+    at = [dict(prepared.values), *neighbours(prepared.values, prepared.dtype_names, rng, JITTER_POINTS)]
+    truth = computations.truth(at[0]) if computations.truth is not None else None
+    reference = truth if truth is not None else analytic
+    found: dict[str, Budget] = {}
+    errors = None
+    if computations.trusted is not None and computations.truth is not None:
+        seen = []
+        for point in at:
+            same, exact = computations.trusted(point), computations.truth(point)
+            if same is not None and exact is not None:
+                seen.append({n: np.asarray(same[n], dtype=np.float64) - exact[n] for n in names})
+        errors = _largest(seen, names) if seen else None
+    if errors is not None:
+        for name, dtype in dtypes.items():
+            ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
+            allowance = low_precision_allowance(errors[name], np.abs(ref), eps=dtype_eps(dtype))
+            rms = float(np.sqrt(np.mean(errors[name] ** 2))) if ref.size else 0.0
+            rule = (f"{LOW_PRECISION_FACTOR} x the error of {computations.trusted_name} autograd in {dtype} "
+                    f"(rms {rms:.2g}, largest at the point and {JITTER_POINTS} neighbours), at least "
+                    f"{LOW_PRECISION_ULPS} ulps of |g| (low_precision_allowance)")
+            found[name] = Budget(allowance, rule, dtype)
+        return found
+    base = {n: np.asarray(analytic[n], dtype=np.float64) for n in names}
+    moved = [computations.analytic(point) for point in at[1:]]
+    changes = [{n: np.asarray(m[n], dtype=np.float64) - base[n] for n in names} for m in moved if m is not None]
+    jitter = _largest(changes, names) if changes else {n: np.zeros(base[n].size) for n in names}
     for name, dtype in dtypes.items():
-        eps = dtype_eps(dtype)
-        ref = np.asarray(truth[name], dtype=np.float64).reshape(-1)
-        if trusted is not None and name in trusted:
-            same = np.asarray(trusted[name], dtype=np.float64).reshape(-1)
-            error = np.abs(same - ref)
-            allowance = low_precision_allowance(error, np.maximum(np.abs(ref), np.abs(same)), eps=eps)
-            rms = float(np.sqrt(np.mean(error**2))) if error.size else 0.0
-            rule = (f"{LOW_PRECISION_FACTOR} x the error of {trusted_name} autograd in {dtype} (rms {rms:.2g}), "
-                    f"at least {LOW_PRECISION_ULPS} ulps of the magnitudes (low_precision_allowance)")
-        else:
-            allowance = condition_allowance(ref, eps=eps)
-            rule = (f"{LOW_PRECISION_ULPS * CONDITION_ROUNDINGS} {dtype} ulps of |g| + rms(g) "
-                    f"(condition_allowance; {why_not or 'no second computation in ' + dtype})")
+        ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
+        allowance = condition_allowance(ref, jitter[name], eps=dtype_eps(dtype))
+        rule = (f"{LOW_PRECISION_FACTOR} x the gradient's own change over {JITTER_POINTS} neighbouring points, at "
+                f"least {LOW_PRECISION_ULPS * CONDITION_ROUNDINGS} {dtype} ulps of |g| + rms(g) "
+                f"(condition_allowance; {computations.why_not or 'no second computation in ' + dtype})")
         found[name] = Budget(allowance, rule, dtype)
     return found

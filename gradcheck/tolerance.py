@@ -43,12 +43,13 @@ __all__ = [
     "DETERMINISM_ULPS",
     "DTYPE_EPS",
     "FORWARD_DIGITS_KEPT",
+    "JITTER_POINTS",
     "JUMP_NOISE",
     "JUMP_RTOL",
     "KINK_MOVED",
+    "KINK_NOISE",
     "LOW_PRECISION_FACTOR",
     "LOW_PRECISION_ULPS",
-    "KINK_NOISE",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
     "PRECISIONS",
@@ -314,6 +315,11 @@ DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfl
 # rms' size). The factor stands for the rounding stages a gradient passes (forward
 # intermediates, their local derivatives, the products and sums of the backward).
 CONDITION_ROUNDINGS = 4
+# A trusted computation's error at one point may be small by luck (its roundings cancel where the
+# terms of an element cancel, or an element rounds exactly): its errors are measured at the point
+# and at this many neighbours (every input moved by one unit in its last place), and the largest
+# is used. Four more draws of a rounding error make one below a third of the typical size rare.
+JITTER_POINTS = 4
 # A forward run in a low dtype may lose some digits to rounding (long sums, a difference of near
 # values); past half of them (a relative error above sqrt(eps) against the float64 forward at
 # the same rounded inputs) it computes something else than it means to: precision loss.
@@ -326,14 +332,18 @@ def dtype_eps(name: str) -> float:
     return DTYPE_EPS.get(name, DTYPE_EPS["float64"])
 
 
-def condition_allowance(reference: np.ndarray, *, eps: float, factor: float | None = None) -> np.ndarray:
+def condition_allowance(
+    reference: np.ndarray, jitter: np.ndarray, *, eps: float, factor: float | None = None
+) -> np.ndarray:
     """Per-element allowance of a low-precision gradient when no trusted computation in its dtype
-    ran: the shared rule (``low_precision_allowance``) with no trusted error, the magnitudes
-    summed estimated from the reference gradient as ``CONDITION_ROUNDINGS * (|ref_j| +
-    rms(ref))``. That is ``4 * 4 = 16`` roundoff units of ``|ref_j| + rms(ref)``."""
+    ran: the shared rule (``low_precision_allowance``) with the gradient's own largest change
+    ``jitter`` over ``JITTER_POINTS`` neighbouring points (its rounding and its condition) in
+    place of a trusted error, and the magnitudes summed estimated from the reference gradient as
+    ``CONDITION_ROUNDINGS * (|ref_j| + rms(ref))``: a floor of ``4 * 4 = 16`` roundoff units of
+    ``|ref_j| + rms(ref)``."""
     ref = np.abs(np.asarray(reference, dtype=np.float64))
     rms = float(np.sqrt(np.mean(ref**2))) if ref.size else 0.0
-    return low_precision_allowance(np.zeros(ref.shape), CONDITION_ROUNDINGS * (ref + rms), eps=eps, factor=factor)
+    return low_precision_allowance(jitter, CONDITION_ROUNDINGS * (ref + rms), eps=eps, factor=factor)
 
 
 def low_precision_tolerance(
