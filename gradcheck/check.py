@@ -207,18 +207,16 @@ def _budgets(
         return {}
     names = tuple(dtypes)
 
-    def by(oracle: Oracle, own_dtypes: bool) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None]:
+    def by(oracle: Oracle) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None]:
+        """The oracle's gradients in the caller's dtypes at ``values``."""
         def at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
-            inputs = values if own_dtypes else {n: a.astype(np.float64) if a.dtype.kind == "f" else a
-                                                for n, a in values.items()}
-            found = oracle.gradients(forward, inputs, names, point.dout,
-                                     dtypes=prepared.dtype_names if own_dtypes else None)
+            found = oracle.gradients(forward, values, names, point.dout, dtypes=prepared.dtype_names)
             return None if isinstance(found, Unavailable) else found.gradients
         return at
 
     def analytic_at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
         if backward is None:
-            return by(TORCH, True)(values)
+            return by(TORCH)(values)
         try:
             returned = backward(point.dout, **{n: np.array(a, copy=True) for n, a in values.items()})
             return {n: as_float_array(returned[n]).astype(np.float64) for n in names}
@@ -226,13 +224,13 @@ def _budgets(
             return None
 
     first = next(iter(exact), None)
-    truth = None if first is None else by(oracle_named(first), False)
+    truth = None if first is None else exact[first]
     if backward is None or first is None:
         why = "autograd is what is checked (backward=None)" if backward is None else \
             "the forward runs on no exact oracle"
         computations = Computations(truth, None, "", analytic_at, why)
     else:
-        computations = Computations(truth, by(oracle_named(first), True), first, analytic_at,
+        computations = Computations(truth, by(oracle_named(first)), first, analytic_at,
                                     f"{first} did not run in the inputs' own dtypes")
     return budgets(dtypes, prepared, analytic, computations, np.random.default_rng([seed, 3]))
 

@@ -218,6 +218,6 @@ def smallest_caught(
         return None
     limit = np.broadcast_to(allowed(reference, reference, error, tol, scale), reference.shape)
     # |ref| r > rtol |ref| (1 + r) + rest  <=>  r > (rtol |ref| + rest) / ((1 - rtol) |ref|)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         r = limit[candidates] / (max(1.0 - tol.rtol, 1e-12) * magnitude[candidates])
     return float(np.min(r))

@@ -38,6 +38,7 @@ from gradcheck.tolerance import (
     LOW_PRECISION_FACTOR,
     LOW_PRECISION_ULPS,
     condition_allowance,
+    condition_magnitude,
     dtype_eps,
     forward_precision_lost,
     low_precision_allowance,
@@ -211,14 +212,14 @@ class Computations:
     it does not run.
 
     Attributes:
-        truth: the float64 reference (an exact oracle on float64 copies), or None without one.
+        truth: the float64 reference gradients at the point (an exact oracle's), or None.
         trusted: the same oracle in the caller's dtypes, or None without one.
         trusted_name: that oracle's name.
         analytic: the computation under check (the backward, or autograd for backward=None).
         why_not: why there is no trusted computation, in words.
     """
 
-    truth: Gradients | None
+    truth: Mapping[str, np.ndarray] | None
     trusted: Gradients | None
     trusted_name: str
     analytic: Gradients
@@ -233,32 +234,31 @@ def budgets(
     the budget against the float64 truth, measured at the point and ``JITTER_POINTS`` neighbours
     (``neighbours``):
 
-    * with a trusted computation: its largest error against the truth over those points, times
-      ``LOW_PRECISION_FACTOR``, floored at ``LOW_PRECISION_ULPS`` of the magnitudes
-      (``low_precision_allowance``);
+    * with a trusted computation: its largest distance from the truth at the point over those
+      points (its rounding, and the gradient's condition), times ``LOW_PRECISION_FACTOR``,
+      floored at ``LOW_PRECISION_ULPS`` of the magnitudes (``low_precision_allowance``);
     * without: the computation's own largest change over them (``condition_allowance``).
     """
     names = tuple(dtypes)
+    ulps = LOW_PRECISION_ULPS * CONDITION_ROUNDINGS
     at = [dict(prepared.values), *neighbours(prepared.values, prepared.dtype_names, rng, JITTER_POINTS)]
-    truth = computations.truth(at[0]) if computations.truth is not None else None
-    reference = truth if truth is not None else analytic
+    reference = computations.truth if computations.truth is not None else analytic
     found: dict[str, Budget] = {}
     errors = None
     if computations.trusted is not None and computations.truth is not None:
-        seen = []
-        for point in at:
-            same, exact = computations.trusted(point), computations.truth(point)
-            if same is not None and exact is not None:
-                seen.append({n: np.asarray(same[n], dtype=np.float64) - exact[n] for n in names})
-        errors = _largest(seen, names) if seen else None
+        # Against the truth at the point: next to it, the error includes how far the exact
+        # gradient moves over one rounding of the inputs (its condition), as it should.
+        seen = [same for same in map(computations.trusted, at) if same is not None]
+        errors = _largest([{n: np.asarray(same[n], dtype=np.float64) - reference[n] for n in names}
+                           for same in seen], names) if seen else None
     if errors is not None:
         for name, dtype in dtypes.items():
             ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
-            allowance = low_precision_allowance(errors[name], np.abs(ref), eps=dtype_eps(dtype))
+            allowance = low_precision_allowance(errors[name], condition_magnitude(ref), eps=dtype_eps(dtype))
             rms = float(np.sqrt(np.mean(errors[name] ** 2))) if ref.size else 0.0
-            rule = (f"{LOW_PRECISION_FACTOR} x the error of {computations.trusted_name} autograd in {dtype} "
-                    f"(rms {rms:.2g}, largest at the point and {JITTER_POINTS} neighbours), at least "
-                    f"{LOW_PRECISION_ULPS} ulps of |g| (low_precision_allowance)")
+            rule = (f"{LOW_PRECISION_FACTOR} x {computations.trusted_name} autograd's error in {dtype} (rms "
+                    f"{rms:.2g}, largest of {JITTER_POINTS + 1} points), at least {ulps} ulps of |g| + rms(g) "
+                    "(low_precision_allowance)")
             found[name] = Budget(allowance, rule, dtype)
         return found
     base = {n: np.asarray(analytic[n], dtype=np.float64) for n in names}
@@ -268,8 +268,7 @@ def budgets(
     for name, dtype in dtypes.items():
         ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
         allowance = condition_allowance(ref, jitter[name], eps=dtype_eps(dtype))
-        rule = (f"{LOW_PRECISION_FACTOR} x the gradient's own change over {JITTER_POINTS} neighbouring points, at "
-                f"least {LOW_PRECISION_ULPS * CONDITION_ROUNDINGS} {dtype} ulps of |g| + rms(g) "
-                f"(condition_allowance; {computations.why_not or 'no second computation in ' + dtype})")
+        rule = (f"{LOW_PRECISION_FACTOR} x the gradient's own change over {JITTER_POINTS} neighbouring points, "
+                f"at least {ulps} {dtype} ulps of |g| + rms(g) (condition_allowance; {computations.why_not})")
         found[name] = Budget(allowance, rule, dtype)
     return found

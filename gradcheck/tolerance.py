@@ -63,6 +63,7 @@ __all__ = [
     "batch_agreement_limit",
     "batching_pays",
     "condition_allowance",
+    "condition_magnitude",
     "coupling_limit",
     "default_tolerance",
     "determinism_limit",
@@ -308,18 +309,19 @@ def low_precision_allowance(
 # The roundoff unit (machine epsilon) of each dtype a check runs code in, by the name the caller
 # gave it (numpy has no bfloat16: 8 bits of mantissa, 2**-7).
 DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
-# Without a trusted computation in the same dtype (a numpy-only forward; or autograd itself is
-# what is checked, backward=None), the magnitudes summed into an element are estimated as
-# CONDITION_ROUNDINGS times the element's magnitude plus the input's rms gradient (the condition
-# estimate: an element far below the rms is the sum of terms that cancel, its rounding is of the
-# rms' size). The factor stands for the rounding stages a gradient passes (forward
-# intermediates, their local derivatives, the products and sums of the backward).
-CONDITION_ROUNDINGS = 4
+# The magnitudes summed into a gradient element (the floor of ``low_precision_allowance``) are
+# not known for arbitrary code; they are estimated as CONDITION_ROUNDINGS times the element's
+# magnitude plus the input's rms gradient (the condition estimate: an element far below the rms
+# is a sum of terms that cancel, and its rounding is of the rms' size). Two: a sigmoid chain's
+# gradient, where a - y cancels, carried 9 float32 ulps of |g| in a correct numpy backward (its
+# exp rounds less well than torch's), under the 4 * 2 * 2 = 16 this allows.
+CONDITION_ROUNDINGS = 2
 # A trusted computation's error at one point may be small by luck (its roundings cancel where the
-# terms of an element cancel, or an element rounds exactly): its errors are measured at the point
-# and at this many neighbours (every input moved by one unit in its last place), and the largest
-# is used. Four more draws of a rounding error make one below a third of the typical size rare.
-JITTER_POINTS = 4
+# terms of an element cancel, or an element rounds exactly): it is measured at the point and at
+# this many neighbours (every input moved by one unit in its last place, which re-draws the
+# roundings), against the truth at the point, and the largest distance is used. Two: each
+# costs one more autograd call, and a float32 check is to cost at most 1.3 times a float64 one.
+JITTER_POINTS = 2
 # A forward run in a low dtype may lose some digits to rounding (long sums, a difference of near
 # values); past half of them (a relative error above sqrt(eps) against the float64 forward at
 # the same rounded inputs) it computes something else than it means to: precision loss.
@@ -332,18 +334,22 @@ def dtype_eps(name: str) -> float:
     return DTYPE_EPS.get(name, DTYPE_EPS["float64"])
 
 
+def condition_magnitude(reference: np.ndarray) -> np.ndarray:
+    """The magnitudes summed into each element of a gradient near ``reference`` (flat), as
+    estimated where they are not known: ``CONDITION_ROUNDINGS * (|ref_j| + rms(ref))``."""
+    ref = np.abs(np.asarray(reference, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(ref**2))) if ref.size else 0.0
+    return CONDITION_ROUNDINGS * (ref + rms)
+
+
 def condition_allowance(
     reference: np.ndarray, jitter: np.ndarray, *, eps: float, factor: float | None = None
 ) -> np.ndarray:
     """Per-element allowance of a low-precision gradient when no trusted computation in its dtype
     ran: the shared rule (``low_precision_allowance``) with the gradient's own largest change
     ``jitter`` over ``JITTER_POINTS`` neighbouring points (its rounding and its condition) in
-    place of a trusted error, and the magnitudes summed estimated from the reference gradient as
-    ``CONDITION_ROUNDINGS * (|ref_j| + rms(ref))``: a floor of ``4 * 4 = 16`` roundoff units of
-    ``|ref_j| + rms(ref)``."""
-    ref = np.abs(np.asarray(reference, dtype=np.float64))
-    rms = float(np.sqrt(np.mean(ref**2))) if ref.size else 0.0
-    return low_precision_allowance(jitter, CONDITION_ROUNDINGS * (ref + rms), eps=eps, factor=factor)
+    place of a trusted error, floored at ``LOW_PRECISION_ULPS`` of ``condition_magnitude``."""
+    return low_precision_allowance(jitter, condition_magnitude(reference), eps=eps, factor=factor)
 
 
 def low_precision_tolerance(
