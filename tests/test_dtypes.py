@@ -141,7 +141,7 @@ def test_half_precision_torch_forwards_with_autograd_and_with_a_numpy_backward(d
         return {"x": g * w, "w": g * x}
 
     rng = np.random.default_rng(0)
-    point = {"x": torch.from_numpy(rng.uniform(-2, 2, 6)).to(dtype), "w": torch.from_numpy(rng.uniform(-2, 2, 6)).to(dtype)}
+    point = {n: torch.from_numpy(rng.uniform(-2, 2, 6)).to(dtype) for n in ("x", "w")}
     name = str(dtype).removeprefix("torch.")
     for code in (None, backward):
         result = gradcheck.check_gradients(forward, code, point)
