@@ -107,8 +107,8 @@ def _call(forward: Callable[..., Any], args: dict[str, Any]) -> Any:
 
 def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: Point, *, on_torch: bool) -> list[str]:
     """The forward at the point in the caller's dtypes against the float64 forward at the same
-    rounded inputs (``point.output``): the faults found (precision loss), or notes when there is
-    no float64 forward to compare with.
+    rounded inputs (``point.output``): the faults found (precision loss); none where the forward
+    ran only in the inputs' own dtypes (it fails on float64 copies), with nothing to compare.
 
     Raises:
         Fault: the forward fails in the caller's dtypes, returns another shape there, or
@@ -116,11 +116,12 @@ def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: 
     """
     if any(point.evaluator.work[n].dtype != np.float64 for n in prepared.floating):
         return []  # the forward runs only in the inputs' own dtypes: nothing to compare with
-    # On torch tensors where the forward is checked on torch or the caller gave tensors; a
-    # forward that then fails is tried on numpy arrays of the same dtypes (unless one is bfloat16).
-    tries = [True, False] if on_torch or prepared.tensors or _needs_torch(prepared) else [False]
+    # On torch tensors where the forward is checked on torch or an input is a bfloat16; where the
+    # caller gave tensors, on torch first and then on numpy arrays of the same dtypes.
     if on_torch or _needs_torch(prepared):
         tries = [True]
+    else:
+        tries = [True, False] if prepared.tensors else [False]
     for k, torch_args in enumerate(tries):
         try:
             out = _call(forward, native_arguments(prepared, on_torch=torch_args))
