@@ -118,10 +118,7 @@ def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: 
         return []  # the forward runs only in the inputs' own dtypes: nothing to compare with
     # On torch tensors where the forward is checked on torch or an input is a bfloat16; where the
     # caller gave tensors, on torch first and then on numpy arrays of the same dtypes.
-    if on_torch or _needs_torch(prepared):
-        tries = [True]
-    else:
-        tries = [True, False] if prepared.tensors else [False]
+    tries = [True] if on_torch or _needs_torch(prepared) else ([True, False] if prepared.tensors else [False])
     for k, torch_args in enumerate(tries):
         try:
             out = _call(forward, native_arguments(prepared, on_torch=torch_args))
@@ -232,44 +229,59 @@ def budgets(
     computations: Computations, rng: np.random.Generator,
 ) -> dict[str, Budget]:
     """Per input of ``dtypes`` (name -> the dtype its gradient was computed in, below float64),
-    the budget against the float64 truth, measured at the point and ``JITTER_POINTS`` neighbours
-    (``neighbours``):
+    the budget against the float64 truth:
 
-    * with a trusted computation: its largest distance from the truth at the point over those
-      points (its rounding, and the gradient's condition), times ``LOW_PRECISION_FACTOR``,
-      floored at ``LOW_PRECISION_ULPS`` of the magnitudes (``low_precision_allowance``);
-    * without: the computation's own largest change over them (``condition_allowance``).
+    * with a trusted computation: its distance from the truth at the point, times
+      ``LOW_PRECISION_FACTOR``, floored at ``LOW_PRECISION_ULPS`` of the magnitudes
+      (``low_precision_allowance``); where the analytic gradient is not within that, the
+      largest distance over the point and ``JITTER_POINTS`` neighbours (``neighbours``), which
+      re-draw the roundings and add the gradient's condition, before it is held to it;
+    * without: the computation's own largest change over the neighbours
+      (``condition_allowance``), measured where the floor alone does not clear the analytic
+      gradient against a truth, and always without one.
     """
     names = tuple(dtypes)
     ulps = LOW_PRECISION_ULPS * CONDITION_ROUNDINGS
-    at = [dict(prepared.values), *neighbours(prepared.values, prepared.dtype_names, rng, JITTER_POINTS)]
-    reference = computations.truth if computations.truth is not None else analytic
-    found: dict[str, Budget] = {}
-    errors = None
-    if computations.trusted is not None and computations.truth is not None:
-        # Against the truth at the point: next to it, the error includes how far the exact
-        # gradient moves over one rounding of the inputs (its condition), as it should.
-        seen = [same for same in map(computations.trusted, at) if same is not None]
-        errors = _largest([{n: np.asarray(same[n], dtype=np.float64) - reference[n] for n in names}
-                           for same in seen], names) if seen else None
-    if errors is not None:
-        for name, dtype in dtypes.items():
-            ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
-            allowance = low_precision_allowance(errors[name], condition_magnitude(ref), eps=dtype_eps(dtype))
-            rms = float(np.sqrt(np.mean(errors[name] ** 2))) if ref.size else 0.0
-            rule = (f"{LOW_PRECISION_FACTOR} x {computations.trusted_name} autograd's error in {dtype} (rms "
-                    f"{rms:.2g}, largest of {JITTER_POINTS + 1} points), at least {ulps} ulps of |g| + rms(g) "
-                    "(low_precision_allowance)")
-            found[name] = Budget(allowance, rule, dtype)
-        return found
-    base = {n: np.asarray(analytic[n], dtype=np.float64) for n in names}
-    moved = [computations.analytic(point) for point in at[1:]]
-    changes = [{n: np.asarray(m[n], dtype=np.float64) - base[n] for n in names} for m in moved if m is not None]
-    jitter = _largest(changes, names) if changes else {n: np.zeros(base[n].size) for n in names}
-    for name, dtype in dtypes.items():
-        ref = np.asarray(reference[name], dtype=np.float64).reshape(-1)
-        allowance = condition_allowance(ref, jitter[name], eps=dtype_eps(dtype))
-        rule = (f"{LOW_PRECISION_FACTOR} x the gradient's own change over {JITTER_POINTS} neighbouring points, "
-                f"at least {ulps} {dtype} ulps of |g| + rms(g) (condition_allowance; {computations.why_not})")
-        found[name] = Budget(allowance, rule, dtype)
-    return found
+    truth = computations.truth
+    ref = {n: np.asarray((truth if truth is not None else analytic)[n], dtype=np.float64).reshape(-1)
+           for n in names}
+    got = {n: np.asarray(analytic[n], dtype=np.float64).reshape(-1) for n in names}
+    eps = {n: dtype_eps(d) for n, d in dtypes.items()}
+
+    def clear(allowance: Mapping[str, np.ndarray]) -> bool:
+        """The analytic gradient within ``allowance`` of the truth (never, without a truth)."""
+        return truth is not None and all(np.all(np.abs(got[n] - ref[n]) <= allowance[n]) for n in names)
+
+    def distances(found: Mapping[str, np.ndarray] | None, base: Mapping[str, np.ndarray]) -> list[dict]:
+        return [] if found is None else [{n: np.asarray(found[n], dtype=np.float64).reshape(-1) - base[n]
+                                          for n in names}]
+
+    same = computations.trusted(prepared.values) if computations.trusted is not None and truth is not None else None
+    if same is not None:
+        seen = distances(same, ref)
+        errors = _largest(seen, names)
+        allowance = {n: low_precision_allowance(errors[n], condition_magnitude(ref[n]), eps=eps[n]) for n in names}
+        if not clear(allowance):
+            trusted = computations.trusted
+            for point in neighbours(prepared.values, prepared.dtype_names, rng, JITTER_POINTS):
+                seen += distances(trusted(point) if trusted is not None else None, ref)
+            errors = _largest(seen, names)
+            allowance = {n: low_precision_allowance(errors[n], condition_magnitude(ref[n]), eps=eps[n]) for n in names}
+        where = "at the point" if len(seen) == 1 else f"largest of {len(seen)} points"
+        return {n: Budget(allowance[n], f"{LOW_PRECISION_FACTOR} x {computations.trusted_name} autograd's error in "
+                          f"{d} (rms {float(np.sqrt(np.mean(errors[n] ** 2))) if errors[n].size else 0.0:.2g}, "
+                          f"{where}), at least {ulps} ulps of |g| + rms(g) (low_precision_allowance)", d)
+                for n, d in dtypes.items()}
+    jitter = {n: np.zeros(got[n].shape) for n in names}
+    allowance = {n: condition_allowance(ref[n], jitter[n], eps=eps[n]) for n in names}
+    moved: list[dict] = []
+    if not clear(allowance):
+        for point in neighbours(prepared.values, prepared.dtype_names, rng, JITTER_POINTS):
+            moved += distances(computations.analytic(point), got)
+        if moved:
+            jitter = _largest(moved, names)
+            allowance = {n: condition_allowance(ref[n], jitter[n], eps=eps[n]) for n in names}
+    over = f"over {len(moved)} neighbouring points" if moved else "not needed"
+    return {n: Budget(allowance[n], f"{LOW_PRECISION_FACTOR} x the gradient's own change ({over}), at least {ulps} "
+                      f"{d} ulps of |g| + rms(g) (condition_allowance; {computations.why_not})", d)
+            for n, d in dtypes.items()}

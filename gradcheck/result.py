@@ -161,7 +161,8 @@ class InputSummary:
             truth was set (``gradcheck.precision``); empty for a float64 one.
         smallest_caught: the smallest relative error in one element that this check would
             have flagged (its most sensitive element; None where nothing was compared element by
-            element).
+            element). A low-precision budget measured at the point alone is widened by its
+            neighbours' before a gradient just past it is flagged (``gradcheck.precision``).
     """
 
     name: str

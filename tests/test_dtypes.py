@@ -110,6 +110,17 @@ def test_a_float32_backward_1e_4_off_fails(forward):
     assert all(rule in s.budget for s in result.inputs), str(result)
 
 
+@pytest.mark.parametrize("oracles", [None, ()], ids=["torch", "numeric only"])
+def test_directional_mode_weighs_a_float32_gradient_by_its_budget(oracles):
+    point = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in gallery.representative("net").items()}
+    right = gradcheck.check_gradients(twolayer.softmax_net, twolayer.softmax_net_backward, point, wrt=WRT,
+                                      mode="directional", oracles=oracles)
+    assert right.verdict == "pass" and right.mode == "directional", str(right)
+    wrong = gradcheck.check_gradients(twolayer.softmax_net, scaled(1 + 1e-3), point, wrt=WRT, mode="directional",
+                                      oracles=oracles)
+    assert not wrong.ok
+
+
 def test_a_float32_budget_is_what_decides_not_a_fixed_rtol():
     """Before, float32 was held to rtol 1e-3: a backward 1e-4 off passed."""
     point = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in gallery.representative("net").items()}
