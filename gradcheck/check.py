@@ -33,15 +33,15 @@ from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked, as_float_array
+from gradcheck.evaluate import SERIAL, Backend, Forked
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import Oracle, choose_oracles, oracle_named, run_exact_oracles
+from gradcheck.oracles import choose_oracles, run_exact_oracles
 from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
-from gradcheck.precision import Budget, Computations, below_float64, budgets, check_forward, gradient_dtype
+from gradcheck.precision import Budget, below_float64, check_forward, measure_budgets
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance, dtype_eps, low_precision_tolerance
@@ -117,11 +117,7 @@ def run_check(
     low = below_float64(prepared, names)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
-        try:
-            lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
-        except Fault as fault:
-            fault.notes = point.notes
-            raise
+        lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
@@ -135,7 +131,7 @@ def run_check(
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    found = _budgets(forward, backward, prepared, low, analytic, exact.gradients, point, options.seed)
+    found = measure_budgets(forward, backward, prepared, low, analytic, exact.gradients, point.dout, options.seed)
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None, budgets=found)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
@@ -193,46 +189,6 @@ def _analytic(
     where = f" in the inputs' own dtypes ({', '.join(f'{n} {prepared.native(n)}' for n in low)})" if low else ""
     return dict(found.gradients), TORCH.name, [], [*notes, f"analytic gradients are torch autograd's{where} "
                                                            "(backward=None)"]
-
-
-def _budgets(
-    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs, low: tuple[str, ...],
-    analytic: Mapping[str, np.ndarray], exact: Mapping[str, Mapping[str, np.ndarray]], point: Point, seed: int,
-) -> dict[str, Budget]:
-    """The budget of each gradient of an input below float64 against the float64 truth
-    (``precision.budgets``), with the first exact oracle, run again in the caller's dtypes, as
-    the trusted same-dtype computation (none for ``backward=None``: autograd is what is checked)."""
-    dtypes = {n: gradient_dtype(prepared, n, analytic[n], autograd=backward is None) for n in low if n in analytic}
-    if not dtypes:
-        return {}
-    names = tuple(dtypes)
-
-    def by(oracle: Oracle) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None]:
-        """The oracle's gradients in the caller's dtypes at ``values``."""
-        def at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
-            found = oracle.gradients(forward, values, names, point.dout, dtypes=prepared.dtype_names)
-            return None if isinstance(found, Unavailable) else found.gradients
-        return at
-
-    def analytic_at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
-        if backward is None:
-            return by(TORCH)(values)
-        try:
-            returned = backward(point.dout, **{n: np.array(a, copy=True) for n, a in values.items()})
-            return {n: as_float_array(returned[n]).astype(np.float64) for n in names}
-        except Exception:  # the backward fails next to the point: no measurement there
-            return None
-
-    first = next(iter(exact), None)
-    truth = None if first is None else exact[first]
-    if backward is None or first is None:
-        why = "autograd is what is checked (backward=None)" if backward is None else \
-            "the forward runs on no exact oracle"
-        computations = Computations(truth, None, "", analytic_at, why)
-    else:
-        computations = Computations(truth, by(oracle_named(first)), first, analytic_at,
-                                    f"{first} did not run in the inputs' own dtypes")
-    return budgets(dtypes, prepared, analytic, computations, np.random.default_rng([seed, 3]))
 
 
 @dataclass

@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
+from gradcheck.oracles import Oracle, oracle_named
 from gradcheck.point import Fault, Point
 from gradcheck.tolerance import (
     CONDITION_ROUNDINGS,
@@ -44,9 +46,10 @@ from gradcheck.tolerance import (
     low_precision_allowance,
     relative_error,
 )
+from gradcheck.torch_oracle import TORCH
 
 __all__ = ["Budget", "Computations", "below_float64", "budgets", "check_forward", "gradient_dtype",
-           "native_arguments", "neighbours"]
+           "measure_budgets", "native_arguments", "neighbours"]
 
 
 def lowest(*names: str) -> str:
@@ -129,17 +132,18 @@ def check_forward(forward: Callable[..., Any], prepared: PreparedInputs, point: 
                 continue
             given = ", ".join(f"{n} {prepared.native(n)}" for n in prepared.floating)
             raise Fault(f"forward raised {describe_exception(exc)} in the inputs' own dtypes ({given}) at the "
-                        "given point; on float64 copies it runs") from None
+                        "given point; on float64 copies it runs", point.notes) from None
     dtype = _dtype_name(out)
     want = point.output
     if low.shape != want.shape:
-        raise Fault(f"forward returns shape {low.shape} in the inputs' own dtypes but {want.shape} on float64 copies")
+        raise Fault(f"forward returns shape {low.shape} in the inputs' own dtypes but {want.shape} on float64 copies",
+                    point.notes)
     bad = ~np.isfinite(low)
     if bad.any():
         at = np.unravel_index(int(np.argmax(bad.reshape(-1))), low.shape) if low.ndim else ()
         where = f"element {tuple(int(i) for i in at)}: " if low.ndim else ""
         raise Fault(f"forward overflows in {dtype} at this point; finite in float64 (e.g. {where}{float(low[at])} "
-                    f"in {dtype}, {float(want[at]):.6g} in float64; {int(bad.sum())} non-finite value(s))")
+                    f"in {dtype}, {float(want[at]):.6g} in float64; {int(bad.sum())} non-finite value(s))", point.notes)
     eps = dtype_eps(lowest(dtype, *(prepared.native(n) for n in prepared.floating)))
     rel = relative_error(low.reshape(-1), want.reshape(-1), float(np.max(np.abs(want), initial=0.0)))
     i = int(np.argmax(rel)) if rel.size else 0
@@ -285,3 +289,46 @@ def budgets(
     return {n: Budget(allowance[n], f"{LOW_PRECISION_FACTOR} x the gradient's own change ({over}), at least {ulps} "
                       f"{d} ulps of |g| + rms(g) (condition_allowance; {computations.why_not})", d)
             for n, d in dtypes.items()}
+
+
+def measure_budgets(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs, low: tuple[str, ...],
+    analytic: Mapping[str, np.ndarray], exact: Mapping[str, Mapping[str, np.ndarray]], dout: np.ndarray | float,
+    seed: int,
+) -> dict[str, Budget]:
+    """The budget of each gradient of an input below float64 against the float64 truth
+    (``precision.budgets``), with the first exact oracle, run again in the caller's dtypes, as
+    the trusted same-dtype computation (none for ``backward=None``: autograd is what is checked).
+    ``low`` names the checked inputs below float64, ``exact`` holds the exact oracles' float64
+    gradients (the first is the truth), ``dout`` is the check's upstream gradient."""
+    dtypes = {n: gradient_dtype(prepared, n, analytic[n], autograd=backward is None) for n in low if n in analytic}
+    if not dtypes:
+        return {}
+    names = tuple(dtypes)
+
+    def by(oracle: Oracle) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray] | None]:
+        """The oracle's gradients in the caller's dtypes at ``values``."""
+        def at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
+            found = oracle.gradients(forward, values, names, dout, dtypes=prepared.dtype_names)
+            return None if isinstance(found, Unavailable) else found.gradients
+        return at
+
+    def analytic_at(values: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray] | None:
+        if backward is None:
+            return by(TORCH)(values)
+        try:
+            returned = backward(dout, **{n: np.array(a, copy=True) for n, a in values.items()})
+            return {n: as_float_array(returned[n]).astype(np.float64) for n in names}
+        except Exception:  # the backward fails next to the point: no measurement there
+            return None
+
+    first = next(iter(exact), None)
+    truth = None if first is None else exact[first]
+    if backward is None or first is None:
+        why = "autograd is what is checked (backward=None)" if backward is None else \
+            "the forward runs on no exact oracle"
+        computations = Computations(truth, None, "", analytic_at, why)
+    else:
+        computations = Computations(truth, by(oracle_named(first)), first, analytic_at,
+                                    f"{first} did not run in the inputs' own dtypes")
+    return budgets(dtypes, prepared, analytic, computations, np.random.default_rng([seed, 3]))

@@ -135,7 +135,7 @@ def test_float32_inputs_get_the_low_precision_budget():
     result = gradcheck.check_gradients(layer, backward32, inputs)
     assert result.ok, str(result)
     # Held to the float64 truth with twice float32 autograd's own error, not a fixed rtol.
-    assert all(s.tolerance.rtol == 0.0 and "torch autograd in float32" in s.budget for s in result.inputs)
+    assert all(s.tolerance.rtol == 0.0 and "torch autograd's error in float32" in s.budget for s in result.inputs)
     assert not gradcheck.check_gradients(layer, scaled(1.01, "W"), inputs).ok
 
 
