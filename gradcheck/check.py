@@ -2,10 +2,13 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``); inputs below float64
-   run it in their own dtypes too, against the float64 forward (``precision``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
+   outputs is checked as one returning them flat (``outputs``), which then names the outputs a
+   failing gradient is wrong through; inputs below float64 run it in their own dtypes too,
+   against the float64 forward (``precision``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``), in the caller's dtypes;
    a gradient computed below float64 gets its budget against the float64 truth (``precision``);
@@ -27,20 +30,31 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, validation
+from gradcheck import complex_values, directional, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
-from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.point import (
+    Context,
+    Differenced,
+    Fault,
+    Noise,
+    Point,
+    batched_point,
+    draw_dout,
+    evaluate_point,
+    reference_scales,
+)
 from gradcheck.precision import Budget, below_float64, check_forward, measure_budgets
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
@@ -68,12 +82,14 @@ def check_gradients(
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
     Args:
-        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
-            runs on torch tensors, which adds the autograd oracle.
+        forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
+            (nested too: several outputs). Written against the array API it also runs on torch
+            tensors, which adds the autograd oracle.
         backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
             like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
             an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
-            product is checked). ``None`` checks torch autograd's gradient of a torch
+            product is checked; for several outputs, ``dout`` in their structure, ``None`` for
+            integer or boolean ones). ``None`` checks torch autograd's gradient of a torch
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
@@ -98,8 +114,8 @@ def check_gradients(
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
-            are reported in the result.
+            ``gradcheck.validation``'s), a complex output among several (not supported yet).
+            Bugs in ``forward`` or ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
     return run_check(forward, backward, inputs, options)
@@ -113,36 +129,87 @@ def run_check(
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
-    forward, prepared, names = _prepare(forward, backward, inputs, options)
-    low = below_float64(prepared, names)
+    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+    except MultipleOutputs as several:
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary)
+
+
+def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
+    """The result of a check that a fault stopped before any input was checked."""
+    return complex_values.relabel(
+        CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                    seed=options.seed), boundary)
+
+
+def _check_outputs(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
+) -> CheckResult:
+    """A forward with several outputs, checked as one returning them flat (``outputs``), with
+    the outputs each failing input's gradient is wrong through named."""
+    try:
+        outputs = describe_outputs(several.value, several.again)
+    except OutputsFault as fault:
+        return _stopped(Fault(f"forward {fault}"), options, boundary)
+    flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+
+    def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
+        try:
+            point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
+        except Fault as fault:
+            return _stopped(fault, options, boundary)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
+                         boundary, batch=batch)
+
+    dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
+    result = replace(check(dout, names, options.mode), outputs=outputs.summary)
+    # Each output on its own, in the same mode, only counts the failing inputs' mismatches: no
+    # batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, result.mode, batch=False))
+
+
+def _check_at(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
+    batch: bool = True,
+) -> CheckResult:
+    """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
+    vmap batches where they pay)."""
+    low = below_float64(prepared, names)
+    try:
         lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed)
+        return _stopped(fault, options, boundary)
     faults = lost + faults
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them
     # (not torch in float64, which would run the same custom backward, right or wrong).
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
-    if "torch" in exact.gradients or source == TORCH.name:
+    if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     found = measure_budgets(forward, backward, prepared, low, analytic, exact.gradients, point.dout, options.seed)
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None, budgets=found)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
+               pairs=frozenset(boundary.dtypes), budgets=found)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    result = run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    return complex_values.relabel(result, boundary)
 
 
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], PreparedInputs, tuple[str, ...]]:
-    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``)."""
+) -> tuple[Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary]:
+    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
+    complex values become real pairs (``complex_values``)."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
@@ -151,10 +218,11 @@ def _prepare(
         if isinstance(forward, torch.nn.Module):
             from gradcheck.torch_callables import module_forward
 
-            # The module's parameters become checked inputs, in float64.
+            # The module's parameters become checked inputs, in their own dtypes.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    prepared = prepare_inputs(inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
+    prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
     if backward is not None:
@@ -164,7 +232,7 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, prepared, names
+    return real.forward, real.backward, prepared, names, real.boundary
 
 
 def _analytic(
@@ -203,6 +271,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     budgets: dict[str, Budget] = field(default_factory=dict)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
@@ -307,6 +376,7 @@ class _Run:
             {n: c.usable.reshape(shapes[n]) for n, c in wrong.items() if c.usable is not None},
             {n: c.mismatch_mask.reshape(shapes[n]) for n, c in wrong.items()},
             self.prepared.values,
+            pairs=self.pairs,
         )
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 

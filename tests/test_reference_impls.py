@@ -145,12 +145,18 @@ def test_forward_agrees_on_numpy_and_torch(name):
     @settings(max_examples=5, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs)
     def agree(inputs):
-        on_numpy = np.asarray(case.forward(**inputs))
+        # A forward with several outputs returns a tuple of them: each agrees.
+        on_numpy = case.forward(**inputs)
         on_torch = case.forward(**as_torch(inputs))
-        assert isinstance(on_torch, torch.Tensor) and on_torch.numpy().dtype == on_numpy.dtype
-        # Other kernels round differently: by far less than this many units of the dtype's.
-        tol = 1e-10 if on_numpy.dtype == np.float64 else 1e3 * np.finfo(on_numpy.dtype).eps
-        np.testing.assert_allclose(on_torch.numpy(), on_numpy, rtol=tol, atol=tol / 100)
+        several = isinstance(on_numpy, tuple)
+        for numpy_value, torch_value in zip(*((on_numpy, on_torch) if several else ((on_numpy,), (on_torch,))),
+                                            strict=True):
+            expected = np.asarray(numpy_value)
+            assert isinstance(torch_value, torch.Tensor) and torch_value.numpy().dtype == expected.dtype
+            # Other kernels round differently: by far less than this many units of the dtype's.
+            tol = 1e-10 if expected.dtype.kind != "f" or expected.dtype == np.float64 else \
+                1e3 * np.finfo(expected.dtype).eps
+            np.testing.assert_allclose(torch_value.numpy(), expected, rtol=tol, atol=tol / 100)
 
     agree()
 
@@ -195,7 +201,7 @@ def test_cases_with_piecewise_forwards_meet_kinks_and_pass_there():
 def test_every_family_of_the_notes_is_registered():
     families = {case.name.split(".")[0] for case in gradcheck_reference.CORRECT}
     assert families == {"gates", "circuits", "staged", "matmul", "twolayer", "regression",
-                        "sigmoid_chain", "softplus"}
+                        "sigmoid_chain", "softplus", "complex", "multi"}
     assert all(case.description and not case.is_gallery for case in gradcheck_reference.CORRECT)
     names = [c.name for c in all_cases()]
     assert set(CORRECT) <= set(names)
