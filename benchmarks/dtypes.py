@@ -7,6 +7,7 @@ in the inputs' dtype (``backward_in``): a hand-written backward in float32, floa
 each gradient rounded to that dtype. Per dtype:
 
 1. false alarms: correct backward passes, over ``--nets`` random nets (default 50);
+   (and, in float32 and float16, a numpy-only forward: no trusted computation in its dtype);
 2. sensitivity: the smallest relative error flagged, found by bisection over a log grid, per
    net, for an error of the whole gradient (``dW * (1 + r)``) and of one element (W2's element
    of median magnitude, a typical one, times ``1 + r``); the table shows the largest over the
@@ -81,8 +82,13 @@ def backward_in(dtype: str, scale: float = 0.0, element: bool = False):
     return backward
 
 
-def flagged(dtype: str, point: dict[str, np.ndarray], r: float, element: bool) -> bool:
-    result = gradcheck.check_gradients(softmax_net, backward_in(dtype, r, element), inputs_in(point, dtype), wrt=WRT)
+def numpy_only(X, y, W1, W2):
+    """The same net on numpy arrays only: no exact oracle runs it, so no trusted computation."""
+    return softmax_net(*(np.asarray(a) for a in (X, y, W1, W2)))
+
+
+def flagged(dtype: str, point: dict[str, np.ndarray], r: float, element: bool, forward: Any = softmax_net) -> bool:
+    result = gradcheck.check_gradients(forward, backward_in(dtype, r, element), inputs_in(point, dtype), wrt=WRT)
     return not result.ok
 
 
@@ -150,13 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
 
     rows = []
-    for dtype in DTYPES:
-        alarms = sum(flagged(dtype, p, 0.0, False) for p in points)
-        scaled = [smallest_flagged(lambda r, p=p, d=dtype: flagged(d, p, r, False)) for p in points[:sens]]
-        one = [smallest_flagged(lambda r, p=p, d=dtype: flagged(d, p, r, True)) for p in points[:sens]]
-        probe = gradcheck.check_gradients(softmax_net, backward_in(dtype), inputs_in(points[0], dtype), wrt=WRT)
+    runs = [(d, softmax_net, "") for d in DTYPES] + [(d, numpy_only, ", numpy-only") for d in ("float32", "float16")]
+    for dtype, forward, label in runs:
+        alarms = sum(flagged(dtype, p, 0.0, False, forward) for p in points)
+        scaled = [smallest_flagged(lambda r, p=p, d=dtype, f=forward: flagged(d, p, r, False, f))
+                  for p in points[:sens]]
+        one = [smallest_flagged(lambda r, p=p, d=dtype, f=forward: flagged(d, p, r, True, f)) for p in points[:sens]]
+        probe = gradcheck.check_gradients(forward, backward_in(dtype), inputs_in(points[0], dtype), wrt=WRT)
         rule = probe.inputs[0].budget.split(" (")[0] if probe.inputs[0].budget else "float64 rtol 1e-7 (PRECISIONS)"
-        rows.append((f"gradcheck {dtype}", f"{alarms}/{nets}", max(scaled), statistics.median(scaled),
+        rows.append((f"gradcheck {dtype}{label}", f"{alarms}/{nets}", max(scaled), statistics.median(scaled),
                      max(one), statistics.median(one), rule))
     for label, options in TORCH_SETTINGS.items():
         alarms = sum(torch_gradcheck(p, 0.0, False, **options) for p in points)

@@ -93,12 +93,16 @@ def check_gradients(
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
-            those in ``wrt`` if given); integer inputs such as labels are held constant.
+            those in ``wrt`` if given); integer inputs such as labels are held constant. The
+            forward at the point and the backward get them in their own dtypes (float16,
+            bfloat16, float32, float64); the numeric oracle and the float64 references get
+            float64 copies of the same values.
         wrt: the names to check; ``None`` means every floating input.
         seed: seed for ``dout`` and the noise probe; the same seed gives the same result.
         rtol, atol: override the per-dtype tolerances (``None`` keeps the default, which flags
-            a float64 gradient wrong by a relative 1e-6). The numeric oracle's error estimate
-            is always added to the allowance.
+            a float64 gradient wrong by a relative 1e-6; below float64 the default is a budget
+            against the float64 truth, ``gradcheck.precision``, and a given rtol or atol is
+            added to it). The numeric oracle's error estimate is always added to the allowance.
         mode: "full" checks every element; "directional" checks random directional
             derivatives and localizes failures; "auto" picks by size.
         progress: ``None`` shows progress on stderr when it is a terminal and the check runs
