@@ -250,3 +250,30 @@ def test_neighbours_move_each_nonzero_element_by_one_unit_in_its_dtype(dtype):
     assert np.all((step[[0, 1, 3]] >= ulp / 2 - 1e-12) & (step[[0, 1, 3]] <= ulp + 1e-12)), step
     if dtype == "bfloat16":
         assert np.array_equal(gs.to_bfloat16(moved["x"]), moved["x"])
+
+
+def test_the_neighbours_are_measured_only_where_the_budget_at_the_point_does_not_clear_the_gradient():
+    """One trusted call when the gradient is within the budget measured at the point; the point
+    and two neighbours (``JITTER_POINTS``) when it is not, and the largest error is used."""
+    from gradcheck.inputs import prepare_inputs
+    from gradcheck.precision import Computations, budgets
+
+    prepared = prepare_inputs({"x": np.array([1.0, 2.0], dtype=np.float32)})
+    truth = {"x": np.array([1.0, 1.0])}
+    calls = []
+
+    def trusted(values):
+        calls.append(values["x"].copy())
+        return {"x": truth["x"] + (1e-6 if len(calls) > 1 else 1e-7)}  # neighbours round worse
+
+    def run(analytic):
+        calls.clear()
+        found = budgets({"x": "float32"}, prepared, {"x": analytic}, Computations(truth, trusted, "torch", None),
+                        np.random.default_rng(0))
+        return found["x"].allowance, len(calls)
+
+    allowance, count = run(truth["x"] + 1e-7)
+    assert count == 1 and allowance[0] == pytest.approx(2e-7 + 4 * 2.0**-23 * 2 * 2.0)
+    allowance, count = run(truth["x"] + 5e-6)  # past 2e-7 + 16 ulps of |g| + rms(g) = 2.1e-6
+    assert count == 3 and allowance[0] == pytest.approx(2e-6 + 4 * 2.0**-23 * 2 * 2.0)
+    assert not np.array_equal(calls[1], calls[0]) and not np.array_equal(calls[2], calls[0])
