@@ -270,7 +270,7 @@ def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic"}
 
 
 def _fixture() -> GradcheckFixture:
