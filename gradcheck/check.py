@@ -7,9 +7,11 @@ This module orchestrates; each step is a module of its own:
    the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
    outputs is checked as one returning them flat (``outputs``), which then names the outputs a
-   failing gradient is wrong through;
+   failing gradient is wrong through; inputs below float64 run it in their own dtypes too,
+   against the float64 forward (``precision``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
-   the analytic gradients of a torch callable (``backward=None``);
+   the analytic gradients of a torch callable (``backward=None``), in the caller's dtypes;
+   a gradient computed below float64 gets its budget against the float64 truth (``precision``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
@@ -62,12 +64,13 @@ from gradcheck.point import (
     evaluate_point,
     reference_scales,
 )
+from gradcheck.precision import Budget, below_float64, check_forward, measure_budgets
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.repeats import Repeated
 from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.second_order import check_second_order, require_second_order
-from gradcheck.tolerance import default_tolerance
+from gradcheck.tolerance import default_tolerance, dtype_eps, low_precision_tolerance
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -109,12 +112,16 @@ def check_gradients(
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
-            those in ``wrt`` if given); integer inputs such as labels are held constant.
+            those in ``wrt`` if given); integer inputs such as labels are held constant. The
+            forward at the point and the backward get them in their own dtypes (float16,
+            bfloat16, float32, float64); the numeric oracle and the float64 references get
+            float64 copies of the same values.
         wrt: the names to check; ``None`` means every floating input.
         seed: seed for ``dout`` and the noise probe; the same seed gives the same result.
         rtol, atol: override the per-dtype tolerances (``None`` keeps the default, which flags
-            a float64 gradient wrong by a relative 1e-6). The numeric oracle's error estimate
-            is always added to the allowance.
+            a float64 gradient wrong by a relative 1e-6; below float64 the default is a budget
+            against the float64 truth, ``gradcheck.precision``, and a given rtol or atol is
+            added to it). The numeric oracle's error estimate is always added to the allowance.
         mode: "full" checks every element; "directional" checks random directional
             derivatives and localizes failures; "auto" picks by size.
         progress: ``None`` shows progress on stderr when it is a terminal and the check runs
@@ -251,7 +258,9 @@ def _check_at(
     vmap batches where they pay; ``custom``: run the custom-op checks, None: not)."""
     forward_faults, forward_notes = ([], []) if custom is None else \
         repeats.forward_repeats(point, deterministic=options.deterministic)
+    low = below_float64(prepared, names)
     try:
+        lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return _stopped(fault, options, boundary)
@@ -259,16 +268,18 @@ def _check_at(
     limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
     repeated = Repeated() if custom is None else \
         repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
-    faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
-    # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
+    faults, notes = [*lost, *forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
+    # With backward=None torch gave the analytic gradients: the other chosen oracles check them
+    # (not torch in float64, which would run the same custom backward, right or wrong).
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
+    budgets = measure_budgets(forward, backward, prepared, low, analytic, exact.gradients, point.dout, options.seed)
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               spread=repeated.spread, pairs=frozenset(boundary.dtypes))
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes), budgets=budgets)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     if custom is None:
@@ -318,7 +329,7 @@ def _prepare(
         if isinstance(forward, torch.nn.Module):
             from gradcheck.torch_callables import module_forward
 
-            # The module's parameters become checked inputs, in float64.
+            # The module's parameters become checked inputs, in their own dtypes.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
     real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
@@ -349,10 +360,14 @@ def _analytic(
             fault.notes = notes
             raise
         return analytic, None, faults, notes
-    found = TORCH.gradients(forward, prepared.widened, names, point.dout)
+    # In the caller's dtypes (the float64 copies' values, for float64 inputs).
+    found = TORCH.gradients(forward, prepared.values, names, point.dout, dtypes=prepared.dtype_names)
     if isinstance(found, Unavailable):
         raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {found.reason}")
-    return dict(found.gradients), TORCH.name, [], [*notes, "analytic gradients are torch autograd's (backward=None)"]
+    low = below_float64(prepared, names)
+    where = f" in the inputs' own dtypes ({', '.join(f'{n} {prepared.native(n)}' for n in low)})" if low else ""
+    return dict(found.gradients), TORCH.name, [], [*notes, f"analytic gradients are torch autograd's{where} "
+                                                           "(backward=None)"]
 
 
 @dataclass
@@ -369,6 +384,7 @@ class _Run:
     on_torch: bool
     spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
+    budgets: dict[str, Budget] = field(default_factory=dict)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -393,6 +409,9 @@ class _Run:
         self.rng = np.random.default_rng([self.options.seed, 2])
 
     def tolerance(self, name: str) -> Tolerance:
+        if name in self.budgets:  # computed below float64: the budget replaces rtol and floor
+            return low_precision_tolerance(dtype_eps(self.budgets[name].dtype), rtol=self.options.rtol,
+                                           atol=self.options.atol, global_scale=self.global_scale)
         grad = self.analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
@@ -409,12 +428,18 @@ class _Run:
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        self.context = Context(self.point, noise, self.sensitivity, self.rng)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng,
+                               {n: b.allowance for n, b in self.budgets.items()})
         try:
             for name in self.names:
                 if name in self.analytic:
                     self.check_input(name)
-            tightest = min((s.tolerance for s in self.summaries), key=lambda t: t.rtol, default=None)
+            tightest = min((s.tolerance for s in self.summaries if s.name not in self.budgets), key=lambda t: t.rtol,
+                           default=None)
+            if tightest is None and self.budgets:  # kinks moved together, below float64: its rtol
+                lowest = max((b.dtype for b in self.budgets.values()), key=dtype_eps)
+                tightest = default_tolerance(2 if dtype_eps(lowest) > dtype_eps("float32") else 4,
+                                             global_scale=self.global_scale)
             if self.measured and tightest is not None and self.point.output.size:
                 tie = tie_finding(self.point, self.measured, self.analytic,
                                   {n: self.prepared.values[n].shape for n in self.measured}, tightest)
@@ -450,7 +475,7 @@ class _Run:
         self.summaries.append(InputSummary(
             name=name,
             shape=tuple(self.prepared.values[name].shape),
-            dtype=str(self.prepared.dtypes[name]),
+            dtype=self.prepared.native(name),
             checked=checked,
             mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
             compared=compared,
@@ -459,6 +484,8 @@ class _Run:
             worst_at=dict(comparison.worst_at),
             gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
             tolerance=tol,
+            budget=self.budgets[name].rule if name in self.budgets else "",
+            smallest_caught=comparison.caught,
         ))
 
     def diagnoses(self) -> list[InputSummary]:

@@ -77,6 +77,7 @@ class _Search:
     weights: np.ndarray  # per-element scale of the direction
     tol: Tolerance
     scale: float
+    budget: np.ndarray | float = 0.0  # per-element allowance of a gradient computed below float64
     probes: int = 0
     leaves: list = field(default_factory=list)
 
@@ -88,6 +89,10 @@ class _Search:
         """The allowance and the relative error of a directional derivative (``terms`` is
         ``sum |v_i|``, see ``tolerance.directional_allowance``)."""
         return directional_allowance(self.tol, self.scale, expected, numeric, error, terms)
+
+    def slack(self, v: np.ndarray) -> float:
+        """The low-precision budget along ``v``: ``sum |b_i v_i|`` (0 for a float64 gradient)."""
+        return float(np.sum(np.abs(self.budget * v)))
 
     def probe(self, v: np.ndarray, first: np.ndarray | None = None) -> _Probe:
         """Check the directional derivative along flat direction ``v`` with ``L(x +- 2h v)``
@@ -102,7 +107,7 @@ class _Search:
         )
         expected = float(np.dot(self.a, v))
         numeric, error = float(g[0]), float(e[0])
-        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
+        allowance, rel = self.judge(expected, numeric, error + self.slack(v), float(np.sum(np.abs(v))))
         if not np.isfinite(numeric):
             status = "kink"  # the forward failed along this direction: treated as unusable
         elif k[0]:
@@ -123,7 +128,7 @@ class _Search:
         jump = float((first[0] - 2 * self.f0 + first[1]) / h)
         expected = float(np.dot(self.a, v))
         error = noise_error(self.sigma_model, h)
-        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
+        allowance, rel = self.judge(expected, numeric, error + self.slack(v), float(np.sum(np.abs(v))))
         contributions = float(np.sum(np.abs(self.a * v)))
         clearly_fine = (
             np.isfinite(numeric)
@@ -224,6 +229,7 @@ def check_input_directional(
     rng: np.random.Generator,
     directions: int = DIRECTIONS,
     exact_name: str = "",
+    budget: np.ndarray | float = 0.0,
 ) -> tuple[InputComparison, int, list[str]]:
     """Directional check of one input; returns the comparison, directions checked, notes.
 
@@ -232,9 +238,15 @@ def check_input_directional(
     noise (evaluated on first use) for the directions that need a closer look.
     ``exact_grad`` is the gradient of the exact oracle called ``exact_name`` (the first that ran;
     None when none did) and ``exact_rounding(sigma, xscale)`` the per-element rounding allowed
-    against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
-    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, exact_rounding, analytic, exact_grad,
+    against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat).
+    ``budget`` is the per-element allowance of a gradient computed below float64 (flat, or 0),
+    added to every comparison of the analytic gradient."""
+    def rounding(sigma: float, xscale: np.ndarray) -> np.ndarray:
+        return exact_rounding(sigma, xscale) + budget
+
+    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, rounding, analytic, exact_grad,
                         exact_name, tol, rng, directions)
+    check.search.budget = budget
     check.draw()
     if check.passed + len(check.failing) == 0 and check.kink_directions:
         check.isolate_kink_at_point()
@@ -547,10 +559,11 @@ def check_input(
         exact_name=first or "",
         tol=tol,
         rng=ctx.rng,
+        budget=ctx.budgets.get(name, 0.0),
     )
     if len(exact) > 1:
         xscale = element_scale(point.evaluator.work[name]).reshape(-1)
         # The noise the first oracle's comparison was allowed (measured, where it needed that).
-        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale)
+        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale) + ctx.budgets.get(name, 0.0)
         comparison = with_other_exact(comparison, name, analytic, exact, tol, rounding)
     return InputOutcome(comparison, checked, checked, notes=tuple(notes))

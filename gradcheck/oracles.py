@@ -37,7 +37,7 @@ class Oracle(Protocol):
 
     def gradients(
         self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
-        dout: np.ndarray | float,
+        dout: np.ndarray | float, *, dtypes: Mapping[str, str] | None = None,
     ) -> Estimate | Unavailable: ...
 
 

@@ -130,6 +130,10 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
         if summary.outputs:
             lines.append(f"      wrt {summary.name}, {through_text(summary.outputs)}")
+        if summary.budget:
+            caught = "" if summary.smallest_caught is None else \
+                f"; smallest relative error caught {fmt(summary.smallest_caught, 2)}"
+            lines.append(f"      budget: {summary.budget}{caught}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "

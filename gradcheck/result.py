@@ -174,6 +174,12 @@ class InputSummary:
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
         outputs: for a forward with several outputs, those the gradient is wrong through (each
             checked on its own, ``dout`` zero on the others); empty otherwise.
+        budget: for a gradient computed below float64, how its allowance against the float64
+            truth was set (``gradcheck.precision``); empty for a float64 one.
+        smallest_caught: the smallest relative error in one element that this check would
+            have flagged (its most sensitive element; None where nothing was compared element by
+            element). A low-precision budget measured at the point alone is widened by its
+            neighbours' before a gradient just past it is flagged (``gradcheck.precision``).
     """
 
     name: str
@@ -189,6 +195,8 @@ class InputSummary:
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    budget: str = ""
+    smallest_caught: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -42,8 +42,12 @@ __all__ = [
     "BATCH_AGREEMENT_ULPS",
     "BATCH_MAX_COST",
     "CENTRAL_NOISE",
+    "CONDITION_ROUNDINGS",
     "COUPLING_RTOL",
     "DETERMINISM_ULPS",
+    "DTYPE_EPS",
+    "FORWARD_DIGITS_KEPT",
+    "JITTER_POINTS",
     "JUMP_NOISE",
     "JUMP_RTOL",
     "KINK_MOVED",
@@ -66,14 +70,19 @@ __all__ = [
     "allowed",
     "batch_agreement_limit",
     "batching_pays",
+    "condition_allowance",
+    "condition_magnitude",
     "coupling_limit",
     "default_tolerance",
     "determinism_limit",
     "directional_allowance",
+    "dtype_eps",
     "fit_rtol",
+    "forward_precision_lost",
     "jump_limit",
     "kink_found",
     "low_precision_allowance",
+    "low_precision_tolerance",
     "noise_error",
     "one_sided_noise",
     "outputs_differ",
@@ -305,6 +314,70 @@ def low_precision_allowance(
     err = np.abs(np.asarray(reference_error, dtype=np.float64))
     rms = float(np.sqrt(np.mean(err**2))) if err.size else 0.0
     return k * np.maximum(err, rms) + LOW_PRECISION_ULPS * eps * np.abs(magnitude)
+
+
+# The roundoff unit (machine epsilon) of each dtype a check runs code in, by the name the caller
+# gave it (numpy has no bfloat16: 8 bits of mantissa, 2**-7).
+DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+# The magnitudes summed into a gradient element (the floor of ``low_precision_allowance``) are
+# not known for arbitrary code; they are estimated as CONDITION_ROUNDINGS times the element's
+# magnitude plus the input's rms gradient (the condition estimate: an element far below the rms
+# is a sum of terms that cancel, and its rounding is of the rms' size). Two: a sigmoid chain's
+# gradient, where a - y cancels, carried 9 float32 ulps of |g| in a correct numpy backward (its
+# exp rounds less well than torch's), under the 4 * 2 * 2 = 16 this allows.
+CONDITION_ROUNDINGS = 2
+# A trusted computation's error at one point may be small by luck (its roundings cancel where the
+# terms of an element cancel, or an element rounds exactly): it is measured at the point and at
+# this many neighbours (every input moved by one unit in its last place, which re-draws the
+# roundings), against the truth at the point, and the largest distance is used. Two: each
+# costs one more autograd call, and a float32 check is to cost at most 1.3 times a float64 one.
+JITTER_POINTS = 2
+# A forward run in a low dtype may lose some digits to rounding (long sums, a difference of near
+# values); past half of them (a relative error above sqrt(eps) against the float64 forward at
+# the same rounded inputs) it computes something else than it means to: precision loss.
+FORWARD_DIGITS_KEPT = 0.5
+
+
+def dtype_eps(name: str) -> float:
+    """The roundoff unit of the dtype called ``name`` ("float32", "bfloat16", ...); any other
+    name is held to float64's."""
+    return DTYPE_EPS.get(name, DTYPE_EPS["float64"])
+
+
+def condition_magnitude(reference: np.ndarray) -> np.ndarray:
+    """The magnitudes summed into each element of a gradient near ``reference`` (flat), as
+    estimated where they are not known: ``CONDITION_ROUNDINGS * (|ref_j| + rms(ref))``."""
+    ref = np.abs(np.asarray(reference, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(ref**2))) if ref.size else 0.0
+    return CONDITION_ROUNDINGS * (ref + rms)
+
+
+def condition_allowance(
+    reference: np.ndarray, jitter: np.ndarray, *, eps: float, factor: float | None = None
+) -> np.ndarray:
+    """Per-element allowance of a low-precision gradient when no trusted computation in its dtype
+    ran: the shared rule (``low_precision_allowance``) with the gradient's own largest change
+    ``jitter`` over ``JITTER_POINTS`` neighbouring points (its rounding and its condition) in
+    place of a trusted error, floored at ``LOW_PRECISION_ULPS`` of ``condition_magnitude``."""
+    return low_precision_allowance(jitter, condition_magnitude(reference), eps=eps, factor=factor)
+
+
+def low_precision_tolerance(
+    eps: float, *, rtol: float | None = None, atol: float | None = None, global_scale: float = 0.0
+) -> Tolerance:
+    """The tolerance of a gradient computed in a dtype of roundoff ``eps`` below float64, beside
+    its per-element allowance (``low_precision_allowance``, ``condition_allowance``): no rtol or
+    scaled floor of its own (the allowance replaces them; ``rtol``/``atol`` given by the caller
+    still apply), and a rounding floor of ``LOW_PRECISION_ULPS`` units of the largest reference
+    gradient over all inputs, for an element whose exact gradient is 0."""
+    rounding = LOW_PRECISION_ULPS * eps * global_scale if np.isfinite(global_scale) else 0.0
+    return Tolerance(rtol=0.0 if rtol is None else rtol, atol=atol, floor=0.0, rounding=rounding)
+
+
+def forward_precision_lost(relative: float, eps: float) -> bool:
+    """True when a forward's output in a dtype of roundoff ``eps`` is ``relative`` off its float64
+    value at the same inputs, beyond ``eps ** FORWARD_DIGITS_KEPT`` (half its digits lost)."""
+    return bool(relative > eps**FORWARD_DIGITS_KEPT)
 
 
 # -- directional derivatives ------------------------------------------------------------------

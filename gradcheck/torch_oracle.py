@@ -1,5 +1,9 @@
 """The autograd oracle: run the forward on float64 torch tensors and ask torch.autograd.
 
+Given ``dtypes`` it runs the same autograd in the caller's dtypes instead (float32, float16,
+bfloat16): the analytic gradient of ``backward=None`` in the caller's precision, or the trusted
+same-dtype computation a low-precision backward is allowed ``k`` times the error of.
+
 It applies to forwards written against the array API (``array_api_compat.array_namespace``) and
 to torch callables. A forward that only works on numpy arrays makes this oracle unavailable, and
 the result says why; the numeric oracle still runs. torch is imported only here, and only when
@@ -27,7 +31,7 @@ class TorchOracle:
 
     def gradients(
         self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
-        dout: np.ndarray | float,
+        dout: np.ndarray | float, *, dtypes: Mapping[str, str] | None = None,
     ) -> Estimate | Unavailable:
         """Gradients of ``sum(dout * forward(**inputs))`` by torch.autograd, in float64.
 
@@ -36,6 +40,8 @@ class TorchOracle:
             inputs: name -> numpy array (floating inputs already float64).
             wrt: names to differentiate.
             dout: upstream gradient (a number, or an array of the output's shape).
+            dtypes: name -> torch dtype name ("float32", "bfloat16") to run the floating inputs
+                in instead of float64 (the gradients are returned as float64 copies).
         Returns:
             the estimate, or why there is none; never raises for a forward that cannot run on
             torch.
@@ -49,7 +55,7 @@ class TorchOracle:
         # otherwise spin for milliseconds after it, stalling the numpy evaluations that follow.
         torch.set_num_threads(1)
         try:
-            return _autograd(torch, forward, inputs, wrt, dout)
+            return _autograd(torch, forward, inputs, wrt, dout, dtypes or {})
         finally:
             torch.set_num_threads(threads)
 
@@ -57,21 +63,22 @@ class TorchOracle:
 TORCH = TorchOracle()
 
 
-def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
-    """A numpy array as a torch tensor: floats as float64 leaves, integers as int64."""
+def to_torch(array: np.ndarray, *, requires_grad: bool = False, dtype: str = "float64") -> Any:
+    """A numpy array as a torch tensor: floats as leaves of ``dtype`` (a torch dtype's name,
+    float64 unless given), integers as int64."""
     import torch
 
     if array.dtype.kind == "f":
-        t = torch.tensor(np.asarray(array, dtype=np.float64), dtype=torch.float64)
+        t = torch.tensor(np.asarray(array, dtype=np.float64), dtype=torch.float64).to(getattr(torch, dtype))
         return t.requires_grad_(requires_grad)
     return torch.tensor(np.asarray(array, dtype=np.int64))
 
 
 def _autograd(
     torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
-    dout: np.ndarray | float,
+    dout: np.ndarray | float, dtypes: Mapping[str, str],
 ) -> Estimate | Unavailable:
-    tensors = {n: to_torch(a, requires_grad=n in wrt) for n, a in inputs.items()}
+    tensors = {n: to_torch(a, requires_grad=n in wrt, dtype=dtypes.get(n, "float64")) for n, a in inputs.items()}
     try:
         with torch.enable_grad():
             out = forward(**tensors)
@@ -94,7 +101,7 @@ def _autograd(
         result[name] = (
             # force=True: autograd may hand back a ZeroTensor (an all-zero gradient, as for
             # torch.sgn on real input), which has no memory of its own to view.
-            np.zeros(inputs[name].shape) if g is None else g.detach().numpy(force=True).astype(np.float64)
+            np.zeros(inputs[name].shape) if g is None else g.detach().to(torch.float64).numpy(force=True)
         )
     return Estimate("torch", result, as_float_array(out64))
 

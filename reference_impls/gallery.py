@@ -1,7 +1,8 @@
 """Known-buggy backward passes: realistic mistakes the harness must catch.
 
-Each variant reuses a correct forward and changes only the backward; ``bug`` says what is wrong
-and ``expected_diagnosis`` the kind of wrong the harness should name (None: no simple pattern).
+Each variant reuses a correct forward and changes only the backward (or, for a bug that shows
+only in a low dtype, the forward); ``bug`` says what is wrong and ``expected_diagnosis`` the kind
+of wrong the harness should name (None: no simple pattern, or a fault).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gradcheck.strategies import float_arrays
 
 from . import complex as complex_cases
 from . import gates, matmul, multi, regression, sigmoid_chain, staged, twolayer
-from ._common import onehot_np, sigmoid_np, softmax_np
+from ._common import onehot_np, relu, sigmoid_np, softmax_np, xp_of
 
 
 def _published_batch_gradients(X, y, W1, W2, batch):
@@ -139,6 +140,30 @@ def overflowing_logits(draw):
     return inputs
 
 
+def softmax_net_max_free(X, y, W1, W2):
+    """The notes' softmax as published, as a loss: ``exp`` of the logits without subtracting
+    their maximum, normalized, and the log of the true class' probability. In float32 ``exp``
+    overflows past logits of ~88.7 and the loss is NaN (inf / inf); in float64 it is finite up to
+    ~709, so checked on float64 copies alone the bug never shows."""
+    xp = xp_of(X, W1, W2)
+    logits = relu(xp, X @ W1) @ W2
+    e = xp.exp(logits)
+    probs = e / xp.sum(e, axis=-1, keepdims=True)
+    onehot = xp.astype(y[:, None] == xp.arange(logits.shape[-1])[None, :], logits.dtype)
+    return -xp.mean(xp.log(xp.sum(probs * onehot, axis=-1)))
+
+
+@st.composite
+def logits_near_100(draw, dtype=np.float32):
+    """Two-layer net inputs in ``dtype`` scaled so that the largest logit is 90..110: a trained
+    classifier's confident logits, past float32's exp overflow at ~88.7."""
+    inputs = draw(twolayer.net_inputs(kinks=False).filter(
+        lambda d: np.max(np.maximum(d["X"] @ d["W1"], 0) @ d["W2"]) > 0.1))
+    top = np.max(np.maximum(inputs["X"] @ inputs["W1"], 0) @ inputs["W2"])
+    inputs["W2"] = inputs["W2"] * (draw(st.floats(90.0, 110.0)) / top)
+    return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+
+
 def max_to_both_at_ties(dout, x, y):
     """The notes' local gradients of max written literally: 1(x >= y) and 1(y >= x). Where x == y
     both inputs take the whole upstream gradient, so moving both together, which moves max by
@@ -223,6 +248,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
         m = 5 if family == "short" else 6
         W2 = a(5, 3) * (400.0 if family == "overflow" else 1.0)
         return {"X": a(m, 4), "y": rng.integers(0, 3, m), "W1": a(4, 5), "W2": W2}
+    if family == "logits100":  # float32, the largest logit 100
+        X, W1, W2 = a(6, 4), a(4, 5), a(5, 3)
+        W2 *= 100.0 / np.max(np.maximum(X @ W1, 0) @ W2)
+        return {"X": X.astype(np.float32), "y": rng.integers(0, 3, 6), "W1": W1.astype(np.float32),
+                "W2": W2.astype(np.float32)}
     if family == "square":
         return {"W": a(3, 3), "X": a(3, 3)}
     if family == "single":
@@ -301,6 +331,10 @@ CASES = (
     _bug("complex_linear_not_conjugated", _by_name["complex.linear"], linear_not_conjugated,
          "complex linear layer's backward without the conjugate: conj(g) x^T instead of g x^H", "conjugated",
          "complex_linear", inputs=complex_cases.linear_inputs(min_side=2)),
+    Case(name="gallery.softmax_max_free_float32", forward=softmax_net_max_free, backward=twolayer.softmax_net_backward,
+         inputs=logits_near_100(), wrt=_net.wrt, family="gallery", points=(representative("logits100"),),
+         bug="the notes' softmax without subtracting the max, run in float32 at logits ~100: exp overflows (NaN)",
+         description="the notes' max-free softmax in float32 (its float64 twin passes)"),
     # Second order: the backward is right, its derivative is not.
     _bug("hvp_missing_term", _net, _net.backward, "two-layer net's H v without the Z1'^T G2 term of dW2' "
          "(the mixed W1-W2 block)", None, "net", hvp=softmax_net_hvp_missing_term,

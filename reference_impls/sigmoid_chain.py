@@ -5,6 +5,7 @@ dC0/dw_L = a_{L-1} s'(z_L) 2 (a_L - y), dC0/db_L = s'(z_L) 2 (a_L - y),
 dC0/da_{L-1} = w_L s'(z_L) 2 (a_L - y), iterated backwards.
 Several neurons per layer: the same with W_l (n_{l-1}, n_l): a neuron's gradient sums over all
 paths, dC0/da_{l-1} = W_l (delta_l). Deep chains show vanishing gradients.
+The float32 cases run the same chains in float32 (the backward keeps its inputs' dtype).
 """
 
 from __future__ import annotations
@@ -140,34 +141,46 @@ def wide_hvp(vectors, a0, y, **params):
     return out
 
 
-def scalar():
-    return float_arrays((), max_magnitude=3.0)
+def scalar(dtype=np.float64):
+    return float_arrays((), max_magnitude=3.0, dtype=dtype)
 
 
 ONE_NAMES = [f"{p}{l}" for l in range(1, DEPTH + 1) for p in ("w", "b")]
 
 
 @st.composite
-def wide_inputs(draw):
+def wide_inputs(draw, dtype=np.float64):
     sizes = [draw(st.integers(1, 4)) for _ in range(WIDE + 1)]
-    out = {"a0": draw(float_arrays((sizes[0],), max_magnitude=2.0)),
-           "y": draw(float_arrays((sizes[-1],), min_magnitude=0.05, max_magnitude=0.95))}
+    out = {"a0": draw(float_arrays((sizes[0],), max_magnitude=2.0, dtype=dtype)),
+           "y": draw(float_arrays((sizes[-1],), min_magnitude=0.05, max_magnitude=0.95, dtype=dtype))}
     for l in range(1, WIDE + 1):
-        out[f"W{l}"] = draw(float_arrays((sizes[l - 1], sizes[l]), max_magnitude=3.0))
-        out[f"b{l}"] = draw(float_arrays((sizes[l],), max_magnitude=2.0, zeros=True))
+        out[f"W{l}"] = draw(float_arrays((sizes[l - 1], sizes[l]), max_magnitude=3.0, dtype=dtype))
+        out[f"b{l}"] = draw(float_arrays((sizes[l],), max_magnitude=2.0, zeros=True, dtype=dtype))
     return out
+
+
+def one_inputs(dtype=np.float64):
+    return st.fixed_dictionaries({"a0": scalar(dtype), "y": float_arrays((), min_magnitude=0.05, max_magnitude=0.95,
+                                                                          dtype=dtype),
+                                  **{n: scalar(dtype) for n in ONE_NAMES}})
 
 
 CASES = (
     Case(name="sigmoid_chain.one_per_layer", forward=one_per_layer, backward=one_per_layer_backward,
-         inputs=st.fixed_dictionaries({"a0": scalar(), "y": float_arrays((), min_magnitude=0.05, max_magnitude=0.95),
-                                       **{n: scalar() for n in ONE_NAMES}}),
+         inputs=one_inputs(),
          wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)), family="sigmoid_chain",
          description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2, and its Hessian-vector product",
          order=2, hvp=one_per_layer_hvp),
+    Case(name="sigmoid_chain.one_per_layer_float32", forward=one_per_layer, backward=one_per_layer_backward,
+         inputs=one_inputs(np.float32), wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)),
+         family="sigmoid_chain", description=f"{DEPTH} sigmoid neurons in a chain, run in float32"),
     Case(name="sigmoid_chain.wide", forward=wide, backward=wide_backward, inputs=wide_inputs(),
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
          description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2, and its Hessian-vector product",
          order=2, hvp=wide_hvp),
+    Case(name="sigmoid_chain.wide_float32", forward=wide, backward=wide_backward, inputs=wide_inputs(np.float32),
+         wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
+         layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
+         description=f"{WIDE} sigmoid layers of several neurons, run in float32"),
 )
