@@ -152,6 +152,11 @@ def _dout_name(inputs: Mapping[str, Any]) -> str:
 def _double_backward(forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...],
                      options: CheckOptions, engine: Engine, shape: tuple[int, ...]) -> CheckResult:
     dout = np.random.default_rng([options.seed, 4]).standard_normal(shape) if shape else np.asarray(1.0)
+    # In the narrowest float dtype of the checked inputs, as the forward's output is: its
+    # derivatives are computed at that precision and are held to that dtype's rule.
+    narrowest = min((prepared.values[n].dtype for n in names if prepared.values[n].dtype.kind == "f"),
+                    key=lambda d: d.itemsize, default=np.dtype(np.float64))
+    dout = dout.astype(narrowest)
     faults, live = double_backward_faults(forward, prepared.widened, names, dout)
     if faults:
         return CheckResult(ok=False, faults=tuple(faults), seed=options.seed)

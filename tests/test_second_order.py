@@ -113,6 +113,17 @@ def test_the_derivative_with_respect_to_dout_is_checked():
     assert [s.name for s in result.second_order.inputs if not s.ok] == ["dout"], str(result)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_dout_takes_the_inputs_precision(dtype):
+    """A float32 forward's derivatives with respect to dout are float32 arithmetic: dout is
+    float32 too, and held to float32's rule."""
+    x = torch.tensor(np.linspace(-1, 1, 5), dtype=dtype)
+    result = gradcheck.check_gradients(lambda x: torch.tanh(x) ** 2, None, {"x": x}, order=2)
+    assert result.ok, str(result)
+    assert {s.name: s.dtype for s in result.second_order.inputs} == {"x": str(x.numpy().dtype),
+                                                                     "dout": str(x.numpy().dtype)}
+
+
 def test_an_input_named_dout_keeps_its_name():
     result = gradcheck.check_gradients(lambda dout: (dout**3).sum(), None, {"dout": X3}, order=2)
     assert result.ok and [s.name for s in result.second_order.inputs] == ["dout", "dout_"]
