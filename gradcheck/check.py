@@ -11,7 +11,12 @@ This module orchestrates; each step is a module of its own:
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
    (``compare``, with the rules of ``tolerance``);
-6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
+6. with ``jvp``, forward mode is checked along tangents, and against the backward
+   (``forward_mode``, ``tangents``);
+7. next to failures and marginal passes the Taylor test gives a second opinion on each gradient
+   (``taylor``), and clears a mismatch only the numeric oracle saw where it shows that oracle
+   wrong;
+8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
 
 Bugs in the code under test never raise: they are faults or mismatches in the result.
 """
@@ -25,21 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, validation
+from gradcheck import directional, taylor, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.forward_mode import JvpSource, check_forward, hand_written, torch_forward_mode
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
 from gradcheck.parallel import choose_workers
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
-from gradcheck.progress import Progress, close, tracker_for
+from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -61,6 +67,7 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -90,15 +97,27 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        jvp: forward mode. A hand-written ``jvp(tangents, **inputs) -> output tangent``
+            (``tangents``: name -> array shaped like each checked input, in its dtype; it
+            returns an array shaped like the output) is checked along random tangents and every
+            basis direction of small inputs, against the numeric JVP (central differences
+            along the tangent) and the exact oracles' (``torch.func.jvp``, ``jax.jvp``), and
+            against the backward (``<dout, J u>`` both ways). With ``backward=None`` on a numpy
+            forward, forward mode alone is checked. ``True`` with ``backward=None`` checks
+            torch's forward-mode AD of a torch forward (a custom ``autograd.Function``'s
+            ``jvp``) against the numeric oracle and against reverse mode. ``None`` or ``False``:
+            not checked.
     Returns:
-        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
+        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
+        ``forward``, ``consistency``, ``taylor``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
             ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
             are reported in the result.
     """
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           jvp=jvp)
     return run_check(forward, backward, inputs, options)
 
 
@@ -111,23 +130,91 @@ def run_check(
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
     forward, prepared, names = _prepare(forward, backward, inputs, options)
+    hand = callable(options.jvp)
     try:
-        point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
-        analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
+        point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=hand)
+        reverse = backward is not None or on_torch
+        if reverse:
+            analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
+        else:
+            analytic, source, faults = {}, None, []
+            notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, "
+                     "with a hand-written jvp"]
     except Fault as fault:
         return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed)
+                           seed=options.seed, modes=_modes(backward is not None or not hand, bool(options.jvp)))
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
-    exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
+    exact = (run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
+             if reverse else ExactFound({}, [], {}))
     notes += exact.notes
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
-    run.check_inputs()
+    if reverse:
+        run.check_inputs()
+        run.second_opinion()
+    oracles = ("numeric", *exact.gradients)
+    forward_found = None
+    if options.jvp:
+        jvp_source = (hand_written(options.jvp, prepared, names, point.output, run.point.evaluator.convert)
+                      if callable(options.jvp) else torch_forward_mode(forward, prepared, point.output))
+        jvp_oracles = tuple(o for o in choose_oracles(options.oracles) if o.name != jvp_source.name)
+        try:
+            forward_found = run.forward_mode(forward, jvp_source, jvp_oracles, exact, backward=reverse)
+        except Fault as fault:
+            faults.append(str(fault))
+        else:
+            oracles += tuple(o for o in forward_found.oracles if o not in oracles)
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    result = run.result(faults + run.faults, notes, oracles, exact.errors)
+    return _with_forward(result, forward_found, _modes(reverse, bool(options.jvp)), run.taylor_found)
+
+
+def _modes(reverse: bool, forward: bool) -> tuple[str, ...]:
+    """The modes a check covers, in the order ``CheckResult.modes`` lists them."""
+    return (*(("reverse",) if reverse else ()), *(("forward",) if forward else ()))
+
+
+def _point(forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *,
+           backward: Callable[..., Any] | None, hand: bool) -> tuple[Point, bool]:
+    """The forward at the point and whether it runs on torch tensors: with ``backward=None`` it
+    does (autograd is the analytic side), unless a hand-written jvp is checked alone on a forward
+    of numpy arrays (one that fails on them is tried on torch tensors)."""
+    if backward is not None:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    if not hand:
+        return evaluate_point(forward, prepared, seed, on_torch=True), True
+    try:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    except Fault as on_numpy:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise on_numpy from None
+        try:
+            return evaluate_point(forward, prepared, seed, on_torch=True), True
+        except Fault:
+            raise on_numpy from None
+
+
+def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
+                  taylor_found: taylor.TaylorFound | None) -> CheckResult:
+    """The result with forward mode's findings, the modes checked and the Taylor evidence."""
+    evidence = tuple(taylor_found.evidence) if taylor_found is not None else ()
+    if found is None:
+        return replace(result, modes=modes, taylor=evidence)
+    consistency = tuple(found.consistency)
+    mismatches = result.mismatches + tuple(found.mismatches)
+    ok = result.ok and not found.mismatches and all(c.ok for c in consistency)
+    notes = result.notes + tuple(n for n in found.notes if n not in result.notes)
+    return replace(
+        result, ok=ok, mismatches=mismatches, kinks=result.kinks + tuple(found.kinks),
+        disagreements=result.disagreements + tuple(found.disagreements), notes=notes, modes=modes,
+        forward=found.summary, consistency=consistency, taylor=evidence,
+        evaluations=result.evaluations + found.summary.evaluations,
+    )
 
 
 def _prepare(
@@ -149,9 +236,16 @@ def _prepare(
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
+    if callable(options.jvp):
+        require_signature(options.jvp, "jvp", tuple(prepared.values), leading=("tangents",))
+    elif options.jvp and backward is not None:
+        raise GradcheckError(
+            "jvp=True checks torch's forward-mode AD of a torch forward, with backward=None; to check a "
+            "hand-written forward mode beside this backward, pass jvp=<your jvp(tangents, **inputs)>"
+        )
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
-    else:
+    elif not callable(options.jvp):
         try:
             import torch
         except ImportError:
@@ -197,6 +291,7 @@ class _Run:
     faults: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ties: list[Mismatch] = field(default_factory=list)
+    taylor_found: taylor.TaylorFound | None = None
 
     def __post_init__(self) -> None:
         point, names = self.point, self.names
@@ -271,6 +366,51 @@ class _Run:
             tolerance=tol,
         ))
 
+    def noise(self) -> Noise:
+        """The forward's noise: the per-input stage's (measured once per check), or a probe of
+        its own where that stage did not run."""
+        context = getattr(self, "context", None)
+        if context is None:
+            self.context = Context(self.point, Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS),
+                                   self.sensitivity, self.rng)
+        return self.context.noise
+
+    def second_opinion(self) -> None:
+        """The Taylor test next to failures and marginal passes; where no exact oracle ran, the
+        mismatches it shows the numeric oracle wrong about are cleared (``taylor``)."""
+        found = taylor.assess(
+            self.point.evaluator, self.point.value, self.noise().measured, self.point.eps, self.summaries,
+            self.analytic, [m for c in self.comparisons.values() for m in c.mismatches], exact_ran=bool(self.exact),
+            rng=np.random.default_rng([self.options.seed, 3]),
+        )
+        self.taylor_found = found
+        self.notes += found.notes
+        for name, indices in found.cleared.items():
+            comparison = self.comparisons[name]
+            shape = self.analytic[name].shape
+            mask = comparison.mismatch_mask.copy()
+            for index in indices:
+                mask[np.ravel_multi_index(index, shape) if shape else 0] = False
+            kept = tuple(m for m in comparison.mismatches if m.index not in indices)
+            self.comparisons[name] = replace(comparison, mismatches=kept, mismatch_mask=mask)
+            self.summaries = [replace(s, mismatches=s.mismatches - len(comparison.mismatches) + len(kept))
+                              if s.name == name else s for s in self.summaries]
+
+    def forward_mode(self, forward: Callable[..., Any], source: JvpSource, oracles: tuple[Any, ...],
+                     exact: ExactFound, *, backward: bool) -> Any:
+        """Forward mode (``forward_mode.check_forward``) on an evaluator of its own; held to the
+        analytic gradients when reverse mode was checked. Raises ``Fault`` (the jvp's)."""
+        noise = self.noise()
+        ev = self.point.evaluator.derived(tracker=NULL_TRACKER)
+        if not backward:
+            # Forward mode alone: its noise probe counts among its evaluations.
+            noise = Noise(replace(self.point, evaluator=ev), self.names, self.options.seed, 1)
+        return check_forward(
+            self.point, ev, noise, self.prepared, self.names, source, forward=forward, oracles=oracles,
+            rng=np.random.default_rng([self.options.seed, 4]), rtol=self.options.rtol, atol=self.options.atol,
+            backward=self.analytic if backward else None, backward_exact=exact.gradients,
+        )
+
     def diagnoses(self) -> list[InputSummary]:
         """The summaries with the likely bug behind each mismatching input."""
         wrong = {n: c for n, c in self.comparisons.items() if c.reference is not None and c.mismatch_mask.any()}
@@ -319,13 +459,15 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           jvp=jvp)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

@@ -39,6 +39,8 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        jvp: forward mode: None or False (not checked), True (torch's forward-mode AD, with
+            ``backward=None``) or a hand-written ``jvp(tangents, **inputs)``.
     """
 
     wrt: str | Iterable[str] | None = None
@@ -48,6 +50,7 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    jvp: Callable[..., Any] | bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -57,6 +60,7 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        validation.jvp(self.jvp)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
     for the check (not None) win over the run's setting, which wins over the default."""
@@ -135,4 +140,5 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        jvp=jvp,
     )

@@ -16,7 +16,7 @@ import numpy as np
 from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.evaluate import as_float_array, describe_exception
 
-__all__ = ["TORCH", "TorchOracle", "to_torch"]
+__all__ = ["TORCH", "TorchOracle", "forward_mode_jvp", "to_torch"]
 
 
 class TorchOracle:
@@ -53,8 +53,55 @@ class TorchOracle:
         finally:
             torch.set_num_threads(threads)
 
+    def jvp(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+    ) -> Estimate | Unavailable:
+        """The Jacobian-vector product of ``forward`` at ``inputs`` along ``tangents`` (name ->
+        float64 array shaped like that input; the other inputs are held) by torch's forward-mode
+        AD (``forward_mode_jvp``), in float64. The estimate's ``gradients`` hold it under the
+        key ``"jvp"``, with the output; never raises for a forward that cannot run on torch."""
+        try:
+            import torch
+        except ImportError:
+            return Unavailable(self.name, "torch is not installed")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as for gradients
+        try:
+            return forward_mode_jvp(torch, forward, inputs, tangents)
+        finally:
+            torch.set_num_threads(threads)
+
 
 TORCH = TorchOracle()
+
+
+def forward_mode_jvp(
+    torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+) -> Estimate | Unavailable:
+    """torch's forward-mode AD of the forward: the dual tensors of ``torch.autograd.forward_ad``
+    (what ``torch.func.jvp`` runs; they also carry a custom ``autograd.Function`` of the older
+    style, ``forward(ctx, ...)``, through its ``jvp`` staticmethod). A forward whose output
+    carries no tangent left torch (a numpy-only forward wrapped back into a tensor)."""
+    import torch.autograd.forward_ad as fwad
+
+    tensors = {n: to_torch(a) for n, a in inputs.items()}
+    try:
+        with fwad.dual_level():
+            for n, t in tangents.items():
+                tensors[n] = fwad.make_dual(tensors[n], torch.as_tensor(np.asarray(t, dtype=np.float64)))
+            dual = forward(**tensors)
+            if not isinstance(dual, torch.Tensor):
+                return Unavailable("torch", f"forward returned {type(dual).__name__} on torch tensors, not a tensor")
+            unpacked = fwad.unpack_dual(dual)
+            out, tangent = unpacked.primal.detach(), unpacked.tangent
+    except Exception as exc:  # the forward is numpy-only, fails on torch, or has no forward-mode rule
+        return Unavailable("torch", _not_on_torch(exc) if not isinstance(exc, NotImplementedError)
+                           else f"torch forward-mode AD cannot differentiate the forward ({type(exc).__name__})",
+                           describe_exception(exc))
+    if tangent is None:
+        return Unavailable("torch", "forward's output on torch tensors carries no tangent (it left torch)")
+    value = as_float_array(tangent.detach().to(torch.float64))
+    return Estimate("torch", {"jvp": value}, as_float_array(out.to(torch.float64)))
 
 
 def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
