@@ -377,7 +377,10 @@ class _Run:
 
     def second_opinion(self) -> None:
         """The Taylor test next to failures and marginal passes; where no exact oracle ran, the
-        mismatches it shows the numeric oracle wrong about are cleared (``taylor``)."""
+        mismatches it shows the numeric oracle wrong about are cleared (``taylor``). An empty
+        output makes ``L`` identically 0: there is no remainder to measure."""
+        if self.point.output.size == 0:
+            return
         found = taylor.assess(
             self.point.evaluator, self.point.value, self.noise().measured, self.point.eps, self.summaries,
             self.analytic, [m for c in self.comparisons.values() for m in c.mismatches], exact_ran=bool(self.exact),

@@ -64,8 +64,9 @@ def _forward_line(f: ForwardSummary, oracles: tuple[str, ...]) -> str:
     randoms = sum(t.startswith("random") for t in f.tangents)
     kinds = f"{randoms} random" + (f", {len(f.tangents) - randoms} basis" if len(f.tangents) > randoms else "")
     source = "torch forward-mode AD" if f.source == "torch" else "jvp"
-    counts = (f"{f.mismatches}/{f.checked} output elements mismatch" if f.mismatches
-              else f"{f.compared} output element{' matches' if f.compared == 1 else 's match'}")
+    per = f" ({f.checked // len(f.tangents)} per tangent)" if f.tangents else ""
+    counts = (f"{f.mismatches}/{f.checked} output elements mismatch{per}" if f.mismatches
+              else f"{f.compared} output element{' matches' if f.compared == 1 else 's match'}{per}")
     if f.kinks:
         counts += f", {f.kinks} at kinks"
     worst = ", ".join(f"{o} {fmt(f.worst.get(o), 2)}" for o in oracles if o in f.worst or o == "numeric")

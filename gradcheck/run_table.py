@@ -111,6 +111,10 @@ def note(run: CaseRun) -> str:
         return _short(f"{d.kind} in {names}: {headline}")
     if result.faults:
         return _short(f"fault: {result.faults[0]}")
+    if result.forward is not None and not result.forward.ok:
+        side = next((c.wrong for c in result.consistency if not c.ok), "")
+        named = f"; the {side} is wrong" if side in ("jvp", "backward") else ""
+        return _short(f"forward mode: {result.forward.mismatches} jvp output element(s) mismatch{named}")
     wrong = [s.name for s in result.inputs if not s.ok]
     return _short(f"mismatch in {', '.join(wrong)}; no simple pattern") if wrong else ""
 
