@@ -88,8 +88,7 @@ def taylor_text(e: TaylorEvidence) -> str:
     """``x[1, 2]: remainder order 1.00 (wrong)`` (``x along random: ...`` for a random direction)."""
     where = f"{e.input} along a random direction" if e.direction == "random" else e.direction
     if e.order is None:
-        what = "remainder at the noise floor at every step" if e.verdict == "noise" else "too few remainders above noise"
-        return f"{where}: {what} ({e.verdict})"
+        return f"{where}: remainder at the noise floor ({e.verdict})"
     return f"{where}: remainder order {e.order:.2f} ({e.verdict})" + ("; cleared" if e.cleared else "")
 
 

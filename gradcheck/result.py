@@ -257,7 +257,8 @@ class TaylorEvidence:
         order: the observed order (slope of log r against log h over the smallest steps above
             the noise floor); None when too few remainders rose above it.
         verdict: ``"right"`` (order near 2), ``"wrong"`` (near 1), ``"noise"`` (the remainder
-            stays at the noise floor at every step: no first-order error shows) or ``"unclear"``.
+            stays at the noise floor, at every step but one at most: no first-order error shows)
+            or ``"unclear"``.
         steps, remainders: the measurements; ``noise`` the floor below which a remainder is
             rounding.
         cleared: this evidence cleared a mismatch that only the numeric oracle saw.

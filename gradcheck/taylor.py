@@ -65,10 +65,8 @@ def remainder_test(
     floor = taylor_floor(sigma, eps, linear)
     order = observed_order(steps, remainders, floor)
     noise = float(np.max(floor))
-    verdict = taylor_verdict(order)
-    if verdict == "noise" and np.any(np.isfinite(remainders) & (remainders > floor)):
-        verdict = "unclear"  # a single remainder above the floor gives no slope
-    return TaylorEvidence(input, label, order, verdict, tuple(steps.tolist()), tuple(remainders.tolist()), noise)
+    return TaylorEvidence(input, label, order, taylor_verdict(order), tuple(steps.tolist()),
+                          tuple(remainders.tolist()), noise)
 
 
 @dataclass
