@@ -56,7 +56,8 @@ def draw_tangents(
     weights = {n: element_scale(work[n]) for n in names}
 
     def rounded(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {n: v.astype(dtypes[n]).astype(np.float64) if dtypes[n].kind == "f" else v for n, v in vectors.items()}
+        return {n: v if dtypes[n] == np.float64 else v.astype(dtypes[n]).astype(np.float64)
+                for n, v in vectors.items()}
 
     tangents = [
         Tangent(f"random {k + 1}", rounded({n: rng.standard_normal(work[n].shape) * weights[n] for n in names}))
