@@ -143,12 +143,13 @@ class _Forward:
         return [_flat(o, self.size) for o in outs]
 
     def estimate(self, m: _Measured, sigma: np.ndarray) -> NumericEstimate:
-        h = np.full(self.size, m.h)
+        h: Any = np.full(self.size, m.h)
+        noise: Any = sigma
         if m.plus2 is None or m.minus2 is None:
             with np.errstate(invalid="ignore"):
                 gradient = (m.plus1 - m.minus1) / (2 * h)
             nan = np.full(self.size, np.nan)
-            return NumericEstimate(gradient, noise_error(sigma, h), np.zeros(self.size, dtype=bool), nan, nan, nan, nan)
+            return NumericEstimate(gradient, noise_error(noise, h), np.zeros(self.size, dtype=bool), nan, nan, nan, nan)
         values: Any = (self.f0, m.plus1, m.minus1, m.plus2, m.minus2, h, sigma)
         gradient, error, kink, left, right = richardson(*values)
         low, high = slope_hull(*values)
@@ -170,7 +171,7 @@ class _Forward:
                                    exact_error=jvp_rounding(sigma, step_spread))
         return comparison, estimate, tol
 
-    def quick_pass(self, analytic: np.ndarray, m: _Measured, sigma: np.ndarray, tol: Tolerance) -> bool:
+    def quick_pass(self, analytic: np.ndarray, m: _Measured, sigma: Any, tol: Tolerance) -> bool:
         """The central differences match at once, with the output's rounding as noise, and their
         second differences are small (a kink within ``+-h`` shows there)."""
         with np.errstate(invalid="ignore"):
@@ -204,7 +205,7 @@ def check_forward(
     point: Point, ev: Evaluator, noise: Noise, prepared: PreparedInputs, names: tuple[str, ...], source: JvpSource,
     *, forward: Callable[..., Any], oracles: tuple[Oracle, ...], rng: np.random.Generator,
     rtol: float | None = None, atol: float | None = None,
-    backward: Mapping[str, np.ndarray] | None = None, backward_exact: Mapping[str, Mapping[str, np.ndarray]] = {},  # noqa: B006
+    backward: Mapping[str, np.ndarray] | None = None, backward_exact: Mapping[str, Mapping[str, np.ndarray]] = {},
 ) -> ForwardOutcome:
     """Forward mode of one check (see the module docstring).
 

@@ -105,7 +105,8 @@ class JaxOracle:
                 return Unavailable(self.name, _not_on_jax(exc), describe_exception(exc))
             if not isinstance(out, jax.Array):
                 return Unavailable(self.name, f"forward returned {type(out).__name__} on JAX arrays, not an array")
-            return Estimate(self.name, {"jvp": np.asarray(tangent, dtype=np.float64)}, np.asarray(out, dtype=np.float64))
+            return Estimate(self.name, {"jvp": np.asarray(tangent, dtype=np.float64)},
+                            np.asarray(out, dtype=np.float64))
 
 
 def _not_on_jax(exc: BaseException) -> str:

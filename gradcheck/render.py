@@ -77,7 +77,8 @@ def _forward_line(f: ForwardSummary, oracles: tuple[str, ...]) -> str:
 def _consistency_line(c: Consistency, source: str) -> str:
     refs = ", ".join(f"{o} {fmt(v, 6)}" + (f" (+-{fmt(c.errors[o], 1)})" if o in c.errors else "")
                      for o, v in c.references.items())
-    side = {"jvp": f"the {source} (forward-mode side) is wrong", "backward": "the backward (reverse-mode side) is wrong",
+    side = {"jvp": f"the {source} (forward-mode side) is wrong",
+            "backward": "the backward (reverse-mode side) is wrong",
             "both": "both sides are wrong", "undetermined": "the oracles cannot tell which side is wrong"}[c.wrong]
     return (f"  FAIL {source} vs backward along {c.tangent}: <dout, J u> is {fmt(c.by_jvp, 6)} by the {source}, "
             f"{fmt(c.by_backward, 6)} by the backward (allowed apart {fmt(c.tolerance, 2)}); "

@@ -82,7 +82,7 @@ def spread(work: Mapping[str, np.ndarray], tangent: Tangent) -> float:
     return float(np.sqrt(np.mean(moved * moved))) if moved.size else 0.0
 
 
-class _Tangents(dict):  # type: ignore[type-arg]
+class _Tangents(dict[str, Any]):
     """The tangents a ``jvp`` is given: asking for an input it holds none of names why."""
 
     def __init__(self, vectors: Mapping[str, Any], prepared: PreparedInputs) -> None:

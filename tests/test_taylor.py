@@ -81,7 +81,7 @@ def test_a_right_gradient_has_order_two_or_leaves_only_noise(drawn):
 def test_a_gradient_off_by_a_percent_along_the_direction_has_order_one(drawn, relative, sign):
     x, a, b, v = drawn
     v = _away_from_zero(v)
-    forward, gradient = quadratic_and_sine(a, b)
+    _, gradient = quadratic_and_sine(a, b)
     size = float(np.sum(np.abs(gradient(x) * v))) + float(np.sum(np.abs(v)))  # the directional slope's scale
     evidence = _taylor(x, a, b, v, sign * relative * size)
     note(f"order {evidence.order}, remainders {evidence.remainders}")

@@ -22,6 +22,9 @@ from gradcheck.diagnose import diagnose
 from gradcheck.numeric import central_pass, richardson
 from gradcheck.result import Tolerance
 from gradcheck.tolerance import (
+    TAYLOR_FIT_POINTS,
+    TAYLOR_START,
+    TAYLOR_STEPS,
     absolute_floor,
     allowed,
     batch_agreement_limit,
@@ -47,7 +50,6 @@ from gradcheck.tolerance import (
     taylor_verdict,
     torch_rounding,
 )
-from gradcheck.tolerance import TAYLOR_FIT_POINTS, TAYLOR_START, TAYLOR_STEPS
 
 EPS64, EPS32, EPS16 = 2.0**-52, 2.0**-23, 2.0**-10
 F64 = Tolerance(rtol=1e-7, atol=None, floor=1e-12, rounding=0.0)
