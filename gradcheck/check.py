@@ -154,7 +154,6 @@ def run_check(
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
     if reverse:
         run.check_inputs()
-        run.second_opinion()
     oracles = ("numeric", *exact.gradients)
     forward_found = None
     if options.jvp:
@@ -318,7 +317,8 @@ class _Run:
                                  global_scale=self.global_scale)
 
     def check_inputs(self) -> None:
-        """Each input in its mode, then the kink elements of all inputs moved together."""
+        """Each input in its mode, then the kink elements of all inputs moved together, then the
+        Taylor test (``second_opinion``)."""
         tracker = tracker_for(self.options.progress)
         # The evaluator for this stage: its own count of evaluations, backend and progress.
         self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
@@ -338,6 +338,7 @@ class _Run:
                     self.ties.append(tie)
                     self.summaries = [replace(s, mismatches=s.mismatches + 1) if s.name == tie.input else s
                                       for s in self.summaries]
+            self.second_opinion()
         finally:
             close(tracker)
 

@@ -108,6 +108,7 @@ def assess(
         own = [m for m in mismatches if m.input == name and m.mode == "reverse" and not m.tied]
         if summary.ok and not marginal(worst, summary.tolerance.rtol):
             continue
+        ev.tracker.stage("Taylor test", name)
         g = np.asarray(analytic[name], dtype=np.float64)
         weights = element_scale(ev.work[name])
         v = rng.standard_normal(g.shape) * weights
