@@ -2,8 +2,9 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, taylor, validation
+from gradcheck import complex_values, directional, taylor, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -129,7 +130,7 @@ def run_check(
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
-    forward, prepared, names = _prepare(forward, backward, inputs, options)
+    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
     hand = callable(options.jvp)
     try:
         point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=hand)
@@ -141,8 +142,10 @@ def run_check(
             notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, "
                      "with a hand-written jvp"]
     except Fault as fault:
-        return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed, modes=_modes(backward is not None or not hand, bool(options.jvp)))
+        return complex_values.relabel(
+            CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                        seed=options.seed, modes=_modes(backward is not None or not hand, bool(options.jvp))),
+            boundary)
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = (run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
@@ -151,7 +154,8 @@ def run_check(
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
+               pairs=frozenset(boundary.dtypes))
     if reverse:
         run.check_inputs()
     oracles = ("numeric", *exact.gradients)
@@ -168,7 +172,8 @@ def run_check(
             oracles += tuple(o for o in forward_found.oracles if o not in oracles)
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     result = run.result(faults + run.faults, notes, oracles, exact.errors)
-    return _with_forward(result, forward_found, _modes(reverse, bool(options.jvp)), run.taylor_found)
+    result = _with_forward(result, forward_found, _modes(reverse, bool(options.jvp)), run.taylor_found)
+    return complex_values.relabel(result, boundary)
 
 
 def _modes(reverse: bool, forward: bool) -> tuple[str, ...]:
@@ -219,8 +224,9 @@ def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], PreparedInputs, tuple[str, ...]]:
-    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``)."""
+) -> tuple[Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary]:
+    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
+    complex values become real pairs (``complex_values``)."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
@@ -232,9 +238,15 @@ def _prepare(
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    prepared = prepare_inputs(inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
+    prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
+    if options.jvp and real.boundary.dtypes:
+        raise GradcheckError(
+            f"jvp checks real inputs only; {sorted(real.boundary.dtypes)} are complex (forward mode of complex "
+            "inputs is not supported yet)"
+        )
     if callable(options.jvp):
         require_signature(options.jvp, "jvp", tuple(prepared.values), leading=("tangents",))
     elif options.jvp and backward is not None:
@@ -249,7 +261,7 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, prepared, names
+    return real.forward, real.backward, prepared, names, real.boundary
 
 
 def _analytic(
@@ -284,6 +296,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -427,6 +440,7 @@ class _Run:
             {n: c.usable.reshape(shapes[n]) for n, c in wrong.items() if c.usable is not None},
             {n: c.mismatch_mask.reshape(shapes[n]) for n, c in wrong.items()},
             self.prepared.values,
+            pairs=self.pairs,
         )
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 

@@ -25,8 +25,10 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.{digits - 1}e}"
 
 
-def index_str(name: str, index: tuple[int, ...]) -> str:
-    return f"{name}[{', '.join(map(str, index))}]" if index else name
+def index_str(name: str, index: tuple[int, ...], part: str = "") -> str:
+    """``W[4, 2]``; with the ``part`` of a complex element, ``z[1, 2].imag``."""
+    element = f"{name}[{', '.join(map(str, index))}]" if index else name
+    return f"{element}.{part}" if part else element
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -126,7 +128,8 @@ def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
         off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
     else:
         off = f"rel. error {fmt(m.relative_error, 2)}"
-    return f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
+    element = index_str(m.input, m.index, m.part)
+    return f"      {element}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
 
 
 _INCONCLUSIVE = {
@@ -185,7 +188,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
             f"{len(result.kinks)}, e.g. "
             + "; ".join(
-                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
+                f"{index_str(k.input, k.index, k.part)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
                 f"analytic {fmt(k.analytic, 3)}"
                 for k in kinks[:3]
             )
@@ -207,7 +210,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         )
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
-            f"{index_str(d.input, d.index)}: {values}: {why}"
+            f"{index_str(d.input, d.index, d.part)}: {values}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")

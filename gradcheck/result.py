@@ -68,7 +68,8 @@ class Diagnosis:
 
     Attributes:
         kind: "scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer",
-            or "undetermined" (a pattern fits, but the example cannot tell it from a look-alike).
+            "conjugated" (a complex gradient's imaginary parts negated), or "undetermined" (a
+            pattern fits, but the example cannot tell it from a look-alike).
         summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
         params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.
         evidence: how well the pattern fits, e.g. "fits 48/48 elements, residual 3e-12".
@@ -98,7 +99,8 @@ class Mismatch:
     ``slopes`` is ``(left, right)``, the one-sided slopes at a kink, where the element is held to
     the range they allow instead. ``tied`` names the elements of a tie moved together (see
     ``gradcheck.ties``): then ``analytic`` is the sum of their gradients and ``slopes`` the
-    one-sided slopes along the move; ``index`` is the first.
+    one-sided slopes along the move; ``index`` is the first. For a complex input ``index`` is the
+    complex element's and ``part`` says which part of it ("real" or "imag"; "" for a real input).
 
     In forward mode (``mode="forward"``) the element is one of the output's tangent: ``input``
     names the inputs the tangent moves, ``tangent`` describes it (``"random 2"``,
@@ -116,6 +118,7 @@ class Mismatch:
     difference: float = float("nan")
     slopes: tuple[float, float] | None = None
     tied: tuple[str, ...] = ()
+    part: str = ""
     mode: str = "reverse"
     tangent: str = ""
 
@@ -127,6 +130,7 @@ class Kink:
     ``left``/``right`` are the one-sided derivatives; ``exact`` the exact oracles' values there,
     by name. The analytic value is not compared with a single oracle value there; it must lie in
     the range the one-sided slopes allow (else it is a ``Mismatch`` too, with ``slopes`` set).
+    ``part`` is as in ``Mismatch``.
     """
 
     input: str
@@ -135,17 +139,20 @@ class Kink:
     left: float
     right: float
     exact: Mapping[str, float] = field(default_factory=dict)
+    part: str = ""
 
 
 @dataclass(frozen=True)
 class Disagreement:
     """An element where two oracles disagree with each other (away from kinks): ``values`` by
-    oracle name, with the ``errors`` that come with them (the numeric oracle's)."""
+    oracle name, with the ``errors`` that come with them (the numeric oracle's); ``part`` is as
+    in ``Mismatch``."""
 
     input: str
     index: tuple[int, ...]
     values: Mapping[str, float]
     errors: Mapping[str, float] = field(default_factory=dict)
+    part: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class InputSummary:
     """The verdict for one checked input.
 
     Attributes:
-        name, shape, dtype: the input.
+        name, shape, dtype: the input (a complex one's own dtype and shape; its counts are of
+            real and imaginary parts).
         checked: elements checked (per-element mode) or directions (directional mode).
         compared: of those, the elements (or directions) compared with an oracle's value; kinks,
             elements where the forward failed and empty inputs are not among them.

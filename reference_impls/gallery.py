@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
 
+from . import complex as complex_cases
 from . import gates, matmul, regression, staged, twolayer
 from ._common import onehot_np, sigmoid_np, softmax_np
 
@@ -112,6 +113,13 @@ def staged_jvp_without_sigmoid_term(tangents, x, y):
     return dnum / den - num * dden / den**2
 
 
+def linear_not_conjugated(dout, W, x, b):
+    """The Wirtinger derivative dL/dW = conj(g) x^T returned without the final conjugate that
+    torch's convention (dL/d(Re W) + i dL/d(Im W) = g x^H) takes: every gradient is conjugated."""
+    g = np.conj(dout)
+    return {"W": np.outer(g, x), "x": W.T @ g, "b": g}
+
+
 @st.composite
 def square_matmul(draw):
     n = draw(st.integers(2, 4))
@@ -172,6 +180,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
         return {"x": a(5, 3), "y": a(5, 2), "W1": a(3, 4), "b1": a(4), "W2": a(4, 2), "b2": a(2)}
     if family == "one":
         return {"x": a(2, 3, low=0.3)}
+    if family == "complex_linear":
+        def c(*shape):
+            return a(*shape) + 1j * a(*shape)
+
+        return {"W": c(3, 4), "x": c(4), "b": c(3)}
     if family == "tie":
         x, y = a(2, 3), a(2, 3)
         y[0] = x[0]  # the first row tied
@@ -186,7 +199,8 @@ def _bug(name, base, backward, bug, expected, point, inputs=None, jvp=None):
                 points=(representative(point),), jvp=jvp)
 
 
-_by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES)}
+_by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
+                                 *complex_cases.CASES)}
 _net = _by_name["twolayer.softmax_net"]
 
 CASES = (
@@ -223,4 +237,7 @@ CASES = (
          inputs=tied_pair()),
     _bug("reciprocal_missing_sign", _by_name["gates.reciprocal"], reciprocal_missing_sign,
          "1/x gate's local gradient 1/x^2 instead of -1/x^2", "sign", "one"),
+    _bug("complex_linear_not_conjugated", _by_name["complex.linear"], linear_not_conjugated,
+         "complex linear layer's backward without the conjugate: conj(g) x^T instead of g x^H", "conjugated",
+         "complex_linear", inputs=complex_cases.linear_inputs(min_side=2)),
 )

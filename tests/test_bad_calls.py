@@ -57,8 +57,12 @@ MISUSE = [
      "input 'x' must be a number or an array, got object"),
     ("a ragged list", lambda: gradcheck.check_gradients(forward, backward, {"x": [[1.0, 2.0], [3.0]]}),
      "input 'x' must be a number or an array, got list"),
-    ("complex values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}),
-     "input 'x' has dtype complex128, which cannot be checked"),
+    ("a non-finite complex value", lambda: gradcheck.check_gradients(
+        forward, backward, {"x": np.array([1j, complex(1.0, np.inf), np.nan])}),
+     "input 'x' has 2 non-finite value(s), first at index (1,)"),
+    ("a complex dtype other than complex64 and complex128", lambda: gradcheck.check_gradients(
+        forward, backward, {"x": np.array([1j], dtype=np.clongdouble)}),
+     "input 'x' has dtype complex256; use complex64 or complex128"),
     ("boolean values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([True])}),
      "input 'x' is a boolean array"),
     ("a name that is not an identifier", lambda: gradcheck.check_gradients(forward, backward, {"1x": X}),
@@ -87,6 +91,9 @@ MISUSE = [
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda tangents, y: y),
      "(tangents, y) cannot take the inputs as keywords (missing a required argument: 'y'); "
      "called as jvp(tangents, x=...)"),
+    ("a jvp of complex inputs",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}, jvp=lambda tangents, x: x),
+     "jvp checks real inputs only; ['x'] are complex (forward mode of complex inputs is not supported yet)"),
     ("a jvp without the tangents",
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda x: x),
      "(x) cannot take the inputs as keywords"),
@@ -176,13 +183,41 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS, ids=[f[0] for f in FAULTS])
+COMPLEX_INPUTS = {"x": INPUTS["x"] * (1 - 0.5j), "W": INPUTS["W"] * (1 + 0.25j)}
+
+
+def matmul_complex_backward(dout, x, W):
+    D = np.full((x.shape[0], W.shape[1]), dout)
+    return {"x": D @ np.conj(W).T, "W": np.conj(x).T @ D}
+
+
+COMPLEX_FAULTS = [
+    ("forward takes real values only", lambda x, W: np.logaddexp(x @ W, 0).real.sum(), matmul_complex_backward,
+     "it was called with the complex input(s) 'x' (complex128), 'W' (complex128): does it take complex values?"),
+    ("a real gradient for a complex input", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: {k: v.real for k, v in matmul_complex_backward(d, x, W).items()},
+     "backward returns a real gradient (float64) for the complex input 'x' (complex128): its imaginary part is "
+     "missing"),
+    ("a complex gradient of the wrong shape", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: {**matmul_complex_backward(d, x, W), "x": np.zeros((3, 2), complex)},
+     "backward's gradient for 'x' has shape (3, 2), but 'x' has shape (2, 3) (it looks transposed)"),
+    ("backward mutates its complex input", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: (matmul_complex_backward(d, x, W), x.__setitem__((0, 0), 5j))[0],
+     "backward mutates its input 'x' in place"),
+    ("forward mutates its complex input", lambda x, W: (x.__imul__(2), (x @ W).real.sum())[1],
+     matmul_complex_backward, "forward mutates its input 'x' in place"),
+]
+
+
+@pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS + COMPLEX_FAULTS,
+                         ids=[f[0] for f in FAULTS + COMPLEX_FAULTS])
 def test_bugs_under_test_fail_the_check_with_a_reason(what, fwd, bwd, reason):
-    inputs = {k: v.copy() for k, v in INPUTS.items()}
+    original = COMPLEX_INPUTS if (what, fwd, bwd, reason) in COMPLEX_FAULTS else INPUTS
+    inputs = {k: v.copy() for k, v in original.items()}
     result = gradcheck.check_gradients(fwd, bwd, inputs)
     assert not result.ok
     assert any(reason in fault for fault in result.faults), result.faults
-    assert all(np.array_equal(inputs[k], INPUTS[k]) for k in INPUTS), "the caller's arrays were mutated"
+    assert all(np.array_equal(inputs[k], original[k]) for k in original), "the caller's arrays were mutated"
     assert "FAULT" in str(result) and reason in str(result)
     with pytest.raises(gradcheck.GradientMismatch) as info:
         gradcheck.assert_gradients(fwd, bwd, inputs)

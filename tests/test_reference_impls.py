@@ -193,7 +193,7 @@ def test_cases_with_piecewise_forwards_meet_kinks_and_pass_there():
 def test_every_family_of_the_notes_is_registered():
     families = {case.name.split(".")[0] for case in gradcheck_reference.CORRECT}
     assert families == {"gates", "circuits", "staged", "matmul", "twolayer", "regression",
-                        "sigmoid_chain", "softplus"}
+                        "sigmoid_chain", "softplus", "complex"}
     assert all(case.description and not case.is_gallery for case in gradcheck_reference.CORRECT)
     names = [c.name for c in all_cases()]
     assert set(CORRECT) <= set(names)
