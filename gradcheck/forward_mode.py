@@ -8,7 +8,7 @@ element by element of the output, to
   per output element, two evaluations; where that does not match at once (or its second
   difference is large), two more at ``2h`` give the Richardson estimate, its error estimate and
   the kink test (``numeric.richardson``): at most four evaluations per tangent;
-* the exact oracles' JVPs (torch's forward-mode AD, ``jax.jvp``) of array-API forwards, at no
+* the exact oracles' JVPs (torch's reverse mode twice, ``jax.jvp``) of array-API forwards, at no
   evaluation (for a scalar output, the exact oracle's gradient dotted with ``u``);
 
 with the rules of ``compare`` and ``tolerance``, exactly as a gradient is. Where the backward was

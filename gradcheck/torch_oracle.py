@@ -57,9 +57,12 @@ class TorchOracle:
         self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
     ) -> Estimate | Unavailable:
         """The Jacobian-vector product of ``forward`` at ``inputs`` along ``tangents`` (name ->
-        float64 array shaped like that input; the other inputs are held) by torch's forward-mode
-        AD (``forward_mode_jvp``), in float64. The estimate's ``gradients`` hold it under the
-        key ``"jvp"``, with the output; never raises for a forward that cannot run on torch."""
+        float64 array shaped like that input; the other inputs are held), in float64, by reverse
+        mode twice: ``J u = d/dv <J^T v, u>``. The estimate's ``gradients`` hold it under the key
+        ``"jvp"``, with the output; never raises for a forward that cannot run on torch.
+
+        Reverse mode twice, not torch's forward-mode AD: that is what ``jvp=True`` checks, and
+        its first call in a process costs seconds (it loads torch's compiler stack)."""
         try:
             import torch
         except ImportError:
@@ -67,7 +70,7 @@ class TorchOracle:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as for gradients
         try:
-            return forward_mode_jvp(torch, forward, inputs, tangents)
+            return _reverse_twice(torch, forward, inputs, tangents)
         finally:
             torch.set_num_threads(threads)
 
@@ -102,6 +105,39 @@ def forward_mode_jvp(
         return Unavailable("torch", "forward's output on torch tensors carries no tangent (it left torch)")
     value = as_float_array(tangent.detach().to(torch.float64))
     return Estimate("torch", {"jvp": value}, as_float_array(out.to(torch.float64)))
+
+
+def _reverse_twice(
+    torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+) -> Estimate | Unavailable:
+    """``J u`` as the gradient, with respect to ``v``, of ``<J^T v, u>`` (``TorchOracle.jvp``)."""
+    names = tuple(tangents)
+    tensors = {n: to_torch(a, requires_grad=n in tangents) for n, a in inputs.items()}
+    try:
+        with torch.enable_grad():
+            out = forward(**tensors)
+    except Exception as exc:  # the forward is numpy-only, or failed on torch
+        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
+    if not isinstance(out, torch.Tensor):
+        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
+    if not out.requires_grad:
+        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
+    try:
+        with torch.enable_grad():
+            out64 = out.to(torch.float64)
+            v = torch.zeros_like(out64, requires_grad=True)
+            grads = torch.autograd.grad((out64 * v).sum(), [tensors[n] for n in names], create_graph=True,
+                                        allow_unused=True)
+            inner = torch.zeros((), dtype=torch.float64)
+            for n, g in zip(names, grads, strict=True):
+                if g is not None:
+                    inner = inner + (g * torch.as_tensor(np.asarray(tangents[n], dtype=np.float64))).sum()
+            tangent = torch.autograd.grad(inner, v, allow_unused=True)[0] if inner.requires_grad else None
+    except Exception as exc:  # a backward that cannot be differentiated again
+        return Unavailable("torch", f"torch.autograd could not differentiate the forward twice ({type(exc).__name__})",
+                           describe_exception(exc))
+    value = np.zeros(tuple(out.shape)) if tangent is None else as_float_array(tangent.detach())
+    return Estimate("torch", {"jvp": value}, as_float_array(out64.detach()))
 
 
 def to_torch(array: np.ndarray, *, requires_grad: bool = False) -> Any:
