@@ -104,6 +104,7 @@ def test_with_an_array_api_forward_the_exact_oracles_check_the_jvp_too():
 
 
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
+    """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")
     from gradcheck.jax_oracle import JAX
 
@@ -161,6 +162,7 @@ def wrong_cube(x):
 
 
 def test_torch_forward_mode_of_a_custom_function_is_checked_against_numeric_and_reverse_mode():
+    """torch's forward-mode AD loads torch's compiler stack on first use (seconds, once per process)."""
     x = torch.tensor([0.5, -1.2, 2.0], dtype=torch.float64)
     result = gradcheck.check_gradients(cube, None, {"x": x}, jvp=True)
     assert result.ok, str(result)
