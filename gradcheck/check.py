@@ -5,7 +5,9 @@ This module orchestrates; each step is a module of its own:
 1. the options are validated once (``options.CheckOptions``), complex values mapped to real
    pairs (``complex_values``; the result is told in the caller's terms again at the end) and
    the inputs copied (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
+   outputs is checked as one returning them flat (``outputs``), which then names the outputs a
+   failing gradient is wrong through;
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
@@ -37,15 +39,26 @@ from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.forward_mode import JvpSource, check_forward, hand_written, torch_forward_mode
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
-from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.point import (
+    Context,
+    Differenced,
+    Fault,
+    Noise,
+    Point,
+    batched_point,
+    draw_dout,
+    evaluate_point,
+    reference_scales,
+)
 from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
@@ -73,12 +86,14 @@ def check_gradients(
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
     Args:
-        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
-            runs on torch tensors, which adds the autograd oracle.
+        forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
+            (nested too: several outputs). Written against the array API it also runs on torch
+            tensors, which adds the autograd oracle.
         backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
             like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
             an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
-            product is checked). ``None`` checks torch autograd's gradient of a torch
+            product is checked; for several outputs, ``dout`` in their structure, ``None`` for
+            integer or boolean ones). ``None`` checks torch autograd's gradient of a torch
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
@@ -114,8 +129,8 @@ def check_gradients(
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
-            are reported in the result.
+            ``gradcheck.validation``'s), a complex output among several (not supported yet).
+            Bugs in ``forward`` or ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
                            jvp=jvp)
@@ -134,7 +149,63 @@ def run_check(
     hand = callable(options.jvp)
     try:
         point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=hand)
-        reverse = backward is not None or on_torch
+    except MultipleOutputs as several:
+        if options.jvp:
+            raise GradcheckError(
+                "jvp checks a forward with one output; this one returns several (forward mode of several "
+                "outputs is not supported yet)"
+            ) from None
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, on_torch=on_torch)
+
+
+def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
+    """The result of a check that a fault stopped before any input was checked."""
+    return complex_values.relabel(
+        CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                    seed=options.seed, modes=_modes(True, bool(options.jvp))), boundary)
+
+
+def _check_outputs(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
+) -> CheckResult:
+    """A forward with several outputs, checked as one returning them flat (``outputs``), with
+    the outputs each failing input's gradient is wrong through named."""
+    try:
+        outputs = describe_outputs(several.value, several.again)
+    except OutputsFault as fault:
+        return _stopped(Fault(f"forward {fault}"), options, boundary)
+    flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+
+    def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
+        try:
+            point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
+        except Fault as fault:
+            return _stopped(fault, options, boundary)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
+                         boundary, batch=batch)
+
+    dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
+    result = replace(check(dout, names, options.mode), outputs=outputs.summary)
+    # Each output on its own, in the same mode, only counts the failing inputs' mismatches: no
+    # batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, result.mode, batch=False))
+
+
+def _check_at(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
+    batch: bool = True, on_torch: bool | None = None,
+) -> CheckResult:
+    """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
+    vmap batches where they pay; ``on_torch``: it runs on torch tensors, by default when
+    ``backward`` is None). Reverse mode is checked unless a hand-written jvp is checked alone on a
+    forward of numpy arrays; forward mode when the options have a ``jvp``."""
+    reverse = backward is not None or (backward is None if on_torch is None else on_torch)
+    try:
         if reverse:
             analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
         else:
@@ -142,16 +213,13 @@ def run_check(
             notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, "
                      "with a hand-written jvp"]
     except Fault as fault:
-        return complex_values.relabel(
-            CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                        seed=options.seed, modes=_modes(backward is not None or not hand, bool(options.jvp))),
-            boundary)
+        return _stopped(fault, options, boundary)
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = (run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
              if reverse else ExactFound({}, [], {}))
     notes += exact.notes
-    if "torch" in exact.gradients or source == TORCH.name:
+    if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gradcheck.result import CheckResult, Consistency, ForwardSummary, InputSummary, Mismatch, TaylorEvidence
 
-__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines", "taylor_text"]
+__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines", "taylor_text", "through_text"]
 
 MAX_ELEMENTS_SHOWN = 5
 
@@ -29,6 +29,15 @@ def index_str(name: str, index: tuple[int, ...], part: str = "") -> str:
     """``W[4, 2]``; with the ``part`` of a complex element, ``z[1, 2].imag``."""
     element = f"{name}[{', '.join(map(str, index))}]" if index else name
     return f"{element}.{part}" if part else element
+
+
+def through_text(names: tuple[str, ...]) -> str:
+    """``through output `c``` or ``through outputs `h` and `c```: the outputs of a forward with
+    several that a gradient is wrong through."""
+    quoted = [f"`{n}`" for n in names]
+    if len(quoted) == 1:
+        return f"through output {quoted[0]}"
+    return f"through outputs {', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -155,8 +164,14 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     empty_output = math.prod(result.output_shape) == 0
     if result.verdict == "inconclusive":
         lines.append("  " + _INCONCLUSIVE["empty output" if empty_output else "empty inputs"])
+    if result.outputs:
+        lines.append("  outputs: " + ", ".join(
+            f"{o.name} {tuple(o.shape)} {o.dtype}" + ("" if o.differentiable else " (not differentiable)")
+            for o in result.outputs))
     for summary in result.inputs:
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
+        if summary.outputs:
+            lines.append(f"      wrt {summary.name}, {through_text(summary.outputs)}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "

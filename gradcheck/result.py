@@ -22,6 +22,7 @@ __all__ = [
     "InputSummary",
     "Kink",
     "Mismatch",
+    "OutputSummary",
     "TaylorEvidence",
     "Tolerance",
 ]
@@ -119,6 +120,7 @@ class Mismatch:
     slopes: tuple[float, float] | None = None
     tied: tuple[str, ...] = ()
     part: str = ""
+    outputs: tuple[str, ...] = ()
     mode: str = "reverse"
     tangent: str = ""
 
@@ -174,6 +176,8 @@ class InputSummary:
         gradient_norm: Euclidean norm of the analytic gradient.
         tolerance: the tolerance used for this input.
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
+        outputs: for a forward with several outputs, those the gradient is wrong through (each
+            checked on its own, ``dout`` zero on the others); empty otherwise.
     """
 
     name: str
@@ -188,10 +192,28 @@ class InputSummary:
     diagnosis: Diagnosis | None = None
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.mismatches == 0
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    """One output of a forward with several (a tuple, list or dict of arrays).
+
+    Attributes:
+        name: its path in the structure: ``"h"`` (a dict key or named-tuple field), ``"[1]"``
+            (a position), ``"state.c"`` (nested).
+        shape, dtype: the output's at the point.
+        differentiable: False for an integer or boolean output (its ``dout`` is ``None``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    differentiable: bool = True
 
 
 @dataclass(frozen=True)
@@ -300,9 +322,12 @@ class CheckResult:
         mode: "full" (every element) or "directional".
         evaluations: forward evaluations spent by the numeric oracle.
         seed: the seed of the random upstream gradient and directions.
-        output_shape: shape of the forward's output (() for a scalar loss).
+        output_shape: shape of the forward's output (() for a scalar loss); for several outputs,
+            ``(n,)``: their ``n`` differentiable elements, raveled together.
         oracle_errors: oracle name -> the original error that kept it from running (the notes
             say why in one line; this is the full message, with file and line).
+        outputs: a forward with several outputs: each one's name, shape and dtype, in order;
+            empty for a forward that returns one array.
         modes: the modes checked: ``"reverse"`` (the backward's vector-Jacobian product),
             ``"forward"`` (the ``jvp``'s Jacobian-vector products).
         forward: forward mode's verdict, when it was checked.
@@ -323,6 +348,7 @@ class CheckResult:
     seed: int = 0
     output_shape: tuple[int, ...] = ()
     oracle_errors: Mapping[str, str] = field(default_factory=dict)
+    outputs: tuple[OutputSummary, ...] = ()
     modes: tuple[str, ...] = ("reverse",)
     forward: ForwardSummary | None = None
     consistency: tuple[Consistency, ...] = ()

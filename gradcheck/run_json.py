@@ -73,6 +73,11 @@ SCHEMA_VERSION = 2
 # ``torch``, a kink ``exact`` instead of ``torch``, a disagreement ``values`` and ``errors``,
 # and an input ``worst`` instead of ``worst_numeric`` and ``worst_torch``. Results also carry
 # ``verdict`` (pass, fail or inconclusive), ``compared`` per input and ``oracle_errors``.
+# Added within version 2 (no meaning changed): each result carries ``outputs``, for a forward
+# with several outputs one {"name", "shape", "dtype", "differentiable"} per output (its
+# ``output_shape`` is then ``[n]``, the differentiable elements raveled together), empty for a
+# forward that returns one array; each input and mismatch carries ``outputs``, the names of the
+# outputs its gradient is wrong through.
 # Added keys (same version): a case's ``modes``; a result's ``modes``, ``forward``, ``consistency``
 # and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
 

@@ -8,7 +8,9 @@
   each input's own dtype, a mapping that names the integer inputs it holds no tangent for.
 * The **output tangent** a ``jvp`` returns, ``J u``, is validated here
   (``output_tangent``): today one array shaped like the forward's output. A forward with several
-  outputs extends this module (a tuple of output tangents, one per output) and nothing else.
+  outputs extends this function and nothing else: the jvp returns its tangents in the outputs'
+  structure, flattened as ``outputs`` flattens the outputs themselves (the numeric JVP already
+  differences the flat output).
 """
 
 from __future__ import annotations

@@ -94,9 +94,20 @@ MISUSE = [
     ("a jvp of complex inputs",
      lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}, jvp=lambda tangents, x: x),
      "jvp checks real inputs only; ['x'] are complex (forward mode of complex inputs is not supported yet)"),
+    ("a jvp of a forward with several outputs",
+     lambda: gradcheck.check_gradients(lambda x: (x, 2 * x), lambda dout, x: {"x": dout[0] + 2 * dout[1]}, {"x": X},
+                                       jvp=lambda tangents, x: (tangents["x"], 2 * tangents["x"])),
+     "jvp checks a forward with one output; this one returns several (forward mode of several outputs is not "
+     "supported yet)"),
     ("a jvp without the tangents",
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda x: x),
      "(x) cannot take the inputs as keywords"),
+    ("numeric_gradient of a forward with several outputs",
+     lambda: gradcheck.numeric_gradient(lambda x: (x, x), {"x": X}),
+     "forward returns a tuple of 2 outputs; numeric_gradient takes a forward with one output"),
+    ("a complex output among several",
+     lambda: gradcheck.check_gradients(lambda x: (x * 2, x * 1j), lambda dout, x: {"x": 2 * dout[0]}, {"x": X}),
+     "forward returns output `[1]` of complex dtype complex128: complex outputs are not supported yet"),
 ]
 
 
@@ -153,6 +164,29 @@ class Drifting:
         return (x @ W).sum() + 1e-3 * self.calls
 
 
+class Alternating:
+    """A forward that returns ``odd(x, W)`` on odd calls and ``even(x, W)`` on even ones."""
+
+    def __init__(self, odd, even) -> None:
+        self.odd, self.even = odd, even
+        self.calls = 0
+
+    def __call__(self, x, W):
+        self.calls += 1
+        return (self.odd if self.calls % 2 else self.even)(x, W)
+
+
+class DriftingIndex:
+    """A forward whose integer output changes on every call at the same point."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x, W):
+        self.calls += 1
+        return (x @ W).sum(), np.array([self.calls])
+
+
 FAULTS = [
     ("backward raises", matmul_sum, raising_backward, "backward raised KeyError: 'boom'"),
     ("a gradient is missing", matmul_sum, lambda d, x, W: {"x": matmul_backward(d, x, W)["x"]},
@@ -180,6 +214,20 @@ FAULTS = [
      "forward mutates its input 'x' in place; a forward must not change its inputs"),
     ("forward is nondeterministic", Drifting(), matmul_backward,
      "forward is nondeterministic: two calls at the same point gave"),
+    ("an empty tuple output", lambda x, W: (), matmul_backward,
+     "forward returns an empty tuple: there is no output to differentiate"),
+    ("an output entry that is not an array", lambda x, W: ((x @ W).sum(), "s"), matmul_backward,
+     "forward returns output `[1]` of type str, not an array or number"),
+    ("only integer outputs", lambda x, W: (np.argmax(x), np.argmax(W)), matmul_backward,
+     "forward returns only integer or boolean outputs ['[0]', '[1]']: there is nothing to differentiate"),
+    ("outputs whose structure changes between evaluations",
+     Alternating(lambda x, W: (x @ W, x), lambda x, W: {"h": x @ W, "c": x}), matmul_backward,
+     "forward returns a dict of outputs ['h', 'c'], but returned a tuple of outputs ['[0]', '[1]'] before"),
+    ("an integer output that changes between evaluations at the point", DriftingIndex(), matmul_backward,
+     "forward returns output `[1]` (int64) with other values in two evaluations at the same point"),
+    ("an output whose shape changes between evaluations",
+     Alternating(lambda x, W: ((x @ W).sum(), x), lambda x, W: ((x @ W).sum(), x[:1])), matmul_backward,
+     "forward returns output `[1]` of shape (1, 3), but it had shape (2, 3) before"),
 ]
 
 
