@@ -235,10 +235,12 @@ def check_forward(
     tol = outcome.summary.tolerance
     for tangent in tangents:
         analytic = source.call(tangent).reshape(-1).astype(np.float64)
-        # A scalar output's exact JVP is the exact gradient dotted with the tangent: no call.
-        dotted = {o: np.array([sum(float(np.sum(grads[n] * tangent.vectors[n])) for n in names)])
+        # A one-element output's exact JVP is the exact gradient (of dout times it) dotted with
+        # the tangent, over dout: no call.
+        weight = float(np.ravel(point.dout)[0]) if run.size == 1 else 0.0
+        dotted = {o: np.array([sum(float(np.sum(grads[n] * tangent.vectors[n])) for n in names) / weight])
                   for o, grads in backward_exact.items()
-                  if run.size == 1 and o in {oracle.name for oracle in oracles} and all(n in grads for n in names)}
+                  if weight != 0.0 and o in {oracle.name for oracle in oracles} and all(n in grads for n in names)}
         exact, unavailable = run_exact_jvps(tuple(o for o in oracles if o.name not in dotted), forward,
                                             prepared.widened, tangent.vectors, point.output, point.scale)
         exact = {o.name: dotted[o.name] if o.name in dotted else exact[o.name]

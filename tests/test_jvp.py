@@ -103,6 +103,17 @@ def test_with_an_array_api_forward_the_exact_oracles_check_the_jvp_too():
     assert any(m.against == ("numeric", "torch") for m in bad.mismatches if m.mode == "forward")
 
 
+@pytest.mark.parametrize("shape", [(), (1,)], ids=["0-d", "one element"])
+def test_the_exact_jvp_of_a_one_element_output_is_the_gradient_along_the_tangent(shape):
+    """A one-element output that is no scalar gets a random dout: the exact oracle's gradient is
+    dout times the Jacobian, which the JVP taken from it undoes."""
+    staged = next(c for c in gradcheck_reference.CORRECT if c.name == "staged.f_xy")
+    inputs = {"x": np.full(shape, -1.0), "y": np.full(shape, -1.0)}
+    result = gradcheck.check_gradients(staged.forward, staged.backward, inputs, jvp=staged.jvp, seed=2093948098)
+    assert result.ok, str(result)
+    assert result.forward.worst["torch"] < 1e-12
+
+
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
     """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")
