@@ -168,7 +168,7 @@ class _Forward:
         estimate = self.estimate(m, sigma)
         tol = self.tolerance(analytic, exact)
         comparison = compare_input(tangent.label, self.point.output.shape, analytic, estimate, exact, tol,
-                                   exact_error=jvp_rounding(sigma, step_spread))
+                                   exact_error=jvp_rounding(sigma, step_spread, self.point.eps))
         return comparison, estimate, tol
 
     def quick_pass(self, analytic: np.ndarray, m: _Measured, sigma: Any, tol: Tolerance) -> bool:

@@ -114,6 +114,16 @@ def test_the_exact_jvp_of_a_one_element_output_is_the_gradient_along_the_tangent
     assert result.forward.worst["torch"] < 1e-12
 
 
+def test_a_saturated_softmax_whose_loss_rounds_to_zero_leaves_crumbs_not_mismatches():
+    """logits -200 and -400: the loss is log(1 + e^-200), exactly 0 in float64; the jvp, torch and
+    central differences give JVPs of 1e-85 or 0, all rounding."""
+    net = next(c for c in gradcheck_reference.CORRECT if c.name == "twolayer.softmax_net")
+    inputs = {"X": np.array([[-1.0]]), "y": np.array([0]), "W1": np.array([[-1.0]]), "W2": np.array([[-200.0, -400.0]])}
+    result = gradcheck.check_gradients(net.forward, net.backward, inputs, wrt=net.wrt, jvp=net.jvp, seed=721283864)
+    assert result.ok, str(result)
+    assert result.forward.compared == len(result.forward.tangents)
+
+
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
     """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")

@@ -178,8 +178,10 @@ RULES = [
     ("a small output is measured against 1", lambda: (outputs_differ(0.9e-8, 0.01), outputs_differ(1.1e-8, 0.01)),
      (False, True), "an absolute 1e-8 below size 1"),
     # -- forward mode
-    ("a JVP against an exact oracle's", lambda: one(jvp_rounding(np.array([1e-15]), 2.0)), 16 * 1e-15 * 2.0,
+    ("a JVP against an exact oracle's", lambda: one(jvp_rounding(np.array([1e-15]), 2.0, EPS64)), 16 * 1e-15 * 2.0,
      "16 units of each output element's noise, per unit of the tangent's spread"),
+    ("a JVP's crumbs", lambda: one(jvp_rounding(np.array([0.0]), 2.0, EPS64)), 16 * EPS64 * 2.0,
+     "an output that rounds to 0 still allows eps: below it two correct JVPs may disagree entirely"),
     ("jvp against backward", lambda: consistency_allowance(F64, 2.0, -3.0, 10.0, EPS64), 1e-7 * 3.0 + 64 * EPS64 * 10.0,
      "rtol of the larger <v, J u>, plus 64 roundoff units of the products summed on both sides"),
     ("jvp against backward with an atol", lambda: consistency_allowance(Tolerance(1e-7, 1e-9, 1e-12), 2.0, 1.0,
