@@ -61,7 +61,7 @@ from gradcheck.point import (
 )
 from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
-from gradcheck.tolerance import default_tolerance
+from gradcheck.tolerance import absolute_floor, default_tolerance
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -490,10 +490,15 @@ class _Run:
         if not backward:
             # Forward mode alone: its noise probe counts among its evaluations.
             noise = Noise(replace(self.point, evaluator=ev), self.names, self.options.seed, 1)
+        # The absolute floor each input's gradient elements were allowed (``compare``'s scale).
+        floors = {s.name: absolute_floor(s.tolerance, max([float(np.max(np.abs(self.analytic[s.name]), initial=0.0)),
+                                                           *(float(np.max(np.abs(g[s.name]), initial=0.0))
+                                                             for g in exact.gradients.values() if s.name in g)]))
+                  for s in self.summaries if s.name in self.analytic}
         return check_forward(
             self.point, ev, noise, self.prepared, self.names, source, forward=forward, oracles=oracles,
             rng=np.random.default_rng([self.options.seed, 4]), rtol=self.options.rtol, atol=self.options.atol,
-            backward=self.analytic if backward else None, backward_exact=exact.gradients,
+            backward=self.analytic if backward else None, backward_exact=exact.gradients, floors=floors,
         )
 
     def diagnoses(self) -> list[InputSummary]:

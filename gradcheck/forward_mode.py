@@ -38,6 +38,7 @@ from gradcheck.point import Fault, Noise, Point
 from gradcheck.result import Consistency, Disagreement, ForwardSummary, Kink, Mismatch, Tolerance
 from gradcheck.tangents import Tangent, call_jvp, draw_tangents, spread
 from gradcheck.tolerance import (
+    absolute_floor,
     allowed,
     consistency_allowance,
     default_tolerance,
@@ -205,7 +206,8 @@ def check_forward(
     point: Point, ev: Evaluator, noise: Noise, prepared: PreparedInputs, names: tuple[str, ...], source: JvpSource,
     *, forward: Callable[..., Any], oracles: tuple[Oracle, ...], rng: np.random.Generator,
     rtol: float | None = None, atol: float | None = None,
-    backward: Mapping[str, np.ndarray] | None = None, backward_exact: Mapping[str, Mapping[str, np.ndarray]] = {},
+    backward: Mapping[str, np.ndarray] | None = None,
+    backward_exact: Mapping[str, Mapping[str, np.ndarray]] | None = None, floors: Mapping[str, float] | None = None,
 ) -> ForwardOutcome:
     """Forward mode of one check (see the module docstring).
 
@@ -219,10 +221,12 @@ def check_forward(
         rtol, atol: as for the gradients.
         backward: the analytic gradients (of ``sum(dout * forward)``), when reverse mode was
             checked too: then the two modes are held to each other; ``backward_exact`` the exact
-            oracles' gradients, by oracle name, to tell which side is wrong.
+            oracles' gradients, by oracle name, to tell which side is wrong; ``floors`` the
+            absolute floor each input's gradient elements were allowed.
     Raises:
         Fault: the jvp raised or returned something unusable.
     """
+    backward_exact = backward_exact or {}
     run = _Forward(point, ev, noise, prepared, names, source, rtol, atol)
     tangents = draw_tangents(ev.work, names, prepared.dtypes, rng)
     outcome = ForwardOutcome(ForwardSummary(source.name, tuple(t.label for t in tangents), 0, 0, 0, 0, {},
@@ -265,7 +269,7 @@ def check_forward(
                 worst_at[oracle] = tangent.label + ("" if not at else f" [{', '.join(map(str, at))}]")
         if backward is not None and all(n in backward for n in names):
             outcome.consistency.append(_consistency(tangent, analytic, estimate, exact, point, names, backward,
-                                                    backward_exact, tol))
+                                                    backward_exact, tol, floors or {}))
     outcome.notes += [f"{who} oracle's JVP not used: {reason}" for reason, who in missing.items()]
     outcome.oracles = tuple(ran)
     outcome.summary = ForwardSummary(
@@ -279,7 +283,7 @@ def check_forward(
 def _consistency(
     tangent: Tangent, jvp: np.ndarray, estimate: NumericEstimate, exact_jvps: Mapping[str, np.ndarray], point: Point,
     names: tuple[str, ...], backward: Mapping[str, np.ndarray], backward_exact: Mapping[str, Mapping[str, np.ndarray]],
-    tol: Tolerance,
+    tol: Tolerance, floors: Mapping[str, float],
 ) -> Consistency:
     """``<v, J u>`` by the jvp and by the backward along ``tangent``; which side is wrong, by the
     oracles, when they disagree."""
@@ -301,7 +305,10 @@ def _consistency(
     for oracle, value in exact_jvps.items():
         references.setdefault(oracle, float(np.dot(v, value)))
     eps = point.eps
-    allowance = consistency_allowance(tol, by_jvp, by_backward, terms, eps)
+    scale = float(max(np.max(np.abs(jvp), initial=0.0), np.max(np.abs(estimate.gradient[usable]), initial=0.0)))
+    weighted = (sum(floors.get(n, 0.0) * float(np.sum(np.abs(u[n]))) for n in names)
+                + absolute_floor(tol, scale) * float(np.sum(np.abs(v))))
+    allowance = consistency_allowance(tol, by_jvp, by_backward, terms, eps, weighted)
     ok = abs(by_jvp - by_backward) <= allowance
     wrong = ""
     if not ok:
@@ -312,7 +319,7 @@ def _consistency(
             ref, error = references[reference], errors.get(reference, 0.0)
 
             def agrees(value: float) -> bool:
-                return abs(value - ref) <= consistency_allowance(tol, value, ref, terms, eps) + error
+                return abs(value - ref) <= consistency_allowance(tol, value, ref, terms, eps, weighted) + error
 
             jvp_ok, backward_ok = agrees(by_jvp), agrees(by_backward)
             wrong = {(False, True): "jvp", (True, False): "backward", (False, False): "both"}.get(

@@ -396,11 +396,16 @@ def jvp_rounding(sigma: Any, spread: float, eps: float) -> Any:
 CONSISTENCY_ULPS = 64
 
 
-def consistency_allowance(tol: Tolerance, first: float, second: float, terms: float, eps: float) -> float:
+def consistency_allowance(
+    tol: Tolerance, first: float, second: float, terms: float, eps: float, floors: float = 0.0,
+) -> float:
     """How far ``<v, J u>`` computed two ways may differ: ``rtol`` of the larger, plus ``atol``
     (when given) or ``CONSISTENCY_ULPS`` roundoff units of ``terms`` (the summed magnitudes of
-    the products on both sides)."""
-    floor = tol.atol if tol.atol is not None else CONSISTENCY_ULPS * eps * terms
+    the products on both sides) and ``floors``, the absolute floors the elements on both sides
+    were allowed, weighted by how much of each enters (``sum_j floor_j |u_j|`` for the gradient,
+    ``sum_i floor_i |v_i|`` for the JVP): as in ``directional_allowance``, an element that should
+    be 0 may carry rounding up to its floor."""
+    floor = tol.atol if tol.atol is not None else CONSISTENCY_ULPS * eps * terms + floors
     return float(tol.rtol * max(abs(first), abs(second)) + floor)
 
 

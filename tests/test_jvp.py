@@ -124,6 +124,17 @@ def test_a_saturated_softmax_whose_loss_rounds_to_zero_leaves_crumbs_not_mismatc
     assert result.forward.compared == len(result.forward.tangents)
 
 
+def test_a_gradient_that_should_be_zero_may_carry_its_floors_rounding_into_the_consistency_check():
+    """Equal logits: the loss does not move with W1, whose gradient the backward computes as -2e-19
+    (rounding within its floor) and the jvp as 0."""
+    net = next(c for c in gradcheck_reference.CORRECT if c.name == "twolayer.softmax_net")
+    inputs = {"X": np.array([[-1.0]]), "y": np.array([0]), "W1": np.array([[-1.0]]),
+              "W2": np.full((1, 3), -0.011719)}
+    result = gradcheck.check_gradients(net.forward, net.backward, inputs, wrt=net.wrt, jvp=net.jvp, seed=1327813976)
+    assert result.ok, str(result)
+    assert all(c.ok for c in result.consistency)
+
+
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
     """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")

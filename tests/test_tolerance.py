@@ -185,8 +185,10 @@ RULES = [
     ("jvp against backward", lambda: consistency_allowance(F64, 2.0, -3.0, 10.0, EPS64), 1e-7 * 3.0 + 64 * EPS64 * 10.0,
      "rtol of the larger <v, J u>, plus 64 roundoff units of the products summed on both sides"),
     ("jvp against backward with an atol", lambda: consistency_allowance(Tolerance(1e-7, 1e-9, 1e-12), 2.0, 1.0,
-                                                                        10.0, EPS64),
-     1e-7 * 2.0 + 1e-9, "a caller's atol replaces the rounding floor"),
+                                                                        10.0, EPS64, 1e-3),
+     1e-7 * 2.0 + 1e-9, "a caller's atol replaces the rounding floor and the elements' floors"),
+    ("jvp against backward, the elements' floors", lambda: consistency_allowance(F64, 0.0, 2e-19, 0.0, EPS64, 3e-16),
+     1e-7 * 2e-19 + 3e-16, "a gradient that should be 0 may carry its floor's rounding along each unit of the tangent"),
     # -- the Taylor test
     ("Taylor steps", lambda: (TAYLOR_STEPS, TAYLOR_START, TAYLOR_FIT_POINTS), (8, 1e-3, 3),
      "eight halvings from a move of 1e-3 of the scale: the smallest, 7.8e-6, stays above the numeric step"),
