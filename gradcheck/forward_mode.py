@@ -36,7 +36,7 @@ from gradcheck.numeric import richardson, slope_hull
 from gradcheck.oracles import Oracle, run_exact_jvps
 from gradcheck.point import Fault, Noise, Point
 from gradcheck.result import Consistency, Disagreement, ForwardSummary, Kink, Mismatch, Tolerance
-from gradcheck.tangents import Tangent, call_jvp, draw_tangents, spread
+from gradcheck.tangents import Tangent, call_jvp, draw_tangents, spread, terms
 from gradcheck.tolerance import (
     absolute_floor,
     allowed,
@@ -164,12 +164,12 @@ class _Forward:
         return default_tolerance(self.source.itemsize, rtol=self.rtol, atol=self.atol, global_scale=scale)
 
     def compare(self, tangent: Tangent, analytic: np.ndarray, exact: dict[str, np.ndarray], m: _Measured,
-                noise: float, step_spread: float) -> tuple[InputComparison, NumericEstimate, Tolerance]:
+                noise: float, moved: float) -> tuple[InputComparison, NumericEstimate, Tolerance]:
         sigma = self.sigma(noise)
         estimate = self.estimate(m, sigma)
         tol = self.tolerance(analytic, exact)
         comparison = compare_input(tangent.label, self.point.output.shape, analytic, estimate, exact, tol,
-                                   exact_error=jvp_rounding(sigma, step_spread, self.point.eps))
+                                   exact_error=jvp_rounding(sigma, moved, self.point.eps))
         return comparison, estimate, tol
 
     def quick_pass(self, analytic: np.ndarray, m: _Measured, sigma: Any, tol: Tolerance) -> bool:
@@ -195,10 +195,11 @@ class _Forward:
         if not self.quick_pass(analytic, m, self.sigma(noise), self.tolerance(analytic, exact)):
             plus2, minus2 = self.measure(tangent, h, [2 * h, -2 * h])
             m = replace(m, plus2=plus2, minus2=minus2)
-        comparison, estimate, tol = self.compare(tangent, analytic, exact, m, noise, step_spread)
+        moved = terms(self.ev.work, tangent)
+        comparison, estimate, tol = self.compare(tangent, analytic, exact, m, noise, moved)
         if comparison.mismatch_mask.any() and m.plus2 is not None:
             # Measured noise, only where the output's rounding leaves a mismatch.
-            comparison, estimate, tol = self.compare(tangent, analytic, exact, m, self.noise.measured(), step_spread)
+            comparison, estimate, tol = self.compare(tangent, analytic, exact, m, self.noise.measured(), moved)
         return comparison, estimate, tol
 
 

@@ -28,7 +28,7 @@ from gradcheck.numeric import element_scale
 from gradcheck.point import Fault
 
 __all__ = ["BASIS_LIMIT", "RANDOM_TANGENTS", "Tangent", "call_jvp", "draw_tangents", "jvp_arguments",
-           "output_tangent", "spread"]
+           "output_tangent", "spread", "terms"]
 
 RANDOM_TANGENTS = 3  # random tangents per check (as directional mode's DIRECTIONS)
 # Inputs with at most this many checked elements in all are also checked along every basis
@@ -76,12 +76,23 @@ def draw_tangents(
     return tangents
 
 
+def _relative_moves(work: Mapping[str, np.ndarray], tangent: Tangent) -> np.ndarray:
+    """``|u_i| / scale_i`` over the coordinates the tangent moves (flat)."""
+    ratios = [np.abs(v / element_scale(work[n])).reshape(-1) for n, v in tangent.vectors.items()]
+    return np.concatenate([r[r != 0] for r in ratios]) if ratios else np.zeros(0)
+
+
 def spread(work: Mapping[str, np.ndarray], tangent: Tangent) -> float:
     """The root-mean-square of ``u_i / scale_i`` over the coordinates the tangent moves: how far a
     unit step along it moves the inputs, relative to their scale (1 for the drawn tangents)."""
-    ratios = [(v / element_scale(work[n])).reshape(-1) for n, v in tangent.vectors.items()]
-    moved = np.concatenate([r[r != 0] for r in ratios]) if ratios else np.zeros(0)
+    moved = _relative_moves(work, tangent)
     return float(np.sqrt(np.mean(moved * moved))) if moved.size else 0.0
+
+
+def terms(work: Mapping[str, np.ndarray], tangent: Tangent) -> float:
+    """The sum of ``|u_i| / scale_i``: a JVP adds up one term per coordinate moved, each carrying
+    its rounding (as ``tolerance.directional_allowance`` sums ``|v_i|``)."""
+    return float(np.sum(_relative_moves(work, tangent)))
 
 
 class _Tangents(dict[str, Any]):

@@ -379,15 +379,16 @@ def outputs_differ(gap: float, size: float) -> bool:
 # -- forward mode -----------------------------------------------------------------------------
 
 
-def jvp_rounding(sigma: Any, spread: float, eps: float) -> Any:
+def jvp_rounding(sigma: Any, terms: float, eps: float) -> Any:
     """Rounding allowed between a JVP and an exact oracle's, per output element: the element's
-    noise ``sigma`` (array or float), at least ``eps``, times ``spread``, the tangent's
-    root-mean-square move per unit of the step, relative to the inputs' scale (a JVP is a change
-    of the output per step), ``TORCH_ROUNDING`` times, as between gradients. The ``eps`` floor is
+    noise ``sigma`` (array or float), at least ``eps``, times ``terms``, the sum of the tangent's
+    moves relative to each coordinate's scale (a JVP adds up one term per coordinate moved, each
+    with the rounding a gradient element is allowed against torch over its scale: as
+    ``directional_allowance`` sums the floor over ``|v_i|``), ``TORCH_ROUNDING`` times. The ``eps`` floor is
     ``torch_rounding``'s upstream-gradient term: a JVP that moves the output by less than one
     rounding unit of 1 over a full relative move of the inputs is crumbs (a saturated softmax's
     loss rounds to exactly 0), on which two correct computations may disagree entirely."""
-    return TORCH_ROUNDING * np.maximum(np.asarray(sigma), eps) * spread
+    return TORCH_ROUNDING * np.maximum(np.asarray(sigma), eps) * terms
 
 
 # ``<v, J u>`` by the jvp (``v . jvp(u)``) and by the backward (``backward(v) . u``) add the

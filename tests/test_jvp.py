@@ -135,6 +135,16 @@ def test_a_gradient_that_should_be_zero_may_carry_its_floors_rounding_into_the_c
     assert all(c.ok for c in result.consistency)
 
 
+def test_a_saturated_sigmoid_leaves_the_jvp_rounding_of_each_coordinate_it_moves():
+    """sigmoid(23.5): 1 - f keeps 5 digits, so the jvp and torch differ by a relative 1.6e-6, the
+    rounding each of the five coordinates a random tangent moves carries."""
+    neuron = next(c for c in gradcheck_reference.CORRECT if c.name == "circuits.sigmoid_neuron")
+    inputs = {"w": np.array([2.0, 4.0, 1.5]), "x": np.array([3.0, 4.0])}
+    result = gradcheck.check_gradients(neuron.forward, neuron.backward, inputs, jvp=neuron.jvp, seed=1839700749)
+    assert result.ok, str(result)
+    assert 1e-7 < result.forward.worst["torch"] < 1e-5
+
+
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
     """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")

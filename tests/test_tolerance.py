@@ -179,7 +179,7 @@ RULES = [
      (False, True), "an absolute 1e-8 below size 1"),
     # -- forward mode
     ("a JVP against an exact oracle's", lambda: one(jvp_rounding(np.array([1e-15]), 2.0, EPS64)), 16 * 1e-15 * 2.0,
-     "16 units of each output element's noise, per unit of the tangent's spread"),
+     "16 units of each output element's noise per unit of the tangent's relative moves, summed (2)"),
     ("a JVP's crumbs", lambda: one(jvp_rounding(np.array([0.0]), 2.0, EPS64)), 16 * EPS64 * 2.0,
      "an output that rounds to 0 still allows eps: below it two correct JVPs may disagree entirely"),
     ("jvp against backward", lambda: consistency_allowance(F64, 2.0, -3.0, 10.0, EPS64), 1e-7 * 3.0 + 64 * EPS64 * 10.0,
