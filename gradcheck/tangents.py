@@ -28,7 +28,7 @@ from gradcheck.numeric import element_scale
 from gradcheck.point import Fault
 
 __all__ = ["BASIS_LIMIT", "RANDOM_TANGENTS", "Tangent", "call_jvp", "draw_tangents", "jvp_arguments",
-           "output_tangent", "spread", "terms"]
+           "output_tangent", "random_tangent", "spread", "terms"]
 
 RANDOM_TANGENTS = 3  # random tangents per check (as directional mode's DIRECTIONS)
 # Inputs with at most this many checked elements in all are also checked along every basis
@@ -56,15 +56,7 @@ def draw_tangents(
     its element's scale (``numeric.element_scale``) and rounded to its input's dtype, so the
     ``jvp`` and the numeric oracle move along the same vector."""
     weights = {n: element_scale(work[n]) for n in names}
-
-    def rounded(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {n: v if dtypes[n] == np.float64 else v.astype(dtypes[n]).astype(np.float64)
-                for n, v in vectors.items()}
-
-    tangents = [
-        Tangent(f"random {k + 1}", rounded({n: rng.standard_normal(work[n].shape) * weights[n] for n in names}))
-        for k in range(count)
-    ]
+    tangents = [random_tangent(work, names, dtypes, rng, k + 1) for k in range(count)]
     if sum(work[n].size for n in names) <= basis_limit:
         for name in names:
             for i in range(work[name].size):
@@ -72,8 +64,23 @@ def draw_tangents(
                 vectors[name].reshape(-1)[i] = weights[name].reshape(-1)[i]
                 index = np.unravel_index(i, work[name].shape)
                 where = f"{name}[{', '.join(map(str, index))}]" if work[name].ndim else name
-                tangents.append(Tangent(f"basis {where}", rounded(vectors)))
+                tangents.append(Tangent(f"basis {where}", _rounded(vectors, dtypes)))
     return tangents
+
+
+def random_tangent(
+    work: Mapping[str, np.ndarray], names: tuple[str, ...], dtypes: Mapping[str, np.dtype], rng: np.random.Generator,
+    number: int,
+) -> Tangent:
+    """Random tangent ``number`` (``"random 2"``): Gaussian, each coordinate scaled by its
+    element's scale and rounded to its input's dtype."""
+    return Tangent(f"random {number}", _rounded({n: rng.standard_normal(work[n].shape) * element_scale(work[n])
+                                                 for n in names}, dtypes))
+
+
+def _rounded(vectors: dict[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    """The vectors as their inputs' dtypes hold them, in float64."""
+    return {n: v if dtypes[n] == np.float64 else v.astype(dtypes[n]).astype(np.float64) for n, v in vectors.items()}
 
 
 def _relative_moves(work: Mapping[str, np.ndarray], tangent: Tangent) -> np.ndarray:

@@ -145,6 +145,22 @@ def test_a_saturated_sigmoid_leaves_the_jvp_rounding_of_each_coordinate_it_moves
     assert 1e-7 < result.forward.worst["torch"] < 1e-5
 
 
+def test_random_tangents_that_cross_a_dead_units_kinks_are_drawn_again_not_failed():
+    """A zero column of W1: unit 0's ReLU inputs are exactly 0 for every example, and a random
+    tangent moving W1[:, 0] switches it on for some examples on either side; the jvp's convention
+    (off) is the slope of neither side. The drawn example of the report that found it."""
+    net = next(c for c in gradcheck_reference.CORRECT if c.name == "twolayer.softmax_net")
+    rng = np.random.default_rng(0)
+    W1 = rng.uniform(-2, 2, (4, 5))
+    W1[:, 0] = 0.0
+    inputs = {"X": rng.uniform(-3, 3, (5, 4)), "y": np.array([1, 2, 2, 0, 2]), "W1": W1,
+              "W2": rng.uniform(-800, 800, (5, 3))}
+    result = gradcheck.check_gradients(net.forward, net.backward, inputs, wrt=net.wrt, jvp=net.jvp, seed=3723467899)
+    assert result.ok, str(result)
+    assert any("crossed a kink and were drawn again" in n for n in result.notes)
+    assert len(result.forward.tangents) > RANDOM_TANGENTS
+
+
 def test_the_jax_oracle_gives_the_jvp_of_an_array_api_forward():
     """Imports jax (a few seconds, once per process, as the jax oracle's own tests do)."""
     pytest.importorskip("jax")
