@@ -21,6 +21,12 @@ This module orchestrates; each step is a module of its own:
    wrong;
 8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
 
+Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
+forward and the backward repeated, their nondeterminism measured (``repeats``, before step 5: a
+rounding-level spread widens the allowance); a torch callable's backward run under other
+layouts of its inputs and ``dout`` (``layouts``); and the backward at structured upstream
+gradients, with the reading of ``dout`` named behind a mismatch (``upstream``).
+
 Bugs in the code under test never raise: they are faults or mismatches in the result.
 """
 
@@ -33,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import complex_values, directional, taylor, validation
+from gradcheck import complex_values, directional, repeats, taylor, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -43,6 +49,7 @@ from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.forward_mode import JvpSource, check_forward, hand_written, torch_forward_mode
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
+from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
@@ -60,6 +67,8 @@ from gradcheck.point import (
     reference_scales,
 )
 from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
+from gradcheck.repeats import Repeated
+from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import absolute_floor, default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -81,9 +90,14 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
+
+    The backward is also run at structured upstream gradients (``upstream``), several times
+    (``repeats``) and, for a torch callable, under other layouts of its inputs and ``dout``
+    (``layouts``).
 
     Args:
         forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
@@ -113,16 +127,19 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        deterministic: the forward and the backward are run several times at the point;
+            False (the default) allows their results to differ by rounding (a reordered sum,
+            atomics), reported and added to the allowance; True makes any difference a fault.
         jvp: forward mode. A hand-written ``jvp(tangents, **inputs) -> output tangent``
             (``tangents``: name -> array shaped like each checked input, in its dtype; it
             returns an array shaped like the output) is checked along random tangents and every
             basis direction of small inputs, against the numeric JVP (central differences
-            along the tangent) and the exact oracles' (``torch.func.jvp``, ``jax.jvp``), and
-            against the backward (``<dout, J u>`` both ways). With ``backward=None`` on a numpy
-            forward, forward mode alone is checked. ``True`` with ``backward=None`` checks
+            along the tangent) and the exact oracles' (torch's reverse mode twice, ``jax.jvp``),
+            and against the backward (``<dout, J u>`` both ways). With ``backward=None`` on a
+            numpy forward, forward mode alone is checked. ``True`` with ``backward=None`` checks
             torch's forward-mode AD of a torch forward (a custom ``autograd.Function``'s
             ``jvp``) against the numeric oracle and against reverse mode. ``None`` or ``False``:
-            not checked.
+            not checked. Forwards with one real output and real inputs.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
         ``forward``, ``consistency``, ``taylor``, ...
@@ -133,7 +150,7 @@ def check_gradients(
             Bugs in ``forward`` or ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           jvp=jvp)
+                           deterministic=deterministic, jvp=jvp)
     return run_check(forward, backward, inputs, options)
 
 
@@ -142,23 +159,35 @@ def run_check(
     backward: Callable[..., Mapping[str, Any]] | None,
     inputs: Mapping[str, Any],
     options: CheckOptions,
+    *,
+    layouts: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
-    ``gradient_test`` and the runner call)."""
+    ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
+    backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
+    custom = _Custom(validation.layouts(layouts), torch_given(inputs))
     forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
-    hand = callable(options.jvp)
     try:
-        point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=hand)
+        point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=callable(options.jvp))
     except MultipleOutputs as several:
         if options.jvp:
             raise GradcheckError(
                 "jvp checks a forward with one output; this one returns several (forward mode of several "
                 "outputs is not supported yet)"
             ) from None
-        return _check_outputs(forward, backward, prepared, names, options, several, boundary)
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary, custom)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary, on_torch=on_torch)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom, on_torch=on_torch)
+
+
+@dataclass(frozen=True)
+class _Custom:
+    """What the custom-op checks (``repeats``, ``layouts``, ``upstream``) are told of a check:
+    the layouts to run (None: all) and whether the caller gave torch tensors."""
+
+    layouts: tuple[str, ...] | None
+    torch_inputs: bool
 
 
 def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
@@ -171,6 +200,7 @@ def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Bound
 def _check_outputs(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
+    custom: _Custom,
 ) -> CheckResult:
     """A forward with several outputs, checked as one returning them flat (``outputs``), with
     the outputs each failing input's gradient is wrong through named."""
@@ -185,8 +215,9 @@ def _check_outputs(
             point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
         except Fault as fault:
             return _stopped(fault, options, boundary)
+        # The custom-op checks run in the main check, not again per output.
         return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
-                         boundary, batch=batch)
+                         boundary, batch=batch, custom=custom if batch else None)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
     result = replace(check(dout, names, options.mode), outputs=outputs.summary)
@@ -198,50 +229,88 @@ def _check_outputs(
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
-    batch: bool = True, on_torch: bool | None = None,
+    batch: bool = True, custom: _Custom | None = None, on_torch: bool | None = None,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
-    vmap batches where they pay; ``on_torch``: it runs on torch tensors, by default when
-    ``backward`` is None). Reverse mode is checked unless a hand-written jvp is checked alone on a
-    forward of numpy arrays; forward mode when the options have a ``jvp``."""
+    vmap batches where they pay; ``custom``: run the custom-op checks, None: not; ``on_torch``: it
+    runs on torch tensors, by default when ``backward`` is None). Reverse mode is checked unless a
+    hand-written jvp is checked alone on a forward of numpy arrays; forward mode when the options
+    have a ``jvp``."""
     reverse = backward is not None or (backward is None if on_torch is None else on_torch)
+    if not reverse:
+        return _forward_alone(forward, prepared, names, options, point, boundary)
+    forward_faults, forward_notes = ([], []) if custom is None else \
+        repeats.forward_repeats(point, deterministic=options.deterministic)
     try:
-        if reverse:
-            analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
-        else:
-            analytic, source, faults = {}, None, []
-            notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, "
-                     "with a hand-written jvp"]
+        analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return _stopped(fault, options, boundary)
+    backprop = Backprop(forward, backward, prepared, names, known=tuple(faults))
+    limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
+    repeated = Repeated() if custom is None else \
+        repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
+    faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
-    exact = (run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
-             if reverse else ExactFound({}, [], {}))
+    exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               pairs=frozenset(boundary.dtypes))
-    if reverse:
-        run.check_inputs()
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes))
+    run.check_inputs()
+    notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
+    if custom is None:
+        found = Findings()
+    elif repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
+        found = Findings(notes=["layouts and structured upstream gradients not checked: the backward is "
+                                "nondeterministic"])
+    else:
+        # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
+        complex_seen = bool(boundary.dtypes) or boundary.output_complex
+        found = _custom_ops(forward, backward, backprop, run, repeated.measured,
+                            replace(custom, layouts=()) if complex_seen else custom)
+    notes += [n for n in found.notes if n not in notes]
     oracles = ("numeric", *exact.gradients)
     forward_found = None
     if options.jvp:
-        jvp_source = (hand_written(options.jvp, prepared, names, point.output, run.point.evaluator.convert)
-                      if callable(options.jvp) else torch_forward_mode(forward, prepared, point.output))
-        jvp_oracles = tuple(o for o in choose_oracles(options.oracles) if o.name != jvp_source.name)
-        try:
-            forward_found = run.forward_mode(forward, jvp_source, jvp_oracles, exact, backward=reverse)
-        except Fault as fault:
-            faults.append(str(fault))
-        else:
-            oracles += tuple(o for o in forward_found.oracles if o not in oracles)
-    notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    result = run.result(faults + run.faults, notes, oracles, exact.errors)
-    result = _with_forward(result, forward_found, _modes(reverse, bool(options.jvp)), run.taylor_found)
+        forward_found, stopped = _forward_mode(run, forward, prepared, names, point, exact, reverse=True)
+        faults += [stopped] if stopped else []
+        oracles += tuple(o for o in (forward_found.oracles if forward_found else ()) if o not in oracles)
+    result = run.result(faults + run.faults + found.faults, notes, oracles, exact.errors, found)
+    result = _with_forward(result, forward_found, _modes(True, bool(options.jvp)), run.taylor_found)
     return complex_values.relabel(result, boundary)
+
+
+def _forward_alone(
+    forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], options: CheckOptions,
+    point: Point, boundary: complex_values.Boundary,
+) -> CheckResult:
+    """A hand-written jvp checked alone (``backward=None`` on a forward of numpy arrays)."""
+    notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, with a hand-written "
+             "jvp"]
+    run = _Run(point, prepared, names, {}, {}, options, on_torch=False, pairs=frozenset(boundary.dtypes))
+    found, stopped = _forward_mode(run, forward, prepared, names, point, ExactFound({}, [], {}), reverse=False)
+    notes += [n for n in run.point.evaluator.notes if n not in notes]
+    oracles = ("numeric", *(o for o in (found.oracles if found else ()) if o != "numeric"))
+    result = run.result([stopped] if stopped else [], notes, oracles, {})
+    return complex_values.relabel(_with_forward(result, found, _modes(False, True), None), boundary)
+
+
+def _forward_mode(
+    run: _Run, forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], point: Point,
+    exact: ExactFound, *, reverse: bool,
+) -> tuple[Any, str | None]:
+    """Forward mode of a check: what it found, or the fault that stopped it."""
+    jvp = run.options.jvp
+    source: JvpSource = (hand_written(jvp, prepared, names, point.output, run.point.evaluator.convert)
+                         if callable(jvp) else torch_forward_mode(forward, prepared, point.output))
+    oracles = tuple(o for o in choose_oracles(run.options.oracles) if o.name != source.name)
+    try:
+        return run.forward_mode(forward, source, oracles, exact, backward=reverse), None
+    except Fault as fault:
+        return None, str(fault)
 
 
 def _modes(reverse: bool, forward: bool) -> tuple[str, ...]:
@@ -287,6 +356,24 @@ def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
         forward=found.summary, consistency=consistency, taylor=evidence,
         evaluations=result.evaluations + found.summary.evaluations,
     )
+
+
+def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
+                spread: Mapping[str, float], custom: _Custom) -> Findings:
+    """After the check at the point: the backward under other layouts (torch callables) and at
+    structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
+    sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first)."""
+    reference = next(iter(run.exact.values()), run.analytic)
+    limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
+                        spread={n: 2 * s for n, s in spread.items()})
+    passed = {s.name for s in run.summaries if s.ok}
+    found = check_layouts(forward, backward, custom.torch_inputs, run.prepared, run.names, run.point.dout, limits,
+                          layouts=custom.layouts, passed=passed, oracles=run.oracle_values)
+    found.add(upstream.check_upstream(
+        backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
+        seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
+    ))
+    return found
 
 
 def _prepare(
@@ -364,6 +451,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
@@ -394,8 +482,9 @@ class _Run:
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
         itemsize = 8 if self.on_torch else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
-        return default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
-                                 global_scale=self.global_scale)
+        tol = default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
+                                global_scale=self.global_scale)
+        return replace(tol, spread=self.spread.get(name, 0.0))
 
     def check_inputs(self) -> None:
         """Each input in its mode, then the kink elements of all inputs moved together, then the
@@ -422,6 +511,17 @@ class _Run:
             self.second_opinion()
         finally:
             close(tracker)
+
+    def oracle_values(self, name: str, flat_index: int) -> tuple[dict[str, float], dict[str, float]]:
+        """The oracles' values at an element of input ``name`` (the numeric one where it was
+        measured per element) and their errors."""
+        values = {o: float(g[name].reshape(-1)[flat_index]) for o, g in self.exact.items() if name in g}
+        errors = {}
+        if name in self.measured:
+            estimate = self.measured[name].estimate
+            values = {"numeric": float(estimate.gradient[flat_index]), **values}
+            errors["numeric"] = float(estimate.error[flat_index])
+        return values, errors
 
     def check_input(self, name: str) -> None:
         grad, tol = self.analytic[name], self.tolerance(name)
@@ -518,12 +618,15 @@ class _Run:
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 
     def result(self, faults: list[str], notes: list[str], oracles: tuple[str, ...],
-               oracle_errors: dict[str, str]) -> CheckResult:
+               oracle_errors: dict[str, str], found: Findings | None = None) -> CheckResult:
+        found = Findings() if found is None else found
         comparisons = self.comparisons.values()
-        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties
+        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties + found.mismatches
+        inputs = [replace(s, mismatches=s.mismatches + sum(m.input == s.name for m in found.mismatches),
+                          diagnosis=found.diagnoses.get(s.name, s.diagnosis)) for s in self.diagnoses()]
         return CheckResult(
             ok=not mismatches and not faults,
-            inputs=tuple(self.diagnoses()),
+            inputs=tuple(inputs),
             mismatches=tuple(mismatches),
             kinks=tuple(k for c in comparisons for k in c.kinks),
             disagreements=tuple(d for c in comparisons for d in c.disagreements),
@@ -550,6 +653,7 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
@@ -558,7 +662,7 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           jvp=jvp)
+                           deterministic=deterministic, jvp=jvp)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

@@ -346,7 +346,7 @@ def test_a_jvp_asking_for_an_integer_inputs_tangent_is_told_it_has_none():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "jvp"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp"}
 
 
 def _fixture() -> GradcheckFixture:
