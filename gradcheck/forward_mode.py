@@ -36,7 +36,15 @@ from gradcheck.numeric import richardson, slope_hull
 from gradcheck.oracles import Oracle, run_exact_jvps
 from gradcheck.point import Fault, Noise, Point
 from gradcheck.result import Consistency, Disagreement, ForwardSummary, Kink, Mismatch, Tolerance
-from gradcheck.tangents import RANDOM_TANGENTS, Tangent, call_jvp, draw_tangents, random_tangent, spread, terms
+from gradcheck.tangents import (
+    RANDOM_TANGENTS,
+    Tangent,
+    call_jvp,
+    draw_tangents,
+    element_scales,
+    moves,
+    random_tangent,
+)
 from gradcheck.tolerance import (
     absolute_floor,
     allowed,
@@ -134,6 +142,7 @@ class _Forward:
         self.f0 = np.asarray(point.output, dtype=np.float64).reshape(-1)
         self.size = self.f0.size
         self.rms = float(np.sqrt(np.mean(self.f0 * self.f0))) if self.size else 0.0
+        self.scales = element_scales(ev.work, names)
 
     def sigma(self, noise: float) -> np.ndarray:
         """Each output element's noise: the contracted forward's relative noise times the
@@ -193,7 +202,7 @@ class _Forward:
     def tangent(self, tangent: Tangent, analytic: np.ndarray, exact: dict[str, np.ndarray]
                 ) -> tuple[InputComparison, NumericEstimate, Tolerance]:
         """Check one tangent: two evaluations where they suffice, four where Richardson pays."""
-        step_spread = spread(self.ev.work, tangent)
+        step_spread, moved = moves(self.scales, tangent)
         h = STEP_FACTOR * self.point.eps ** (1.0 / 3.0) / step_spread if step_spread > 0 else 1.0
         plus1, minus1 = self.measure(tangent, h, [h, -h])
         m = _Measured(h, plus1, minus1)
@@ -201,7 +210,6 @@ class _Forward:
         if not self.quick_pass(analytic, m, self.sigma(noise), self.tolerance(analytic, exact)):
             plus2, minus2 = self.measure(tangent, h, [2 * h, -2 * h])
             m = replace(m, plus2=plus2, minus2=minus2)
-        moved = terms(self.ev.work, tangent)
         comparison, estimate, tol = self.compare(tangent, analytic, exact, m, noise, moved)
         if comparison.mismatch_mask.any() and m.plus2 is not None:
             # Measured noise, only where the output's rounding leaves a mismatch.
@@ -235,7 +243,7 @@ def check_forward(
     """
     backward_exact = backward_exact or {}
     run = _Forward(point, ev, noise, prepared, names, source, rtol, atol)
-    pending = draw_tangents(ev.work, names, prepared.dtypes, rng)
+    pending = draw_tangents(run.scales, prepared.dtypes, rng)
     tangents: list[Tangent] = []
     drawn = RANDOM_TANGENTS
     crossed = 0
@@ -272,7 +280,7 @@ def check_forward(
             crossed += 1
             if drawn < REDRAWS * RANDOM_TANGENTS:
                 drawn += 1
-                pending.insert(0, random_tangent(ev.work, names, prepared.dtypes, rng, drawn))
+                pending.insert(0, random_tangent(run.scales, prepared.dtypes, rng, drawn))
         moved = ", ".join(n for n in names if np.any(tangent.vectors[n]))
         outcome.mismatches += [replace(m, input=moved, tangent=tangent.label, mode="forward")
                                for m in comparison.mismatches]

@@ -27,8 +27,8 @@ from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import element_scale
 from gradcheck.point import Fault
 
-__all__ = ["BASIS_LIMIT", "RANDOM_TANGENTS", "Tangent", "call_jvp", "draw_tangents", "jvp_arguments",
-           "output_tangent", "random_tangent", "spread", "terms"]
+__all__ = ["BASIS_LIMIT", "RANDOM_TANGENTS", "Tangent", "call_jvp", "draw_tangents", "element_scales", "jvp_arguments",
+           "moves", "output_tangent", "random_tangent"]
 
 RANDOM_TANGENTS = 3  # random tangents per check (as directional mode's DIRECTIONS)
 # Inputs with at most this many checked elements in all are also checked along every basis
@@ -47,35 +47,39 @@ class Tangent:
     vectors: dict[str, np.ndarray]
 
 
+def element_scales(work: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Each checked input's element scales at the point (``numeric.element_scale``), computed
+    once per check: tangents are drawn and measured against them."""
+    return {n: element_scale(work[n]) for n in names}
+
+
 def draw_tangents(
-    work: Mapping[str, np.ndarray], names: tuple[str, ...], dtypes: Mapping[str, np.dtype], rng: np.random.Generator,
+    scales: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype], rng: np.random.Generator,
     *, count: int = RANDOM_TANGENTS, basis_limit: int = BASIS_LIMIT,
 ) -> list[Tangent]:
-    """``count`` random tangents over the inputs ``names`` at the point ``work``, then every basis
-    direction when those inputs hold at most ``basis_limit`` elements. Each coordinate is scaled by
-    its element's scale (``numeric.element_scale``) and rounded to its input's dtype, so the
+    """``count`` random tangents over the inputs of ``scales`` (name -> element scales at the
+    point), then every basis direction when those inputs hold at most ``basis_limit`` elements.
+    Each coordinate is scaled by its element's scale and rounded to its input's dtype, so the
     ``jvp`` and the numeric oracle move along the same vector."""
-    weights = {n: element_scale(work[n]) for n in names}
-    tangents = [random_tangent(work, names, dtypes, rng, k + 1) for k in range(count)]
-    if sum(work[n].size for n in names) <= basis_limit:
-        for name in names:
-            for i in range(work[name].size):
-                vectors = {n: np.zeros(work[n].shape) for n in names}
-                vectors[name].reshape(-1)[i] = weights[name].reshape(-1)[i]
-                index = np.unravel_index(i, work[name].shape)
-                where = f"{name}[{', '.join(map(str, index))}]" if work[name].ndim else name
+    tangents = [random_tangent(scales, dtypes, rng, k + 1) for k in range(count)]
+    if sum(w.size for w in scales.values()) <= basis_limit:
+        for name, weights in scales.items():
+            for i in range(weights.size):
+                vectors = {n: np.zeros(w.shape) for n, w in scales.items()}
+                vectors[name].reshape(-1)[i] = weights.reshape(-1)[i]
+                index = np.unravel_index(i, weights.shape)
+                where = f"{name}[{', '.join(map(str, index))}]" if weights.ndim else name
                 tangents.append(Tangent(f"basis {where}", _rounded(vectors, dtypes)))
     return tangents
 
 
 def random_tangent(
-    work: Mapping[str, np.ndarray], names: tuple[str, ...], dtypes: Mapping[str, np.dtype], rng: np.random.Generator,
-    number: int,
+    scales: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype], rng: np.random.Generator, number: int,
 ) -> Tangent:
     """Random tangent ``number`` (``"random 2"``): Gaussian, each coordinate scaled by its
     element's scale and rounded to its input's dtype."""
-    return Tangent(f"random {number}", _rounded({n: rng.standard_normal(work[n].shape) * element_scale(work[n])
-                                                 for n in names}, dtypes))
+    return Tangent(f"random {number}", _rounded({n: rng.standard_normal(w.shape) * w for n, w in scales.items()},
+                                                dtypes))
 
 
 def _rounded(vectors: dict[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
@@ -83,23 +87,20 @@ def _rounded(vectors: dict[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> 
     return {n: v if dtypes[n] == np.float64 else v.astype(dtypes[n]).astype(np.float64) for n, v in vectors.items()}
 
 
-def _relative_moves(work: Mapping[str, np.ndarray], tangent: Tangent) -> np.ndarray:
-    """``|u_i| / scale_i`` over the coordinates the tangent moves (flat)."""
-    ratios = [np.abs(v / element_scale(work[n])).reshape(-1) for n, v in tangent.vectors.items()]
-    return np.concatenate([r[r != 0] for r in ratios]) if ratios else np.zeros(0)
-
-
-def spread(work: Mapping[str, np.ndarray], tangent: Tangent) -> float:
-    """The root-mean-square of ``u_i / scale_i`` over the coordinates the tangent moves: how far a
-    unit step along it moves the inputs, relative to their scale (1 for the drawn tangents)."""
-    moved = _relative_moves(work, tangent)
-    return float(np.sqrt(np.mean(moved * moved))) if moved.size else 0.0
-
-
-def terms(work: Mapping[str, np.ndarray], tangent: Tangent) -> float:
-    """The sum of ``|u_i| / scale_i``: a JVP adds up one term per coordinate moved, each carrying
-    its rounding (as ``tolerance.directional_allowance`` sums ``|v_i|``)."""
-    return float(np.sum(_relative_moves(work, tangent)))
+def moves(scales: Mapping[str, np.ndarray], tangent: Tangent) -> tuple[float, float]:
+    """``(spread, terms)`` of the relative moves ``|u_i| / scale_i`` over the coordinates the
+    tangent moves: their root-mean-square, how far a unit step along it moves the inputs relative
+    to their scale (1 for the drawn tangents), and their sum: a JVP adds up one term per
+    coordinate moved, each carrying its rounding (as ``tolerance.directional_allowance`` sums
+    ``|v_i|``)."""
+    spread = terms = 0.0
+    count = 0
+    for n, v in tangent.vectors.items():
+        relative = np.abs(v / scales[n])
+        count += int(np.count_nonzero(relative))
+        spread += float(np.vdot(relative, relative))
+        terms += float(np.sum(relative))
+    return (float(np.sqrt(spread / count)) if count else 0.0), terms
 
 
 class _Tangents(dict[str, Any]):
