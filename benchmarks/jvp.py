@@ -10,7 +10,8 @@ fast gradcheck checks torch's own forward-mode AD of the same net (written in to
 reverse mode switched off; its forward calls are counted too.
 
 Run: ``python benchmarks/jvp.py [--quick]`` (``--quick``: 64 x 256 x 250 x 10). Times are the best
-of three runs, wall-clock seconds on this machine; the ratio is ours / torch's.
+of three runs, wall-clock seconds, with numpy's BLAS and torch on one thread each (so that other
+work on the machine moves them less); the ratio is ours / torch's.
 """
 
 from __future__ import annotations
@@ -76,14 +77,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 x 256 x 250 x 10 instead")
     args = parser.parse_args(argv)
-    m, n, d, k = (64, 256, 250, 10) if args.quick else (64, 1024, 1000, 10)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        run(args.quick)
+
+
+def run(quick):
+    m, n, d, k = (64, 256, 250, 10) if quick else (64, 1024, 1000, 10)
     rng = np.random.default_rng(0)
     inputs = {"X": rng.standard_normal((m, n)), "y": rng.integers(0, k, m),
               "W1": rng.standard_normal((n, d)) / np.sqrt(n), "W2": rng.standard_normal((d, k)) / np.sqrt(d)}
     params = inputs["W1"].size + inputs["W2"].size
     print(f"two-layer net {m}x{n}x{d}x{k}: {params:,} parameters (W1, W2), float64")
 
-    one_forward, _ = best_of(lambda: forward(**inputs))
+    one_forward, _ = best_of(lambda: forward(**inputs), repeats=5)
     counted_forward, counted_jvp = Counted(forward), Counted(jvp)
 
     def ours():
