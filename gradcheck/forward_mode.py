@@ -29,7 +29,7 @@ import numpy as np
 
 from gradcheck.compare import InputComparison, compare_input
 from gradcheck.directional import STEP_FACTOR
-from gradcheck.estimates import NumericEstimate
+from gradcheck.estimates import NumericEstimate, Unavailable
 from gradcheck.evaluate import Evaluator
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import richardson, slope_hull
@@ -43,6 +43,7 @@ from gradcheck.tangents import (
     draw_tangents,
     element_scales,
     moves,
+    output_tangent,
     random_tangent,
 )
 from gradcheck.tolerance import (
@@ -78,8 +79,7 @@ def hand_written(jvp: Callable[..., Any], prepared: PreparedInputs, names: tuple
     itemsize = min([output.dtype.itemsize, *(prepared.dtypes[n].itemsize for n in names)])
 
     def call(tangent: Tangent) -> np.ndarray:
-        value = call_jvp(jvp, prepared, tangent, output, convert)
-        return value
+        return call_jvp(jvp, prepared, tangent, output, convert)
 
     return JvpSource("jvp", call, 8 if convert is not None else itemsize)
 
@@ -93,11 +93,9 @@ def torch_forward_mode(forward: Callable[..., Any], prepared: PreparedInputs, ou
         from gradcheck.torch_oracle import forward_mode_jvp
 
         found = forward_mode_jvp(torch, forward, prepared.widened, tangent.vectors)
-        if not hasattr(found, "gradients"):
+        if isinstance(found, Unavailable):
             raise Fault(f"torch forward-mode AD failed along the {tangent.label} tangent: "
-                        f"{getattr(found, 'error', '') or getattr(found, 'reason', '')}")
-        from gradcheck.tangents import output_tangent
-
+                        f"{found.error or found.reason}")
         return output_tangent(found.gradients["jvp"], output, who="torch forward-mode AD")
 
     return JvpSource("torch", call, 8)
