@@ -148,7 +148,8 @@ class _Forward:
         relative = max(noise / self.point.scale, self.point.eps) if self.point.scale > 0 else self.point.eps
         return relative * np.maximum(np.abs(self.f0), self.rms)
 
-    def measure(self, tangent: Tangent, h: float, steps: list[float]) -> list[np.ndarray]:
+    def measure(self, tangent: Tangent, steps: list[float]) -> list[np.ndarray]:
+        """The output, flat, at ``x + t u`` for each step ``t`` (NaN where the forward failed)."""
         outs = self.ev.direction_outputs(tangent.vectors, np.array(steps))
         return [_flat(o, self.size) for o in outs]
 
@@ -202,11 +203,11 @@ class _Forward:
         """Check one tangent: two evaluations where they suffice, four where Richardson pays."""
         step_spread, moved = moves(self.scales, tangent)
         h = STEP_FACTOR * self.point.eps ** (1.0 / 3.0) / step_spread if step_spread > 0 else 1.0
-        plus1, minus1 = self.measure(tangent, h, [h, -h])
+        plus1, minus1 = self.measure(tangent, [h, -h])
         m = _Measured(h, plus1, minus1)
         noise = self.noise.known()
         if not self.quick_pass(analytic, m, self.sigma(noise), self.tolerance(analytic, exact)):
-            plus2, minus2 = self.measure(tangent, h, [2 * h, -2 * h])
+            plus2, minus2 = self.measure(tangent, [2 * h, -2 * h])
             m = replace(m, plus2=plus2, minus2=minus2)
         comparison, estimate, tol = self.compare(tangent, analytic, exact, m, noise, moved)
         if comparison.mismatch_mask.any() and m.plus2 is not None:
