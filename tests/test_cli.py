@@ -137,7 +137,7 @@ def test_markdown_is_a_table_for_job_summaries(cli_main):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("### gradcheck report")
-    assert "| case | examples | oracles | kinks | worst vs numeric | worst vs torch | verdict | note |" in lines
+    assert "| case | examples | oracles | modes | kinks | worst vs numeric | worst vs torch | verdict | note |" in lines
     assert any(line.startswith("| `matmul.dW_dX` |") and "pass" in line for line in lines)
 
 
