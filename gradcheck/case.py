@@ -10,6 +10,9 @@ A case bundles everything needed to check a backward pass on many inputs:
   with that input's shape. ``dout`` has the forward's output shape (``1.0`` for a scalar loss).
   ``None`` means "the gradient is whatever torch autograd computes for ``forward``" (for custom
   ``torch.autograd.Function``\\ s and modules).
+* ``jvp(tangents, **inputs)`` (optional) returns the output's tangent along ``tangents`` (name ->
+  array shaped like each checked input): the case's forward mode, checked beside the backward
+  (``True`` with ``backward=None``: torch's forward-mode AD).
 * ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``, or a dict
   ``name -> strategy`` (drawn as ``st.fixed_dictionaries``).
 * ``hvp(vectors, **inputs)`` (optional, with ``order=2``) returns the Hessian-vector product of
@@ -50,6 +53,8 @@ class Case:
         points: fixed inputs (e.g. published worked examples) checked before drawn ones.
         layers: input names ordered from the first layer to the last, for cases whose
             gradient size per layer is worth plotting (vanishing/exploding gradients).
+        jvp: the forward mode to check beside the backward (see ``check_gradients``'s
+            ``jvp``): a hand-written ``jvp(tangents, **inputs)``, ``True`` or None.
         order: the derivative order the case is checked at (1 or 2; a run with a higher
             ``--order`` checks the second order too where it can, see ``options.order_of``).
         hvp: ``hvp(vectors, **inputs) -> {name: H v}``, the Hessian-vector product of a scalar
@@ -71,6 +76,7 @@ class Case:
     expected_diagnosis: str | None = None
     points: tuple[Mapping[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
+    jvp: Callable[..., Any] | bool | None = None
     order: int = 1
     hvp: Callable[..., Mapping[str, Any]] | None = None
 
@@ -83,6 +89,7 @@ class Case:
             object.__setattr__(self, "inputs", validation.input_strategy(self.inputs))
             object.__setattr__(self, "wrt", validation.wrt(self.wrt))
             object.__setattr__(self, "points", validation.points(self.points))
+            validation.jvp(self.jvp)
             object.__setattr__(self, "order", validation.order(self.order))
             validation.function("hvp", self.hvp, none_ok=True)
             validation.second_order_needs(self.order, self.hvp)

@@ -16,8 +16,13 @@ This module orchestrates; each step is a module of its own:
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
    (``compare``, with the rules of ``tolerance``);
-6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected;
-7. with ``order=2``, the first-order gradient is checked as a forward of its own
+6. with ``jvp``, forward mode is checked along tangents, and against the backward
+   (``forward_mode``, ``tangents``);
+7. next to failures and marginal passes the Taylor test gives a second opinion on each gradient
+   (``taylor``), and clears a mismatch only the numeric oracle saw where it shows that oracle
+   wrong;
+8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected;
+9. with ``order=2``, the first-order gradient is checked as a forward of its own
    (``second_order``), by this same engine.
 
 Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
@@ -38,19 +43,20 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import complex_values, directional, repeats, upstream, validation
+from gradcheck import complex_values, directional, repeats, taylor, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
+from gradcheck.forward_mode import JvpSource, check_forward, hand_written, torch_forward_mode
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
 from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
 from gradcheck.point import (
@@ -64,13 +70,14 @@ from gradcheck.point import (
     evaluate_point,
     reference_scales,
 )
-from gradcheck.precision import Budget, below_float64, check_forward, measure_budgets
-from gradcheck.progress import Progress, close, tracker_for
+from gradcheck.precision import Budget, below_float64, measure_budgets
+from gradcheck.precision import check_forward as forward_precision
+from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.repeats import Repeated
 from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.second_order import check_second_order, require_second_order
-from gradcheck.tolerance import default_tolerance, dtype_eps, low_precision_tolerance
+from gradcheck.tolerance import absolute_floor, default_tolerance, dtype_eps, low_precision_tolerance
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -91,6 +98,7 @@ def check_gradients(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> CheckResult:
@@ -135,6 +143,16 @@ def check_gradients(
         deterministic: the forward and the backward are run several times at the point;
             False (the default) allows their results to differ by rounding (a reordered sum,
             atomics), reported and added to the allowance; True makes any difference a fault.
+        jvp: forward mode. A hand-written ``jvp(tangents, **inputs) -> output tangent``
+            (``tangents``: name -> array shaped like each checked input, in its dtype; it
+            returns an array shaped like the output) is checked along random tangents and every
+            basis direction of small inputs, against the numeric JVP (central differences
+            along the tangent) and the exact oracles' (torch's reverse mode twice, ``jax.jvp``),
+            and against the backward (``<dout, J u>`` both ways). With ``backward=None`` on a
+            numpy forward, forward mode alone is checked. ``True`` with ``backward=None`` checks
+            torch's forward-mode AD of a torch forward (a custom ``autograd.Function``'s
+            ``jvp``) against the numeric oracle and against reverse mode. ``None`` or ``False``:
+            not checked. Forwards with one real output and real inputs.
         order: 1 checks first derivatives; 2 checks second derivatives as well (see
             ``gradcheck.second_order``): with ``backward=None``, autograd's double backward
             (``create_graph=True``), with respect to the inputs and ``dout``, against central
@@ -145,8 +163,8 @@ def check_gradients(
             first order) and torch's double backward; the backward's Jacobian must be
             symmetric.
     Returns:
-        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``orders``,
-        ``second_order``, ...
+        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
+        ``forward``, ``consistency``, ``taylor``, ``second_order``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input, ``order`` not 1 or 2, ``hvp``
@@ -156,7 +174,7 @@ def check_gradients(
             ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, order=order, hvp=hvp)
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp)
     return run_check(forward, backward, inputs, options)
 
 
@@ -181,12 +199,17 @@ def run_check(
         first = run_check(*given, inputs, replace(options, order=1, hvp=None), layouts=layouts)
         return check_second_order(forward, backward, prepared, names, options, first, engine=_gradient_check)
     try:
-        point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+        point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=callable(options.jvp))
     except MultipleOutputs as several:
+        if options.jvp:
+            raise GradcheckError(
+                "jvp checks a forward with one output; this one returns several (forward mode of several "
+                "outputs is not supported yet)"
+            ) from None
         return _check_outputs(forward, backward, prepared, names, options, several, boundary, custom)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom, on_torch=on_torch)
 
 
 def _gradient_check(
@@ -217,7 +240,7 @@ def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Bound
     """The result of a check that a fault stopped before any input was checked."""
     return complex_values.relabel(
         CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                    seed=options.seed), boundary)
+                    seed=options.seed, modes=_modes(True, bool(options.jvp))), boundary)
 
 
 def _check_outputs(
@@ -252,15 +275,21 @@ def _check_outputs(
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
-    batch: bool = True, custom: _Custom | None = None,
+    batch: bool = True, custom: _Custom | None = None, on_torch: bool | None = None,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
-    vmap batches where they pay; ``custom``: run the custom-op checks, None: not)."""
+    vmap batches where they pay; ``custom``: run the custom-op checks, None: not; ``on_torch``: it
+    runs on torch tensors, by default when ``backward`` is None). Reverse mode is checked unless a
+    hand-written jvp is checked alone on a forward of numpy arrays; forward mode when the options
+    have a ``jvp``."""
+    reverse = backward is not None or (backward is None if on_torch is None else on_torch)
+    if not reverse:
+        return _forward_alone(forward, prepared, names, options, point, boundary)
     forward_faults, forward_notes = ([], []) if custom is None else \
         repeats.forward_repeats(point, deterministic=options.deterministic)
     low = below_float64(prepared, names)
     try:
-        lost = check_forward(forward, prepared, point, on_torch=backward is None) if low else []
+        lost = forward_precision(forward, prepared, point, on_torch=backward is None) if low else []
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return _stopped(fault, options, boundary)
@@ -293,8 +322,90 @@ def _check_at(
         found = _custom_ops(forward, backward, backprop, run, repeated.measured,
                             replace(custom, layouts=()) if complex_seen else custom)
     notes += [n for n in found.notes if n not in notes]
-    result = run.result(faults + run.faults + found.faults, notes, ("numeric", *exact.gradients), exact.errors, found)
+    oracles = ("numeric", *exact.gradients)
+    forward_found = None
+    if options.jvp:
+        forward_found, stopped = _forward_mode(run, forward, prepared, names, point, exact, reverse=True)
+        faults += [stopped] if stopped else []
+        oracles += tuple(o for o in (forward_found.oracles if forward_found else ()) if o not in oracles)
+    result = run.result(faults + run.faults + found.faults, notes, oracles, exact.errors, found)
+    result = _with_forward(result, forward_found, _modes(True, bool(options.jvp)), run.taylor_found)
     return complex_values.relabel(result, boundary)
+
+
+def _forward_alone(
+    forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], options: CheckOptions,
+    point: Point, boundary: complex_values.Boundary,
+) -> CheckResult:
+    """A hand-written jvp checked alone (``backward=None`` on a forward of numpy arrays)."""
+    notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, with a hand-written "
+             "jvp"]
+    run = _Run(point, prepared, names, {}, {}, options, on_torch=False, pairs=frozenset(boundary.dtypes))
+    found, stopped = _forward_mode(run, forward, prepared, names, point, ExactFound({}, [], {}), reverse=False)
+    notes += [n for n in run.point.evaluator.notes if n not in notes]
+    oracles = ("numeric", *(o for o in (found.oracles if found else ()) if o != "numeric"))
+    result = run.result([stopped] if stopped else [], notes, oracles, {})
+    return complex_values.relabel(_with_forward(result, found, _modes(False, True), None), boundary)
+
+
+def _forward_mode(
+    run: _Run, forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], point: Point,
+    exact: ExactFound, *, reverse: bool,
+) -> tuple[Any, str | None]:
+    """Forward mode of a check: what it found, or the fault that stopped it."""
+    jvp = run.options.jvp
+    source: JvpSource = (hand_written(jvp, prepared, names, point.output, run.point.evaluator.convert)
+                         if callable(jvp) else torch_forward_mode(forward, prepared, point.output))
+    oracles = tuple(o for o in choose_oracles(run.options.oracles) if o.name != source.name)
+    try:
+        return run.forward_mode(forward, source, oracles, exact, backward=reverse), None
+    except Fault as fault:
+        return None, str(fault)
+
+
+def _modes(reverse: bool, forward: bool) -> tuple[str, ...]:
+    """The modes a check covers, in the order ``CheckResult.modes`` lists them."""
+    return (*(("reverse",) if reverse else ()), *(("forward",) if forward else ()))
+
+
+def _point(forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *,
+           backward: Callable[..., Any] | None, hand: bool) -> tuple[Point, bool]:
+    """The forward at the point and whether it runs on torch tensors: with ``backward=None`` it
+    does (autograd is the analytic side), unless a hand-written jvp is checked alone on a forward
+    of numpy arrays (one that fails on them is tried on torch tensors)."""
+    if backward is not None:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    if not hand:
+        return evaluate_point(forward, prepared, seed, on_torch=True), True
+    try:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    except Fault as on_numpy:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise on_numpy from None
+        try:
+            return evaluate_point(forward, prepared, seed, on_torch=True), True
+        except Fault:
+            raise on_numpy from None
+
+
+def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
+                  taylor_found: taylor.TaylorFound | None) -> CheckResult:
+    """The result with forward mode's findings, the modes checked and the Taylor evidence."""
+    evidence = tuple(taylor_found.evidence) if taylor_found is not None else ()
+    if found is None:
+        return replace(result, modes=modes, taylor=evidence)
+    consistency = tuple(found.consistency)
+    mismatches = result.mismatches + tuple(found.mismatches)
+    ok = result.ok and not found.mismatches and all(c.ok for c in consistency)
+    notes = result.notes + tuple(n for n in found.notes if n not in result.notes)
+    return replace(
+        result, ok=ok, mismatches=mismatches, kinks=result.kinks + tuple(found.kinks),
+        disagreements=result.disagreements + tuple(found.disagreements), notes=notes, modes=modes,
+        forward=found.summary, consistency=consistency, taylor=evidence,
+        evaluations=result.evaluations + found.summary.evaluations,
+    )
 
 
 def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
@@ -336,9 +447,21 @@ def _prepare(
     prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
+    if options.jvp and real.boundary.dtypes:
+        raise GradcheckError(
+            f"jvp checks real inputs only; {sorted(real.boundary.dtypes)} are complex (forward mode of complex "
+            "inputs is not supported yet)"
+        )
+    if callable(options.jvp):
+        require_signature(options.jvp, "jvp", tuple(prepared.values), leading=("tangents",))
+    elif options.jvp and backward is not None:
+        raise GradcheckError(
+            "jvp=True checks torch's forward-mode AD of a torch forward, with backward=None; to check a "
+            "hand-written forward mode beside this backward, pass jvp=<your jvp(tangents, **inputs)>"
+        )
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
-    else:
+    elif not callable(options.jvp):
         try:
             import torch
         except ImportError:
@@ -391,6 +514,7 @@ class _Run:
     faults: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ties: list[Mismatch] = field(default_factory=list)
+    taylor_found: taylor.TaylorFound | None = None
 
     def __post_init__(self) -> None:
         point, names = self.point, self.names
@@ -421,7 +545,8 @@ class _Run:
         return replace(tol, spread=self.spread.get(name, 0.0))
 
     def check_inputs(self) -> None:
-        """Each input in its mode, then the kink elements of all inputs moved together."""
+        """Each input in its mode, then the kink elements of all inputs moved together, then the
+        Taylor test (``second_opinion``)."""
         tracker = tracker_for(self.options.progress)
         # The evaluator for this stage: its own count of evaluations, backend and progress.
         self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
@@ -447,6 +572,7 @@ class _Run:
                     self.ties.append(tie)
                     self.summaries = [replace(s, mismatches=s.mismatches + 1) if s.name == tie.input else s
                                       for s in self.summaries]
+            self.second_opinion()
         finally:
             close(tracker)
 
@@ -487,6 +613,59 @@ class _Run:
             budget=self.budgets[name].rule if name in self.budgets else "",
             smallest_caught=comparison.caught,
         ))
+
+    def noise(self) -> Noise:
+        """The forward's noise: the per-input stage's (measured once per check), or a probe of
+        its own where that stage did not run."""
+        context = getattr(self, "context", None)
+        if context is None:
+            self.context = Context(self.point, Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS),
+                                   self.sensitivity, self.rng)
+        return self.context.noise
+
+    def second_opinion(self) -> None:
+        """The Taylor test next to failures and marginal passes; where no exact oracle ran, the
+        mismatches it shows the numeric oracle wrong about are cleared (``taylor``). An empty
+        output makes ``L`` identically 0: there is no remainder to measure."""
+        if self.point.output.size == 0:
+            return
+        found = taylor.assess(
+            self.point.evaluator, self.point.value, self.noise().measured, self.point.eps, self.summaries,
+            self.analytic, [m for c in self.comparisons.values() for m in c.mismatches], exact_ran=bool(self.exact),
+            rng=np.random.default_rng([self.options.seed, 3]),
+        )
+        self.taylor_found = found
+        self.notes += found.notes
+        for name, indices in found.cleared.items():
+            comparison = self.comparisons[name]
+            shape = self.analytic[name].shape
+            mask = comparison.mismatch_mask.copy()
+            for index in indices:
+                mask[np.ravel_multi_index(index, shape) if shape else 0] = False
+            kept = tuple(m for m in comparison.mismatches if m.index not in indices)
+            self.comparisons[name] = replace(comparison, mismatches=kept, mismatch_mask=mask)
+            self.summaries = [replace(s, mismatches=s.mismatches - len(comparison.mismatches) + len(kept))
+                              if s.name == name else s for s in self.summaries]
+
+    def forward_mode(self, forward: Callable[..., Any], source: JvpSource, oracles: tuple[Any, ...],
+                     exact: ExactFound, *, backward: bool) -> Any:
+        """Forward mode (``forward_mode.check_forward``) on an evaluator of its own; held to the
+        analytic gradients when reverse mode was checked. Raises ``Fault`` (the jvp's)."""
+        noise = self.noise()
+        ev = self.point.evaluator.derived(tracker=NULL_TRACKER)
+        if not backward:
+            # Forward mode alone: its noise probe counts among its evaluations.
+            noise = Noise(replace(self.point, evaluator=ev), self.names, self.options.seed, 1)
+        # The absolute floor each input's gradient elements were allowed (``compare``'s scale).
+        floors = {s.name: absolute_floor(s.tolerance, max([float(np.max(np.abs(self.analytic[s.name]), initial=0.0)),
+                                                           *(float(np.max(np.abs(g[s.name]), initial=0.0))
+                                                             for g in exact.gradients.values() if s.name in g)]))
+                  for s in self.summaries if s.name in self.analytic}
+        return check_forward(
+            self.point, ev, noise, self.prepared, self.names, source, forward=forward, oracles=oracles,
+            rng=np.random.default_rng([self.options.seed, 4]), rtol=self.options.rtol, atol=self.options.atol,
+            backward=self.analytic if backward else None, backward_exact=exact.gradients, floors=floors,
+        )
 
     def diagnoses(self) -> list[InputSummary]:
         """The summaries with the likely bug behind each mismatching input."""
@@ -541,6 +720,7 @@ def assert_gradients(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> CheckResult:
@@ -550,7 +730,7 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, order=order, hvp=hvp)
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

@@ -280,18 +280,26 @@ class Evaluator:
 
     def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
         """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed."""
+        outputs = self.direction_outputs(direction, steps)
+        return np.array([np.nan if out is None else self.contract(out) for out in outputs], dtype=np.float64)
+
+    def direction_outputs(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> list[np.ndarray | None]:
+        """``forward(x + t * direction)`` for each t in ``steps`` (one evaluation each); None
+        where the forward failed. The working point is restored afterwards."""
         originals = {name: self.work[name].copy() for name in direction}
-        values = np.empty(len(steps), dtype=np.float64)
-        for k, t in enumerate(steps.tolist()):
-            for name, v in direction.items():
-                np.add(originals[name], t * v, out=self.work[name])
-            try:
-                values[k] = self.value()
-            except ForwardFailure:
-                values[k] = np.nan
-        for name, a in originals.items():
-            self.work[name][...] = a
-        return values
+        outputs: list[np.ndarray | None] = []
+        try:
+            for t in np.asarray(steps).tolist():
+                for name, v in direction.items():
+                    np.add(originals[name], t * v, out=self.work[name])
+                try:
+                    outputs.append(self.output())
+                except ForwardFailure:
+                    outputs.append(None)
+        finally:
+            for name, a in originals.items():
+                self.work[name][...] = a
+        return outputs
 
 
 @dataclass(frozen=True)

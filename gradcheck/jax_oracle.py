@@ -90,6 +90,33 @@ class JaxOracle:
             }
             return Estimate(self.name, gradients, np.asarray(out.astype(jnp.float64)))
 
+    def jvp(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+    ) -> Estimate | Unavailable:
+        """The Jacobian-vector product of ``forward`` along ``tangents`` by ``jax.jvp`` in
+        float64 (as ``TorchOracle.jvp``: under the key ``"jvp"``, with the output)."""
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError:
+            return Unavailable(self.name, "jax is not installed (pip install gradcheck[jax])")
+        names = tuple(tangents)
+        with _x64(jax):
+            held = {n: jnp.asarray(a) for n, a in inputs.items() if n not in tangents}
+
+            def of_checked(*checked: Any) -> Any:
+                return forward(**held, **dict(zip(names, checked, strict=True)))
+
+            try:
+                out, tangent = jax.jvp(of_checked, tuple(jnp.asarray(inputs[n], dtype=jnp.float64) for n in names),
+                                       tuple(jnp.asarray(tangents[n], dtype=jnp.float64) for n in names))
+            except Exception as exc:  # the forward is numpy- or torch-only, or failed on JAX
+                return Unavailable(self.name, _not_on_jax(exc), describe_exception(exc))
+            if not isinstance(out, jax.Array):
+                return Unavailable(self.name, f"forward returned {type(out).__name__} on JAX arrays, not an array")
+            return Estimate(self.name, {"jvp": np.asarray(tangent, dtype=np.float64)},
+                            np.asarray(out, dtype=np.float64))
+
 
 def _not_on_jax(exc: BaseException) -> str:
     """One line saying why a forward did not run on JAX arrays (the full error is kept apart)."""

@@ -41,6 +41,8 @@ class CheckOptions:
             registry to say.
         deterministic: True makes any difference between repeated runs of the forward or the
             backward at the point a fault; False allows rounding-level differences (reported).
+        jvp: forward mode: None or False (not checked), True (torch's forward-mode AD, with
+            ``backward=None``) or a hand-written ``jvp(tangents, **inputs)``.
         order: 1 checks first derivatives; 2 second derivatives as well (see
             ``gradcheck.second_order``).
         hvp: ``hvp(vectors, **inputs) -> {name: H v}``, a hand-written Hessian-vector product
@@ -55,6 +57,7 @@ class CheckOptions:
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
     deterministic: bool = False
+    jvp: Callable[..., Any] | bool | None = None
     order: int = 1
     hvp: Callable[..., Any] | None = None
 
@@ -67,6 +70,7 @@ class CheckOptions:
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
         validation.flag("deterministic", self.deterministic)
+        validation.jvp(self.jvp)
         object.__setattr__(self, "order", validation.order(self.order))
         validation.function("hvp", self.hvp, none_ok=True)
         validation.second_order_needs(self.order, self.hvp)
@@ -142,6 +146,7 @@ def run_options(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Any] | None = None,
 ) -> CheckOptions:
@@ -157,6 +162,7 @@ def run_options(
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
         deterministic=deterministic,
+        jvp=jvp,
         order=order,
         hvp=hvp,
     )

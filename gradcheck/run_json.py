@@ -26,7 +26,7 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
-            "oracles": [str], "orders": [int],   # derivative orders checked: [1] or [1, 2]
+            "oracles": [str], "modes": [str],  # modes: "reverse", "forward"
             "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float,
             "error": str | null,
             "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
@@ -78,8 +78,10 @@ SCHEMA_VERSION = 2
 # ``output_shape`` is then ``[n]``, the differentiable elements raveled together), empty for a
 # forward that returns one array; each input and mismatch carries ``outputs``, the names of the
 # outputs its gradient is wrong through.
-# Added since (keys only): ``orders`` per case, and in each result ``orders`` and
-# ``second_order`` (the second-order check's result, or null).
+# Added keys (same version): a case's ``modes``; a result's ``modes``, ``forward``, ``consistency``
+# and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
+# And a result's ``second_order`` (``order=2``: the second-order check's result, or null), with
+# "second order" among its ``modes``.
 
 
 def versions() -> dict[str, str | None]:
@@ -151,7 +153,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "points": run.points,
         "inconclusive": run.inconclusive,
         "oracles": list(run.oracles),
-        "orders": list(run.orders),
+        "modes": list(run.modes),
         "kinks": run.kinks,
         "failures": run.failures,
         "seconds": round(run.seconds, 4),

@@ -29,7 +29,7 @@ error estimates and kinks, element by element or along random directions.
 In mode "auto" the second order checks every element up to ``SECOND_ORDER_FULL_LIMIT``, random
 directions beyond; the custom-op checks (repeats, layouts, structured upstream gradients) are
 the first order's and are not run on ``G``. The first order is checked first, as always
-(``orders=(1, 2)``); the second-order check is the result's ``second_order``, and the result is
+(``modes`` gains ``"second order"``); the second-order check is the result's ``second_order``, and the result is
 ok only when both are.
 """
 
@@ -53,6 +53,7 @@ from gradcheck.tolerance import symmetry_limit
 
 __all__ = [
     "NOT_DIFFERENTIABLE",
+    "SECOND_ORDER",
     "SECOND_ORDER_FULL_LIMIT",
     "SECOND_ORDER_ORACLES",
     "SYMMETRY_PAIRS",
@@ -68,6 +69,7 @@ __all__ = [
 Engine = Callable[[Callable[..., Any], Callable[..., Any] | None, Mapping[str, Any], CheckOptions], CheckResult]
 
 NOT_DIFFERENTIABLE = "backward is not differentiable"
+SECOND_ORDER = "second order"  # its name among a result's ``modes``
 SECOND_ORDER_ORACLES = ("torch",)  # exact oracles of a double backward (jax's would differentiate numpy)
 AUTOGRAD_NOTE = "analytic gradients are torch autograd's"  # the first order's note, said by ``checked`` here
 SYMMETRY_PAIRS = 2  # random pairs (u, v) along which the backward's Jacobian is held symmetric
@@ -129,13 +131,13 @@ def check_second_order(
                     if o in SECOND_ORDER_ORACLES)
     size = sum(prepared.values[n].size for n in names) + (math.prod(first.output_shape) if hvp is None else 0)
     mode = options.mode if options.mode != "auto" else ("full" if size <= SECOND_ORDER_FULL_LIMIT else "directional")
-    second_options = replace(options, order=1, hvp=None, oracles=oracles, mode=mode)
+    # The jvp is the forward's, checked at the first order: G has none.
+    second_options = replace(options, order=1, hvp=None, oracles=oracles, mode=mode, jvp=None)
     if hvp is None:
         second = _double_backward(forward, prepared, names, second_options, engine, first.output_shape)
     else:
         second = _hand_written(forward, backward, hvp, prepared, names, second_options, engine)
-    second = replace(second, orders=(2,))
-    return replace(first, ok=first.ok and second.ok, orders=(1, 2), second_order=second)
+    return replace(first, ok=first.ok and second.ok, modes=(*first.modes, SECOND_ORDER), second_order=second)
 
 
 # --- a torch callable: autograd's double backward ----------------------------------------------

@@ -122,6 +122,7 @@ class GradcheckFixture:
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
+        jvp: Callable[..., Any] | bool | None = None,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
     ) -> CheckResult:
@@ -134,7 +135,7 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic,
+                              oracles=oracles, deterministic=deterministic, jvp=jvp,
                               order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
         return self._check(forward, backward, inputs, options)
 
@@ -161,6 +162,7 @@ class GradcheckFixture:
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
+        jvp: Callable[..., Any] | bool | None = None,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
     ) -> CheckResult:
@@ -168,7 +170,7 @@ class GradcheckFixture:
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic,
+                              oracles=oracles, deterministic=deterministic, jvp=jvp,
                               order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
@@ -177,16 +179,16 @@ class GradcheckFixture:
 
 
 def _as_case(
-    forward: Any, backward: Any, inputs: Any, wrt: str | Sequence[str] | None, order: int | None = None,
-    hvp: Callable[..., Mapping[str, Any]] | None = None,
+    forward: Any, backward: Any, inputs: Any, wrt: str | Sequence[str] | None, jvp: Any = None,
+    order: int | None = None, hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> Case:
     """The case a ``gradient_test`` checks, validated where the arguments enter."""
     if isinstance(forward, Case):
-        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt), ("hvp", hvp))
+        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt), ("jvp", jvp), ("hvp", hvp))
         given = [n for n, v in extra if v is not _MISSING and v is not None]
         if given:
             raise GradcheckError(
-                f"gradient_test(case) takes the case's own backward, inputs, wrt and hvp; got {given} as well"
+                f"gradient_test(case) takes the case's own backward, inputs, wrt, jvp and hvp; got {given} as well"
             )
         return forward if order is None else replace(forward, order=order)
     if backward is _MISSING:
@@ -199,7 +201,7 @@ def _as_case(
             "(or a dict of strategies)"
         )
     name = getattr(forward, "__qualname__", None) or type(forward).__name__
-    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt,
+    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt, jvp=jvp,
                 order=1 if order is None else order, hvp=hvp)
 
 
@@ -213,6 +215,7 @@ def gradient_test(
     mode: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
+    jvp: Callable[..., Any] | bool | None = None,
     order: int | None = None,
     hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., None]]:
@@ -234,6 +237,7 @@ def gradient_test(
             addition.
         mode, rtol, atol: as for ``check_gradients``; None tolerances use ``--gradcheck-rtol``
             and ``--gradcheck-atol``, then the per-dtype defaults.
+        jvp: forward mode, as for ``check_gradients`` (a ``Case`` carries its own ``jvp``).
         order, hvp: as for ``check_gradients`` (``order=2`` with an ``hvp``); None keeps the
             case's order, and ``--gradcheck-order 2`` checks the second order where it can.
 
@@ -245,10 +249,10 @@ def gradient_test(
             strategy nor a dict of strategies, bad ``examples``/``mode``/tolerances), when the
             decorator is applied, with the messages of ``gradcheck.validation``.
     """
-    case = _as_case(forward, backward, inputs, wrt, order, hvp)
+    case = _as_case(forward, backward, inputs, wrt, jvp, order, hvp)
     if examples is not None:
         examples = validation.examples(examples)
-    run_options(Settings(), wrt=case.wrt, rtol=rtol, atol=atol, mode=mode)  # validated here, made per run
+    run_options(Settings(), wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp)  # validated here, made per run
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., None]:
         if not callable(fn):
@@ -282,7 +286,7 @@ def gradient_test(
 
             settings = run.settings
             count = settings.examples if examples is None else examples
-            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode,
+            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp,
                                   order=case_order(case, settings), hvp=case.hvp)
             try:
                 # A gallery case stops at its first failure: its test passes.

@@ -19,6 +19,11 @@ limits say when a measured difference is noise and when it is a finding:
   values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
   (``outputs_differ``);
 * the fit tolerance of the diagnosis (``fit_rtol``);
+* forward mode: the rounding allowed between a JVP and an exact oracle's (``jvp_rounding``) and
+  between ``<v, J u>`` computed by the jvp and by the backward (``consistency_allowance``);
+* the Taylor test: its steps, the remainder's noise floor (``taylor_floor``), the observed
+  order's verdict (``taylor_verdict``), which passes are marginal (``marginal``) and when its
+  evidence clears a numeric-only mismatch (``taylor_clears``);
 * the same gradient computed again, under other strides (``layouts``) or in a repeated run
   (``repeats``): how far a reordered sum may move it (``reorder_limit``), and the repeats a
   backward gets (``REPEATS``, ``MAX_REPEATS``);
@@ -43,6 +48,7 @@ __all__ = [
     "BATCH_MAX_COST",
     "CENTRAL_NOISE",
     "CONDITION_ROUNDINGS",
+    "CONSISTENCY_ULPS",
     "COUPLING_RTOL",
     "DETERMINISM_ULPS",
     "DTYPE_EPS",
@@ -63,6 +69,14 @@ __all__ = [
     "REPEATS",
     "ROUNDING_ULPS",
     "SYMMETRY_ULPS",
+    "TAYLOR_CLEAR_MARGIN",
+    "TAYLOR_FIT_POINTS",
+    "TAYLOR_MARGINAL",
+    "TAYLOR_NOISE",
+    "TAYLOR_RIGHT_ORDER",
+    "TAYLOR_START",
+    "TAYLOR_STEPS",
+    "TAYLOR_WRONG_ORDER",
     "TORCH_ROUNDING",
     "Precision",
     "Tolerance",
@@ -72,6 +86,7 @@ __all__ = [
     "batching_pays",
     "condition_allowance",
     "condition_magnitude",
+    "consistency_allowance",
     "coupling_limit",
     "default_tolerance",
     "determinism_limit",
@@ -80,9 +95,11 @@ __all__ = [
     "fit_rtol",
     "forward_precision_lost",
     "jump_limit",
+    "jvp_rounding",
     "kink_found",
     "low_precision_allowance",
     "low_precision_tolerance",
+    "marginal",
     "noise_error",
     "one_sided_noise",
     "outputs_differ",
@@ -90,6 +107,9 @@ __all__ = [
     "relative_error",
     "reorder_limit",
     "symmetry_limit",
+    "taylor_clears",
+    "taylor_floor",
+    "taylor_verdict",
     "torch_rounding",
 ]
 
@@ -437,6 +457,99 @@ def outputs_differ(gap: float, size: float) -> bool:
     """True when the forward's outputs on torch and numpy, ``gap`` apart at most, differ by more
     than rounding for an output of size ``size``."""
     return gap > OUTPUT_RTOL * max(size, 1.0)
+
+
+# -- forward mode -----------------------------------------------------------------------------
+
+
+def jvp_rounding(sigma: Any, terms: float, eps: float) -> Any:
+    """Rounding allowed between a JVP and an exact oracle's, per output element: the element's
+    noise ``sigma`` (array or float), at least ``eps``, times ``terms``, the sum of the tangent's
+    moves relative to each coordinate's scale (a JVP adds up one term per coordinate moved, each
+    with the rounding a gradient element is allowed against torch over its scale: as
+    ``directional_allowance`` sums the floor over ``|v_i|``), ``TORCH_ROUNDING`` times. The ``eps`` floor is
+    ``torch_rounding``'s upstream-gradient term: a JVP that moves the output by less than one
+    rounding unit of 1 over a full relative move of the inputs is crumbs (a saturated softmax's
+    loss rounds to exactly 0), on which two correct computations may disagree entirely."""
+    return TORCH_ROUNDING * np.maximum(np.asarray(sigma), eps) * terms
+
+
+# ``<v, J u>`` by the jvp (``v . jvp(u)``) and by the backward (``backward(v) . u``) add the
+# same products in other orders: each may carry a few roundoff units of the terms it adds up
+# (``ROUNDING_ULPS``'s reasoning), on top of the comparison's ``rtol``.
+CONSISTENCY_ULPS = 64
+
+
+def consistency_allowance(
+    tol: Tolerance, first: float, second: float, terms: float, eps: float, floors: float = 0.0,
+) -> float:
+    """How far ``<v, J u>`` computed two ways may differ: ``rtol`` of the larger, plus ``atol``
+    (when given) or ``CONSISTENCY_ULPS`` roundoff units of ``terms`` (the summed magnitudes of
+    the products on both sides) and ``floors``, the absolute floors the elements on both sides
+    were allowed, weighted by how much of each enters (``sum_j floor_j |u_j|`` for the gradient,
+    ``sum_i floor_i |v_i|`` for the JVP): as in ``directional_allowance``, an element that should
+    be 0 may carry rounding up to its floor."""
+    floor = tol.atol if tol.atol is not None else CONSISTENCY_ULPS * eps * terms + floors
+    return float(tol.rtol * max(abs(first), abs(second)) + floor)
+
+
+# -- the Taylor test --------------------------------------------------------------------------
+
+# The remainder r(h) = |L(x + h v) - L(x) - h <g, v>| is measured at TAYLOR_STEPS steps, halving
+# from TAYLOR_START (a move of that fraction of each element's scale): eight steps span a factor
+# of 128, room for three points on a slope after the larger steps where curvature dominates; the
+# smallest, 1/128 of the first (8e-6 of the scale), stays above the numeric oracle's step
+# (6e-6 in float64), so the remainder is far above rounding for a smooth L.
+TAYLOR_STEPS = 8
+TAYLOR_START = 1e-3
+# The order is the slope over the smallest TAYLOR_FIT_POINTS steps whose remainder is above the
+# floor: the asymptotic order, where a first-order error (if any) has taken over from curvature.
+TAYLOR_FIT_POINTS = 3
+# A remainder below TAYLOR_NOISE times the rounding of its three terms is noise: 2 sigma for
+# the two values of L, and roundoff units of h <g, v>.
+TAYLOR_NOISE = 16
+# An order of 2 is a right gradient, 1 a wrong one; between the thresholds the evidence is
+# unclear (a wrong gradient whose error is as large as the curvature's term over the range).
+TAYLOR_RIGHT_ORDER = 1.75
+TAYLOR_WRONG_ORDER = 1.25
+# A pass is marginal (and the Taylor test runs beside it) when its worst relative error is
+# within this factor of rtol.
+TAYLOR_MARGINAL = 10
+# A numeric-only mismatch is cleared when the gradient, off by what the numeric oracle claims,
+# would have left a remainder at the smallest step at least this many times the one observed.
+TAYLOR_CLEAR_MARGIN = 10
+
+
+def taylor_floor(sigma: float, eps: float, linear: Any) -> Any:
+    """The remainder's noise floor at each step: ``TAYLOR_NOISE`` times ``2 sigma`` plus the
+    roundoff of the linear terms ``h <g, v>`` (array or float)."""
+    return TAYLOR_NOISE * (2 * sigma + eps * np.abs(linear))
+
+
+def taylor_verdict(order: float | None) -> str:
+    """``"right"`` for an observed order of at least ``TAYLOR_RIGHT_ORDER``, ``"wrong"`` for at
+    most ``TAYLOR_WRONG_ORDER``, ``"unclear"`` between them, ``"noise"`` for None (no remainder
+    rose above the floor)."""
+    if order is None:
+        return "noise"
+    if order >= TAYLOR_RIGHT_ORDER:
+        return "right"
+    if order <= TAYLOR_WRONG_ORDER:
+        return "wrong"
+    return "unclear"
+
+
+def marginal(relative: float | None, rtol: float) -> bool:
+    """A passing relative error within ``TAYLOR_MARGINAL`` of ``rtol`` (None: nothing measured)."""
+    return relative is not None and relative * TAYLOR_MARGINAL >= rtol
+
+
+def taylor_clears(verdict: str, remainder: float, step: float, claimed: float) -> bool:
+    """Whether a Taylor test with ``verdict`` clears a mismatch that the numeric oracle alone
+    saw: the order is not a wrong gradient's (``"right"`` or ``"noise"``), and a gradient off by
+    the ``claimed`` directional error would leave ``step * |claimed|`` at the smallest ``step``,
+    at least ``TAYLOR_CLEAR_MARGIN`` times the ``remainder`` observed there."""
+    return verdict in ("right", "noise") and step * abs(claimed) >= TAYLOR_CLEAR_MARGIN * remainder
 
 
 # -- the same gradient computed again -----------------------------------------------------------

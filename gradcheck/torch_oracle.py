@@ -20,7 +20,7 @@ import numpy as np
 from gradcheck.estimates import Estimate, Unavailable
 from gradcheck.evaluate import as_float_array, describe_exception
 
-__all__ = ["TORCH", "TorchOracle", "to_torch"]
+__all__ = ["TORCH", "TorchOracle", "forward_mode_jvp", "to_torch"]
 
 
 class TorchOracle:
@@ -59,8 +59,91 @@ class TorchOracle:
         finally:
             torch.set_num_threads(threads)
 
+    def jvp(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+    ) -> Estimate | Unavailable:
+        """The Jacobian-vector product of ``forward`` at ``inputs`` along ``tangents`` (name ->
+        float64 array shaped like that input; the other inputs are held), in float64, by reverse
+        mode twice: ``J u = d/dv <J^T v, u>``. The estimate's ``gradients`` hold it under the key
+        ``"jvp"``, with the output; never raises for a forward that cannot run on torch.
+
+        Reverse mode twice, not torch's forward-mode AD: that is what ``jvp=True`` checks, and
+        its first call in a process costs seconds (it loads torch's compiler stack)."""
+        try:
+            import torch
+        except ImportError:
+            return Unavailable(self.name, "torch is not installed")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as for gradients
+        try:
+            return _reverse_twice(torch, forward, inputs, tangents)
+        finally:
+            torch.set_num_threads(threads)
+
 
 TORCH = TorchOracle()
+
+
+def forward_mode_jvp(
+    torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+) -> Estimate | Unavailable:
+    """torch's forward-mode AD of the forward: the dual tensors of ``torch.autograd.forward_ad``
+    (what ``torch.func.jvp`` runs; they also carry a custom ``autograd.Function`` of the older
+    style, ``forward(ctx, ...)``, through its ``jvp`` staticmethod). A forward whose output
+    carries no tangent left torch (a numpy-only forward wrapped back into a tensor)."""
+    import torch.autograd.forward_ad as fwad
+
+    tensors = {n: to_torch(a) for n, a in inputs.items()}
+    try:
+        with fwad.dual_level():
+            for n, t in tangents.items():
+                tensors[n] = fwad.make_dual(tensors[n], torch.as_tensor(np.asarray(t, dtype=np.float64)))
+            dual = forward(**tensors)
+            if not isinstance(dual, torch.Tensor):
+                return Unavailable("torch", f"forward returned {type(dual).__name__} on torch tensors, not a tensor")
+            unpacked = fwad.unpack_dual(dual)
+            out, tangent = unpacked.primal.detach(), unpacked.tangent
+    except Exception as exc:  # the forward is numpy-only, fails on torch, or has no forward-mode rule
+        return Unavailable("torch", _not_on_torch(exc) if not isinstance(exc, NotImplementedError)
+                           else f"torch forward-mode AD cannot differentiate the forward ({type(exc).__name__})",
+                           describe_exception(exc))
+    if tangent is None:
+        return Unavailable("torch", "forward's output on torch tensors carries no tangent (it left torch)")
+    value = as_float_array(tangent.detach().to(torch.float64))
+    return Estimate("torch", {"jvp": value}, as_float_array(out.to(torch.float64)))
+
+
+def _reverse_twice(
+    torch: Any, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+) -> Estimate | Unavailable:
+    """``J u`` as the gradient, with respect to ``v``, of ``<J^T v, u>`` (``TorchOracle.jvp``)."""
+    names = tuple(tangents)
+    tensors = {n: to_torch(a, requires_grad=n in tangents) for n, a in inputs.items()}
+    try:
+        with torch.enable_grad():
+            out = forward(**tensors)
+    except Exception as exc:  # the forward is numpy-only, or failed on torch
+        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
+    if not isinstance(out, torch.Tensor):
+        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
+    if not out.requires_grad:
+        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
+    try:
+        with torch.enable_grad():
+            out64 = out.to(torch.float64)
+            v = torch.zeros_like(out64, requires_grad=True)
+            grads = torch.autograd.grad((out64 * v).sum(), [tensors[n] for n in names], create_graph=True,
+                                        allow_unused=True)
+            inner = torch.zeros((), dtype=torch.float64)
+            for n, g in zip(names, grads, strict=True):
+                if g is not None:
+                    inner = inner + (g * torch.as_tensor(np.asarray(tangents[n], dtype=np.float64))).sum()
+            tangent = torch.autograd.grad(inner, v, allow_unused=True)[0] if inner.requires_grad else None
+    except Exception as exc:  # a backward that cannot be differentiated again
+        return Unavailable("torch", f"torch.autograd could not differentiate the forward twice ({type(exc).__name__})",
+                           describe_exception(exc))
+    value = np.zeros(tuple(out.shape)) if tangent is None else as_float_array(tangent.detach())
+    return Estimate("torch", {"jvp": value}, as_float_array(out64.detach()))
 
 
 def to_torch(array: np.ndarray, *, requires_grad: bool = False, dtype: str = "float64") -> Any:

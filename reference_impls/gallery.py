@@ -1,8 +1,9 @@
 """Known-buggy backward passes: realistic mistakes the harness must catch.
 
 Each variant reuses a correct forward and changes only the backward (or, for a bug that shows
-only in a low dtype, the forward); ``bug`` says what is wrong and ``expected_diagnosis`` the kind
-of wrong the harness should name (None: no simple pattern, or a fault).
+only in a low dtype, the forward; for forward mode, only the ``jvp``); ``bug`` says what is wrong
+and ``expected_diagnosis`` the kind of wrong the harness should name (None: no simple pattern, or
+a fault).
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ def bias_not_summed(dout, x, y, W1, b1, W2, b2):
 
 def reciprocal_missing_sign(dout, x):
     return {"x": dout / (x * x)}
+
+
+def staged_jvp_without_sigmoid_term(tangents, x, y):
+    """The staged f's forward mode with the sigmoid(x) stage's tangent left out of den's:
+    dden = dxpysqr (the term (1 - sigx) sigx dx forgotten)."""
+    dx, dy = tangents["x"], tangents["y"]
+    sigy = sigmoid_np(y)
+    num = x + sigy
+    dnum = dx + (1 - sigy) * sigy * dy
+    xpy = x + y
+    den = sigmoid_np(x) + xpy**2
+    dden = 2 * xpy * (dx + dy)
+    return dnum / den - num * dden / den**2
 
 
 def lstm_dh_not_through_c(dout, x, h0, c0, Wx, Wh, b):
@@ -280,11 +294,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": a(2, 3, low=0.3), "y": a(2, 3, low=0.3)}
 
 
-def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None, hvp=None):
+def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None, jvp=None, hvp=None):
     return Case(name=f"gallery.{name}", forward=base.forward, backward=backward,
                 inputs=inputs if inputs is not None else base.inputs, wrt=wrt or base.wrt, bug=bug,
                 expected_diagnosis=expected, family="gallery", description=bug,
-                points=(representative(point),), order=2 if hvp is not None else 1, hvp=hvp)
+                points=(representative(point),), jvp=jvp, order=2 if hvp is not None else 1, hvp=hvp)
 
 
 _by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
@@ -305,6 +319,9 @@ CASES = (
     _bug("relu_mask_left_out", _net, relu_mask_left_out, "G1 = G2 W2^T without the ReLU mask 1{Z1 > 0}", None, "net"),
     _bug("staged_assign_at_fork", _by_name["staged.f_xy"], staged_assign_at_fork,
          "dx = ... instead of dx += ... where x forks in the staged f", None, "pair"),
+    _bug("staged_jvp_missing_term", _by_name["staged.f_xy"], staged.f_xy_backward,
+         "the staged f's jvp leaves sigmoid(x)'s tangent out of the denominator's (forward mode)", None, "pair",
+         jvp=staged_jvp_without_sigmoid_term),
     _bug("transposed_dW", _by_name["matmul.dW_dX"], transposed_dW, "dW computed as X dD^T (the transpose)",
          "transpose", "square", inputs=square_matmul()),
     _bug("sigmoid_s_not_s1ms", _by_name["gates.sigmoid"], sigmoid_s_not_s1ms,

@@ -51,6 +51,19 @@ def one_per_layer_backward(dout, a0, y, **params):
     return grads
 
 
+def one_per_layer_jvp(tangents, a0, y, **params):
+    """Forward mode, layer by layer: dz = dw a_prev + w da_prev + db, da = s'(z) dz; the cost's
+    tangent is 2 (a_L - y) da_L."""
+    a, da = a0, tangents["a0"]
+    for l in range(1, DEPTH + 1):
+        w, b = params[f"w{l}"], params[f"b{l}"]
+        z = w * a + b
+        dz = tangents[f"w{l}"] * a + w * da + tangents[f"b{l}"]
+        a = sigmoid_np(z)
+        da = a * (1 - a) * dz
+    return 2 * (a - y) * da
+
+
 def one_per_layer_hvp(vectors, a0, y, **params):
     """H v, forward mode over ``one_per_layer_backward``: the forward's tangents
     z_l' = v_wl a_{l-1} + w_l a_{l-1}' + v_bl, a_l' = s'(z_l) z_l', then each backward stage's:
@@ -109,6 +122,19 @@ def wide_backward(dout, a0, y, **params):
         da = Ws[l] @ delta
     grads["a0"] = da
     return grads
+
+
+def wide_jvp(tangents, a0, y, **params):
+    """Forward mode: dz_l = da_{l-1} W_l + a_{l-1} dW_l + db_l, da_l = s'(z_l) dz_l; the cost's
+    tangent is sum_j 2 (a_j - y_j) da_j."""
+    a, da = a0, tangents["a0"]
+    for l in range(1, WIDE + 1):
+        W, b = params[f"W{l}"], params[f"b{l}"]
+        z = a @ W + b
+        dz = da @ W + a @ tangents[f"W{l}"] + tangents[f"b{l}"]
+        a = sigmoid_np(z)
+        da = a * (1 - a) * dz
+    return np.sum(2 * (a - y) * da)
 
 
 def wide_hvp(vectors, a0, y, **params):
@@ -170,7 +196,7 @@ CASES = (
          inputs=one_inputs(),
          wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)), family="sigmoid_chain",
          description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2, and its Hessian-vector product",
-         order=2, hvp=one_per_layer_hvp),
+         jvp=one_per_layer_jvp, order=2, hvp=one_per_layer_hvp),
     Case(name="sigmoid_chain.one_per_layer_float32", forward=one_per_layer, backward=one_per_layer_backward,
          inputs=one_inputs(np.float32), wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)),
          family="sigmoid_chain", description=f"{DEPTH} sigmoid neurons in a chain, run in float32"),
@@ -178,7 +204,7 @@ CASES = (
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
          description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2, and its Hessian-vector product",
-         order=2, hvp=wide_hvp),
+         jvp=wide_jvp, order=2, hvp=wide_hvp),
     Case(name="sigmoid_chain.wide_float32", forward=wide, backward=wide_backward, inputs=wide_inputs(np.float32),
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",

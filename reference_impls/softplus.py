@@ -46,6 +46,18 @@ def ssr_backward(dout, x, observed, w1, b1, w2, b2, w3, w4, b3):
             "w3": np.sum(dpred * sp1), "w4": np.sum(dpred * sp2), "b3": np.sum(dpred)}
 
 
+def ssr_jvp(tangents, x, observed, w1, b1, w2, b2, w3, w4, b3):
+    """Forward mode: dz = dw x + db; d softplus(z) = sigmoid(z) dz; dpredicted by the product
+    rule; dSSR = sum -2 (observed - predicted) dpredicted."""
+    d = tangents
+    z1, z2 = w1 * x + b1, w2 * x + b2
+    dz1, dz2 = d["w1"] * x + d["b1"], d["w2"] * x + d["b2"]
+    sp1, sp2 = np.log1p(np.exp(z1)), np.log1p(np.exp(z2))
+    dsp1, dsp2 = sigmoid_np(z1) * dz1, sigmoid_np(z2) * dz2
+    dpred = dsp1 * w3 + sp1 * d["w3"] + dsp2 * w4 + sp2 * d["w4"] + d["b3"]
+    return np.sum(-2 * (observed - (sp1 * w3 + sp2 * w4 + b3)) * dpred)
+
+
 def ssr_hvp(vectors, x, observed, w1, b1, w2, b2, w3, w4, b3):
     """H v of SSR = sum r^2, r = observed - predicted: forward mode over ``ssr_backward``. With
     the tangents z1' = x v_w1 + v_b1, z2' = x v_w2 + v_b2 and predicted' (the JVP), the gradient
@@ -88,6 +100,6 @@ CASES = (
     Case(name="softplus.squiggle", forward=ssr, backward=ssr_backward,
          inputs=st.fixed_dictionaries({"x": st.just(DOSAGE.copy()), "observed": st.just(OBSERVED.copy()),
                                        **{p: float_arrays((), max_magnitude=4.0, zeros=True) for p in PARAMS}}),
-         wrt=PARAMS, family="softplus", points=(published_point(),), order=2, hvp=ssr_hvp,
+         wrt=PARAMS, family="softplus", points=(published_point(),), jvp=ssr_jvp, order=2, hvp=ssr_hvp,
          description="SSR of the two-softplus squiggle, all seven parameters, and its Hessian-vector product"),
 )

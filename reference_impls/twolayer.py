@@ -41,6 +41,18 @@ def softmax_net_backward(dout, X, y, W1, W2):
     return {"W1": dout * dW1, "W2": dout * dW2}
 
 
+def softmax_net_jvp(tangents, X, y, W1, W2):
+    """Forward mode along dW1, dW2: dZ1 = 1{X W1 > 0} * (X dW1); dlogits = dZ1 W2 + Z1 dW2;
+    dloss = sum((softmax(logits) - I_y) * dlogits) / m."""
+    dW1, dW2 = tangents["W1"], tangents["W2"]
+    A = X @ W1
+    Z1 = np.maximum(A, 0)
+    dZ1 = (A > 0) * (X @ dW1)
+    dlogits = dZ1 @ W2 + Z1 @ dW2
+    G2 = softmax_np(Z1 @ W2) - onehot_np(y, W2.shape[1])
+    return np.sum(G2 * dlogits) / X.shape[0]
+
+
 def softmax_net_hvp(vectors, X, y, W1, W2):
     """H v for v = (V1, V2), forward mode over the backward: Z1' = M * (X V1) with the ReLU mask
     M = 1{X W1 > 0} (constant where differentiable), logits' = Z1' W2 + Z1 V2, the softmax's
@@ -158,8 +170,8 @@ def short_batch_inputs(draw):
 
 CASES = (
     Case(name="twolayer.softmax_net", forward=softmax_net, backward=softmax_net_backward,
-         inputs=st.one_of(net_inputs(), net_inputs(logit_scale=400.0)), wrt=("W1", "W2"), order=2,
-         hvp=softmax_net_hvp, family="twolayer",
+         inputs=st.one_of(net_inputs(), net_inputs(logit_scale=400.0)), wrt=("W1", "W2"), jvp=softmax_net_jvp,
+         order=2, hvp=softmax_net_hvp, family="twolayer",
          description="mean softmax xent of ReLU(X W1) W2 (large logits too), and its Hessian-vector product"),
     Case(name="twolayer.softmax_net_float32", forward=softmax_net, backward=softmax_net_backward,
          inputs=st.one_of(net_inputs(dtype=np.float32), net_inputs(logit_scale=50.0, dtype=np.float32)),

@@ -65,7 +65,7 @@ X3 = np.array([0.5, -1.2, 2.0, 0.7])
 def test_a_correct_double_backward_passes_at_and_away_from_relu_kinks(kinks):
     result = gradcheck.check_gradients(relu_net, None, net_point(kinks), order=2)
     assert result.ok, str(result)
-    assert result.orders == (1, 2) and result.second_order is not None
+    assert result.modes == ("reverse", "second order") and result.second_order is not None
     assert [s.name for s in result.second_order.inputs] == ["X", "W1", "W2", "dout"]
     assert (len(result.kinks) > 0) == kinks, str(result)  # where the gradient jumps, no false alarm
 
@@ -131,16 +131,17 @@ def test_an_input_named_dout_keeps_its_name():
 
 def test_order_1_checks_the_first_order_alone():
     result = gradcheck.check_gradients(RIGHT, None, {"x": X3})
-    assert result.orders == (1,) and result.second_order is None
-    assert "second order" not in str(result) and result.to_dict()["orders"] == [1]
+    assert result.modes == ("reverse",) and result.second_order is None
+    assert "second order" not in str(result) and result.to_dict()["modes"] == ["reverse"]
 
 
 def test_the_second_order_is_reported_in_text_and_json():
     result = gradcheck.check_gradients(RIGHT, None, {"x": X3}, order=2)
     text = str(result)
-    assert text.startswith("gradcheck PASS: orders 1, 2;") and "\n  second order PASS:" in text
+    assert text.startswith("gradcheck PASS: ") and "modes reverse+second order;" in text.splitlines()[0]
+    assert "\n  second order PASS:" in text
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["orders"] == [1, 2] and data["second_order"]["verdict"] == "pass"
+    assert data["modes"] == ["reverse", "second order"] and data["second_order"]["verdict"] == "pass"
     assert [i["name"] for i in data["second_order"]["inputs"]] == ["x", "dout"]
 
 
@@ -268,11 +269,11 @@ def test_a_run_checks_the_second_order_where_a_check_can(given_order, run, hand_
 def test_the_report_runs_a_torch_case_at_the_runs_order():
     case = gradcheck.Case("torch.cube", RIGHT, None, {"x": st.just(X3)})
     at_two = runner.run_case(case, Settings(examples=1, order=2))
-    assert at_two.ok and at_two.orders == (1, 2)
-    assert run_json.case_to_dict(at_two)["orders"] == [1, 2]
+    assert at_two.ok and at_two.modes == ("reverse", "second order")
+    assert run_json.case_to_dict(at_two)["modes"] == ["reverse", "second order"]
     report = runner.RunReport(Settings(order=2), False, [at_two])
-    assert run_table.rows(report)[0][2] == "numeric; order 2"
-    assert runner.run_case(case, Settings(examples=1)).orders == (1,)
+    assert run_table.rows(report)[0][2:4] == ("numeric", "reverse+second order")
+    assert runner.run_case(case, Settings(examples=1)).modes == ("reverse",)
 
 
 def test_a_failing_second_order_is_the_reports_note():

@@ -24,12 +24,16 @@ from gradcheck.result import Tolerance
 from gradcheck.tolerance import (
     MAX_REPEATS,
     REPEATS,
+    TAYLOR_FIT_POINTS,
+    TAYLOR_START,
+    TAYLOR_STEPS,
     absolute_floor,
     allowed,
     batch_agreement_limit,
     batching_pays,
     condition_allowance,
     condition_magnitude,
+    consistency_allowance,
     coupling_limit,
     default_tolerance,
     determinism_limit,
@@ -38,15 +42,20 @@ from gradcheck.tolerance import (
     fit_rtol,
     forward_precision_lost,
     jump_limit,
+    jvp_rounding,
     kink_found,
     low_precision_allowance,
     low_precision_tolerance,
+    marginal,
     noise_error,
     one_sided_noise,
     outputs_differ,
     precision,
     relative_error,
     reorder_limit,
+    taylor_clears,
+    taylor_floor,
+    taylor_verdict,
     torch_rounding,
 )
 
@@ -210,13 +219,46 @@ RULES = [
      "at least 3 runs (torch's gradcheck compares 2); 8 to measure a spread once the runs differ"),
     ("a small output is measured against 1", lambda: (outputs_differ(0.9e-8, 0.01), outputs_differ(1.1e-8, 0.01)),
      (False, True), "an absolute 1e-8 below size 1"),
+    # -- forward mode
+    ("a JVP against an exact oracle's", lambda: one(jvp_rounding(np.array([1e-15]), 2.0, EPS64)), 16 * 1e-15 * 2.0,
+     "16 units of each output element's noise per unit of the tangent's relative moves, summed (2)"),
+    ("a JVP's crumbs", lambda: one(jvp_rounding(np.array([0.0]), 2.0, EPS64)), 16 * EPS64 * 2.0,
+     "an output that rounds to 0 still allows eps: below it two correct JVPs may disagree entirely"),
+    ("jvp against backward", lambda: consistency_allowance(F64, 2.0, -3.0, 10.0, EPS64), 1e-7 * 3.0 + 64 * EPS64 * 10.0,
+     "rtol of the larger <v, J u>, plus 64 roundoff units of the products summed on both sides"),
+    ("jvp against backward with an atol", lambda: consistency_allowance(Tolerance(1e-7, 1e-9, 1e-12), 2.0, 1.0,
+                                                                        10.0, EPS64, 1e-3),
+     1e-7 * 2.0 + 1e-9, "a caller's atol replaces the rounding floor and the elements' floors"),
+    ("jvp against backward, the elements' floors", lambda: consistency_allowance(F64, 0.0, 2e-19, 0.0, EPS64, 3e-16),
+     1e-7 * 2e-19 + 3e-16, "a gradient that should be 0 may carry its floor's rounding along each unit of the tangent"),
+    # -- the Taylor test
+    ("Taylor steps", lambda: (TAYLOR_STEPS, TAYLOR_START, TAYLOR_FIT_POINTS), (8, 1e-3, 3),
+     "eight halvings from a move of 1e-3 of the scale: the smallest, 7.8e-6, stays above the numeric step"),
+    ("Taylor noise floor", lambda: one(taylor_floor(1e-16, EPS64, np.array([-2.0]))), 16 * (2e-16 + 2 * EPS64),
+     "16 times the rounding of L(x + h v), L(x) and h <g, v>"),
+    ("order 1.75 is a right gradient", lambda: taylor_verdict(1.75), "right", "h^2, give or take a quarter"),
+    ("order 1.74 is unclear", lambda: taylor_verdict(1.74), "unclear", "between the thresholds"),
+    ("order 1.25 is a wrong gradient", lambda: taylor_verdict(1.25), "wrong", "h, give or take a quarter"),
+    ("order 1.26 is unclear", lambda: taylor_verdict(1.26), "unclear", "between the thresholds"),
+    ("no order is noise", lambda: taylor_verdict(None), "noise", "no remainder above the floor"),
+    ("a pass within 10 of rtol is marginal", lambda: (marginal(1e-8, 1e-7), marginal(0.99e-8, 1e-7),
+                                                      marginal(None, 1e-7)),
+     (True, False, False), "a relative error a tenth of the tolerance or more"),
+    ("Taylor clears at 10 times the remainder", lambda: (taylor_clears("right", 1e-9, 1e-5, 1e-3),
+                                                         taylor_clears("right", 1.01e-9, 1e-5, 1e-3)),
+     (True, False), "the claimed error would leave h |claimed| = 1e-8, ten times the 1e-9 seen"),
+    ("Taylor clears on noise, never on order 1",
+     lambda: (taylor_clears("noise", 0.0, 1e-5, 1.0), taylor_clears("wrong", 0.0, 1e-5, 1.0),
+              taylor_clears("unclear", 0.0, 1e-5, 1.0)),
+     (True, False, False), "only evidence that no first-order error shows clears"),
 ]
 
 
 @pytest.mark.parametrize("rule, value, expected, why", RULES, ids=[r[0] for r in RULES])
 def test_each_rule_gives_its_allowance(rule, value, expected, why):
     got = value()
-    exact = isinstance(expected, bool | Tolerance) or (isinstance(expected, tuple) and isinstance(expected[0], bool))
+    exact = isinstance(expected, bool | str | Tolerance) or (isinstance(expected, tuple)
+                                                              and isinstance(expected[0], bool))
     if exact:
         assert got == expected, why
     else:
