@@ -49,7 +49,7 @@ from gradcheck.numeric import element_scale, estimate_noise, machine_eps, richar
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import DEFAULT_ORACLES
 from gradcheck.result import CheckResult, Disagreement
-from gradcheck.tolerance import symmetry_limit
+from gradcheck.tolerance import symmetry_limit, symmetry_resolved
 
 __all__ = [
     "NOT_DIFFERENTIABLE",
@@ -421,8 +421,9 @@ def symmetry_fault(forward: Callable[..., Any], gradient: Callable[..., Any], pr
     """A fault when the Jacobian ``J`` of ``gradient`` (a backward as ``G``) is not symmetric:
     ``u^T J v`` against ``v^T J u`` for ``SYMMETRY_PAIRS`` random pairs of directions scaled to
     the inputs, each measured along its direction with Richardson's error, held to
-    ``tolerance.symmetry_limit``. None when it is symmetric, or cannot be measured (the forward
-    or the backward fails)."""
+    ``tolerance.symmetry_limit``; a pair whose measurements are not resolved (a kink crossed:
+    ``tolerance.symmetry_resolved``) is passed over. None when it is symmetric, or cannot be
+    measured (the forward or the backward fails)."""
     ev = Evaluator(gradient, prepared.widened)
     try:
         loss = Evaluator(forward, prepared.widened).value()
@@ -438,8 +439,8 @@ def symmetry_fault(forward: Callable[..., Any], gradient: Callable[..., Any], pr
         flat_v = np.concatenate([v[n].reshape(-1) for n in names])
         ujv, error_ujv = _directional(ev, g0, flat_u, v, eps, rng)
         vju, error_vju = _directional(ev, g0, flat_v, u, eps, rng)
-        if not (np.isfinite(ujv) and np.isfinite(vju)):
-            return None
+        if not (symmetry_resolved(ujv, error_ujv) and symmetry_resolved(vju, error_vju)):
+            continue  # a kink crossed, or values at the noise: this pair tells nothing
         limit = symmetry_limit(ujv, vju, error_ujv + error_vju, loss, eps)
         if abs(ujv - vju) > limit:
             return (f"the backward is not the gradient of anything: its Jacobian is not symmetric, as a Hessian "

@@ -188,7 +188,8 @@ def _as_case(
         given = [n for n, v in extra if v is not _MISSING and v is not None]
         if given:
             raise GradcheckError(
-                f"gradient_test(case) takes the case's own backward, inputs, wrt, jvp and hvp; got {given} as well"
+                f"gradient_test(case) takes the case's own backward, inputs, wrt and jvp, and its hvp; got {given} "
+                "as well"
             )
         return forward if order is None else replace(forward, order=order)
     if backward is _MISSING:

@@ -68,6 +68,7 @@ __all__ = [
     "REORDER_ULPS",
     "REPEATS",
     "ROUNDING_ULPS",
+    "SYMMETRY_RESOLVED",
     "SYMMETRY_ULPS",
     "TAYLOR_CLEAR_MARGIN",
     "TAYLOR_FIT_POINTS",
@@ -107,6 +108,7 @@ __all__ = [
     "relative_error",
     "reorder_limit",
     "symmetry_limit",
+    "symmetry_resolved",
     "taylor_clears",
     "taylor_floor",
     "taylor_verdict",
@@ -575,6 +577,14 @@ def reorder_limit(reference: Any, rounding: Any, *, eps: float) -> Any:
 
 
 SYMMETRY_ULPS = 64  # an asymmetry below this many roundoff units of the loss is invisible in it
+# u^T J v is measured when its error estimate is at most this fraction of it: a direction that
+# crosses a kink (a ReLU unit at 0, whose gradient jumps) leaves the difference quotients apart.
+SYMMETRY_RESOLVED = 1e-3
+
+
+def symmetry_resolved(value: float, error: float) -> bool:
+    """Whether a directional derivative of the backward is measured (``SYMMETRY_RESOLVED``)."""
+    return error <= SYMMETRY_RESOLVED * abs(value)
 
 
 def symmetry_limit(ujv: float, vju: float, errors: float, loss: float, eps: float) -> float:

@@ -169,16 +169,14 @@ def test_correct_case_passes_both_oracles_on_drawn_examples(name):
     @settings(max_examples=12, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs, st.integers(0, 2**31 - 1))
     def passes(inputs, seed):
-        result = gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt, seed=seed,
-                                           order=case.order, hvp=case.hvp)
+        result = gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt, seed=seed)
         assert result.ok, str(result)
         assert result.oracles == ("numeric", "torch")
         kinks.extend(result.kinks)
 
     passes()
     for point in case.points:
-        result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt,
-                                           order=case.order, hvp=case.hvp)
+        result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt)
         assert result.ok, str(result)
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import gradcheck
 import gradcheck_reference
-from gradcheck import run_json, run_table, runner, second_order
+from gradcheck import run_json, run_table, runner, second_order, tolerance
 from gradcheck.inputs import prepare_inputs
 from gradcheck.options import Settings, order_of
 from gradcheck.report import header_lines
@@ -219,6 +219,49 @@ def test_torch_on_the_other_side_of_a_kink_is_a_disagreement_not_a_mismatch():
     second = result.second_order
     apart = [d for d in second.disagreements if "torch" in d.values]
     assert not apart or any("on whose sides numpy and torch may differ" in n for n in second.notes)
+
+
+@pytest.mark.parametrize(("ujv", "vju", "errors", "loss", "asymmetric"), [
+    (1.0, 1.0 + 0.9e-6, 0.0, 0.0, False),  # within the fit tolerance (1e-6 of the larger)
+    (1.0, 1.0 + 1.1e-6, 0.0, 0.0, True),
+    (1.0, 1.1, 0.2, 0.0, False),  # within the Richardson errors
+    (1e-20, 3e-20, 0.0, 1.0, False),  # below 64 roundoff units of the loss
+    (1e-12, 3e-12, 0.0, 1.0, True),
+])
+def test_the_symmetry_limit(ujv, vju, errors, loss, asymmetric):
+    eps = float(np.finfo(np.float64).eps)
+    assert (abs(ujv - vju) > tolerance.symmetry_limit(ujv, vju, errors, loss, eps)) == asymmetric
+
+
+@pytest.mark.parametrize(("value", "error", "resolved"), [(1.0, 1e-3, True), (1.0, 1.1e-3, False),
+                                                          (0.0, 0.0, True), (float("nan"), 0.0, False)])
+def test_a_directional_derivative_is_measured_when_its_error_is_small(value, error, resolved):
+    assert tolerance.symmetry_resolved(value, error) == resolved
+
+
+HVP_CASES = [c for c in gradcheck_reference.CORRECT if c.hvp is not None]
+
+
+def test_the_reference_families_carry_hvps():
+    assert {c.name for c in HVP_CASES} >= {"circuits.sigmoid_neuron", "staged.f_xy_sum", "softplus.squiggle",
+                                           "twolayer.softmax_net", "sigmoid_chain.one_per_layer",
+                                           "sigmoid_chain.wide"}
+
+
+@pytest.mark.parametrize("case", HVP_CASES, ids=lambda c: c.name)
+def test_every_reference_hvp_passes_on_drawn_examples_and_its_points(case):
+    @settings(max_examples=8, deadline=None, database=None, derandomize=True)
+    @given(case.inputs, st.integers(0, 2**31 - 1))
+    def passes(inputs, seed):
+        result = gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt, seed=seed,
+                                           order=case.order, hvp=case.hvp)
+        assert result.ok, str(result)
+        assert result.second_order is not None and result.second_order.oracles == ("numeric", "torch")
+
+    passes()
+    for point in case.points:
+        assert gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt, order=2,
+                                         hvp=case.hvp).ok
 
 
 def rotation_backward(dout, x, A):
