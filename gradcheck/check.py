@@ -29,6 +29,7 @@ from gradcheck import directional, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
+from gradcheck.directions import Signs
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked
@@ -230,7 +231,9 @@ class _Run:
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        self.context = Context(self.point, noise, self.sensitivity, self.rng)
+        largest = max((self.prepared.values[n].size for n in self.names), default=0)
+        signs = Signs(self.options.seed, largest if self.mode == "directional" else 0)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng, signs)
         try:
             for name in self.names:
                 if name in self.analytic:
@@ -269,6 +272,7 @@ class _Run:
             worst_at=dict(comparison.worst_at),
             gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
             tolerance=tol,
+            detectable=outcome.detectable,
         ))
 
     def diagnoses(self) -> list[InputSummary]:

@@ -188,21 +188,22 @@ class Evaluator:
             return self.work
         return {name: self.convert(a) for name, a in self.work.items()}
 
-    def output(self) -> np.ndarray:
-        """``forward(**inputs)`` at the current working point, as a float64-compatible array.
+    def output(self, args: dict[str, Any] | None = None) -> np.ndarray:
+        """``forward(**inputs)`` at the current working point (or at ``args``, the forward's
+        arguments), as a float64-compatible array.
 
         Raises:
             ForwardFailure: the forward raised or returned a non-numeric value.
         """
         try:
-            return self._output()
+            return self._output(self._args if args is None else args)
         finally:
             self.tracker.tick()  # outside the forward's try: a progress callback may abort
 
-    def _output(self) -> np.ndarray:
+    def _output(self, args: dict[str, Any]) -> np.ndarray:
         self.evaluations += 1
         try:
-            out = self.forward(**self._args)
+            out = self.forward(**args)
         except Exception as exc:  # the code under test failed: a finding, not a harness error
             raise ForwardFailure(f"raised {describe_exception(exc)}") from exc
         return as_float_array(out)
@@ -268,18 +269,26 @@ class Evaluator:
         return values
 
     def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
-        """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed."""
-        originals = {name: self.work[name].copy() for name in direction}
+        """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed.
+
+        The moved inputs are formed in a scratch array per input, in place (``t v``, then ``x``
+        added), and handed to the forward instead of the working copy, which is never touched:
+        nothing to copy or restore, one allocation per input whatever the number of steps."""
+        scratch = {name: np.empty_like(self.work[name]) for name in direction}
+        # ``t v`` is rounded to float64 before x is added, whatever the working dtype.
+        moved = {name: buf if buf.dtype == np.float64 else np.empty(buf.shape) for name, buf in scratch.items()}
+        args = dict(self._args)
+        for name, buf in scratch.items():
+            args[name] = buf if self.convert is None else self.convert(buf)
         values = np.empty(len(steps), dtype=np.float64)
         for k, t in enumerate(steps.tolist()):
             for name, v in direction.items():
-                np.add(originals[name], t * v, out=self.work[name])
+                np.multiply(v, t, out=moved[name])
+                np.add(moved[name], self.work[name], out=scratch[name], casting="same_kind")
             try:
-                values[k] = self.value()
+                values[k] = self.contract(self.output(args))
             except ForwardFailure:
                 values[k] = np.nan
-        for name, a in originals.items():
-            self.work[name][...] = a
         return values
 
 

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from gradcheck.compare import InputComparison
+from gradcheck.directions import Signs
 from gradcheck.errors import GradcheckError
 from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator, without_graph
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
 from gradcheck.parallel import choose_workers
+from gradcheck.result import Detection
 from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit, torch_rounding
 
 __all__ = ["BATCH_MIN_ELEMENTS", "Context", "Differenced", "Fault", "InputOutcome", "Noise", "Point", "batched_point",
@@ -183,12 +185,14 @@ class Noise:
 class Context:
     """What every input's check shares, in either mode: the point, the forward's noise, the
     sum of ``|dL/dx_j x_j|`` over the checked inputs (with the noise it sets the rounding allowed
-    against an exact oracle) and the generator of random directions."""
+    against an exact oracle), the generator of random choices and the random signs of the
+    directions (directional mode; drawn once, shared by the inputs)."""
 
     point: Point
     noise: Noise
     sensitivity: float
     rng: np.random.Generator
+    signs: Signs
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,8 @@ class Differenced:
 class InputOutcome:
     """One input's check, in either mode (``full.check_input_full``,
     ``directional.check_input``): the comparison, elements or directions checked and compared,
-    faults and notes, and (full mode) what was measured for the tie test."""
+    faults and notes, (full mode) what was measured for the tie test and (directional mode)
+    the smallest single-element error its directions would have caught."""
 
     comparison: InputComparison
     checked: int
@@ -212,6 +217,7 @@ class InputOutcome:
     faults: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     measured: Differenced | None = None
+    detectable: Detection | None = None
 
 
 def reference_scales(

@@ -11,9 +11,9 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradcheck.result import CheckResult, InputSummary, Mismatch
+    from gradcheck.result import CheckResult, Detection, InputSummary, Mismatch
 
-__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines"]
+__all__ = ["MAX_ELEMENTS_SHOWN", "detectable_text", "fmt", "index_str", "result_lines"]
 
 MAX_ELEMENTS_SHOWN = 5
 
@@ -27,6 +27,12 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def index_str(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(map(str, index))}]" if index else name
+
+
+def detectable_text(name: str, detection: Detection) -> str:
+    """What directional mode could have missed in input ``name``, in a sentence."""
+    return (f"a single element wrong by {fmt(detection.relative_error, 2)} or more (relative to {name}'s "
+            f"largest gradient) would have been caught with probability >= {detection.probability:g}")
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -110,6 +116,8 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         lines.append("  " + _INCONCLUSIVE["empty output" if empty_output else "empty inputs"])
     for summary in result.inputs:
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
+        if summary.detectable is not None:
+            lines.append(f"      {detectable_text(summary.name, summary.detectable)}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "

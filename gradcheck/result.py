@@ -15,6 +15,7 @@ from gradcheck.render import result_lines
 
 __all__ = [
     "CheckResult",
+    "Detection",
     "Diagnosis",
     "Disagreement",
     "InputSummary",
@@ -140,6 +141,17 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """What directional mode could have missed in one input: any single element wrong by
+    ``relative_error`` or more (relative to the input's largest gradient) would have been caught
+    with probability at least ``probability``, along the directions the check used (see
+    ``tolerance.detectable_error``)."""
+
+    relative_error: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class InputSummary:
     """The verdict for one checked input.
 
@@ -157,6 +169,9 @@ class InputSummary:
         gradient_norm: Euclidean norm of the analytic gradient.
         tolerance: the tolerance used for this input.
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
+        detectable: directional mode: the smallest error in a single element its directions
+            would have caught (``Detection``); None in full mode, which compares every element,
+            or when no direction could be used.
     """
 
     name: str
@@ -171,6 +186,7 @@ class InputSummary:
     diagnosis: Diagnosis | None = None
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    detectable: Detection | None = None
 
     @property
     def ok(self) -> bool:
