@@ -28,6 +28,7 @@ from gradcheck.tolerance import (
     batching_pays,
     coupling_limit,
     default_tolerance,
+    detectable_error,
     determinism_limit,
     directional_allowance,
     fit_rtol,
@@ -149,6 +150,15 @@ RULES = [
     ("directional relative error of a tiny derivative",
      lambda: directional_allowance(F64, 1.0, 0.0, 1e-6, 0.0, 10.0)[1],
      1e-6 / 1e-2, "measured against a thousandth of the scale summed over the coordinates"),
+    ("single-element error a +-1 direction catches",
+     lambda: detectable_error(F64, 2.0, 1.5, 3.0, 1e-9, 0.5),
+     (1e-7 * (1.5 + 1e-9) + 1e-12 * 2.0 * 3.0 + 3 * 1e-9) / ((1 - 1e-7) * 0.5),
+     "rtol of |a . v| (the correct rest), the floor of each coordinate moved, three units of noise; "
+     "over the smallest scale an element moves by"),
+    ("... with the caller's atol", lambda: detectable_error(Tolerance(1e-7, 1e-8, 1e-12), 2.0, 0.0, 4.0, 0.0, 2.0),
+     1e-8 * 4.0 / ((1 - 1e-7) * 2.0), "atol replaces the scaled floor, per coordinate moved"),
+    ("... where noise dominates", lambda: detectable_error(F64, 0.0, 0.0, 1.0, 2e-6, 1.0),
+     (1e-7 * 2e-6 + 3 * 2e-6) / (1 - 1e-7), "a zero gradient: only the noise is left"),
     # -- the forward at the point
     ("determinism", lambda: determinism_limit(EPS64, 3.0), 64 * EPS64 * 3.0,
      "64 roundoff units of the output's size: a reordered sum, not a random forward"),
@@ -196,6 +206,20 @@ def test_a_relative_error_of_1e_6_exceeds_the_float64_allowance():
     assert np.all(np.abs(wrong - a) > allowed(wrong, a, 1e-10 * np.abs(a), tol, 5.0))
     right = a * (1 + 1e-8)
     assert np.all(np.abs(right - a) <= allowed(right, a, 1e-10 * np.abs(a), tol, 5.0))
+
+
+def test_the_detection_noise_holds_with_the_stated_probability():
+    """Each of the ``DETECTION_NOISE`` noise terms in a single-element detection is at most one
+    ``CENTRAL_NOISE`` unit of sigma/h except with Gaussian odds: the worst of them, the Richardson
+    estimate's rounding, has a standard deviation of 0.95 sigma/h. Together they stay below
+    ``POWER_DELTA``, the probability the statement gives."""
+    from math import erfc, sqrt
+
+    from gradcheck.tolerance import CENTRAL_NOISE, DETECTION_NOISE, POWER_DELTA
+
+    assert POWER_DELTA == 1e-3
+    tail = erfc(CENTRAL_NOISE / 0.95 / sqrt(2))  # P(|N(0, 0.95)| > CENTRAL_NOISE)
+    assert DETECTION_NOISE * tail < POWER_DELTA / 10
 
 
 # -- a kink found by the jump test --------------------------------------------------------------
