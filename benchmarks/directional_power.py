@@ -16,10 +16,11 @@
    planted element.
 2. Cost. At the two-layer net 64x1024x1000x10 (about 1M parameters): the time of a directional
    check of the correct backward against one forward plus one backward, and cProfile's split of
-   the check's time between the forward calls and the rest.
+   the check's time between the forward calls and the rest. Measured the same way before the
+   +-1 directions (Gaussian directions drawn per input, perturbed copies made per step), the
+   check took 16.5x one forward plus backward, the forward calls 26-31% of it.
 
-Run: ``python benchmarks/directional_power.py [--trials N] [--quick]``. Times are the best of
-several runs (this machine's timings of short runs scatter).
+Run: ``python benchmarks/directional_power.py [--trials N] [--localize N] [--quick]``.
 """
 
 from __future__ import annotations
@@ -86,33 +87,41 @@ def power(label: str, dims: tuple[int, int, int, int], trials: int, localize: in
 
 
 def best(fn, repeats: int) -> float:
+    """The least CPU time of ``repeats`` runs of ``fn`` (seconds)."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
 def cost(repeats: int) -> None:
-    """The 1M check's time against one forward plus one backward, and cProfile's split."""
+    """The 1M check's time against one forward plus one backward, and cProfile's split.
+
+    CPU time of this process with BLAS on one thread: on a shared machine, wall-clock times of
+    these 2-200 ms runs scatter by 50x under load while CPU times stay within a few percent."""
+    from threadpoolctl import threadpool_limits
+
     inputs = net(*SIZES["1M"])
     backward = make_backward()
 
     def check():
         return gradcheck.check_gradients(forward_numpy, backward, inputs, wrt=WRT, mode="directional")
 
-    result = check()  # warm-up (imports, torch's attempt at the numpy forward)
-    forward_s = best(lambda: forward_numpy(**inputs), repeats)
-    backward_s = best(lambda: backward(1.0, **inputs), repeats)
-    check_s = best(check, repeats)
-    profile = cProfile.Profile()
-    profile.runcall(check)
+    with threadpool_limits(1):
+        result = check()  # warm-up (imports, torch's attempt at the numpy forward)
+        forward_s = best(lambda: forward_numpy(**inputs), repeats)
+        backward_s = best(lambda: backward(1.0, **inputs), repeats)
+        check_s = best(check, repeats)
+        profile = cProfile.Profile(time.process_time)
+        profile.runcall(check)
     stats = pstats.Stats(profile)
     total = stats.total_tt  # type: ignore[attr-defined]
     in_forward = next(v for k, v in stats.stats.items() if k[2] == "forward_numpy")  # type: ignore[attr-defined]
     calls, forward_total = in_forward[1], in_forward[3]
-    print(f"\n## Cost at {sum(inputs[n].size for n in WRT):,} parameters (64x1024x1000x10), best of {repeats}")
+    print(f"\n## Cost at {sum(inputs[n].size for n in WRT):,} parameters (64x1024x1000x10): CPU time, "
+          f"BLAS on one thread, least of {repeats}")
     print("| forward | backward | directional check | check / (forward + backward) | "
           "forward calls | their share of the check (cProfile) |")
     print("|---|---|---|---|---|---|")

@@ -270,7 +270,7 @@ class _Run:
             kinks=len(comparison.kinks),
             worst=dict(comparison.worst),
             worst_at=dict(comparison.worst_at),
-            gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
+            gradient_norm=float(np.linalg.norm(np.asarray(grad, dtype=np.float64))),
             tolerance=tol,
             detectable=outcome.detectable,
         ))

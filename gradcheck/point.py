@@ -86,7 +86,7 @@ def evaluate_point(
     except Exception as exc:
         raise Fault(f"forward returned an unusable value at the given point: {exc}") from None
     for name in prepared.values:
-        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype)):
+        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype, copy=False)):
             raise Fault(
                 f"forward mutates its input {name!r} in place; a forward must not change its inputs"
             )
