@@ -1,8 +1,8 @@
 """Options, each validated once where it is made (by ``gradcheck.validation``).
 
 * ``CheckOptions``: the keyword options of one check (``check_gradients``'s ``wrt``, ``seed``,
-  ``rtol``, ``atol``, ``mode``, ``progress``), passed as one value from the public functions, the
-  fixture, ``gradient_test`` and the runner to the check.
+  ``rtol``, ``atol``, ``mode``, ``progress``, ``oracles``, ``deterministic``), passed as one
+  value from the public functions, the fixture, ``gradient_test`` and the runner to the check.
 * ``Settings``: the settings of a run (seed, examples, tolerances), defined once for the command
   line and the pytest plugin. ``OPTIONS`` describes each as a flag (name, type, default, help):
   the CLI adds them as ``--seed`` etc., the pytest plugin as ``--gradcheck-seed`` etc.; both
@@ -39,6 +39,8 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        deterministic: True makes any difference between repeated runs of the forward or the
+            backward at the point a fault; False allows rounding-level differences (reported).
     """
 
     wrt: str | Iterable[str] | None = None
@@ -48,6 +50,7 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -57,6 +60,7 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        validation.flag("deterministic", self.deterministic)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
     for the check (not None) win over the run's setting, which wins over the default."""
@@ -135,4 +140,5 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        deterministic=deterministic,
     )

@@ -121,6 +121,7 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
     ) -> CheckResult:
         """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol`` and
         ``atol`` that are not given (None).
@@ -130,7 +131,7 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles)
+                              oracles=oracles, deterministic=deterministic)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -155,12 +156,13 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
     ) -> CheckResult:
         """``check``, raising ``GradientMismatch`` (an AssertionError whose message is the
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles)
+                              oracles=oracles, deterministic=deterministic)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)

@@ -24,12 +24,15 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "LAYOUTS",
     "MODES",
     "examples",
+    "flag",
     "float_dtype",
     "function",
     "input_strategy",
     "integer",
+    "layouts",
     "mode",
     "ordered",
     "points",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 MODES = ("auto", "full", "directional")
+# The layouts a torch callable's backward runs under (``gradcheck.layouts``), besides contiguous.
+LAYOUTS = ("transposed", "narrowed", "expanded", "channels_last")
 
 
 def _integral(value: Any) -> bool:
@@ -105,6 +110,23 @@ def progress(value: Any) -> Any:
     if value is not None and not isinstance(value, bool) and not callable(value):
         raise GradcheckError(f"progress must be None, True, False or a callable, got progress={value!r}")
     return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """A switch: True or False (a bool, not a number or a string)."""
+    if not isinstance(value, bool):
+        raise GradcheckError(f"{name} must be True or False, got {name}={value!r}")
+    return value
+
+
+def layouts(value: Any) -> tuple[str, ...] | None:
+    """The layouts to run a torch callable's backward under: None (every one of ``LAYOUTS``),
+    one name or a sequence of them (empty: none), as a tuple."""
+    given = names("layouts", value, empty_ok=True)
+    unknown = [n for n in given or () if n not in LAYOUTS]
+    if unknown:
+        raise GradcheckError(f"layouts must name some of {LAYOUTS}, got layouts={value!r}")
+    return given
 
 
 def function(name: str, value: Any, *, none_ok: bool = False) -> Callable[..., Any] | None:
@@ -187,6 +209,19 @@ def float_dtype(value: Any) -> np.dtype:
         dtype = None
     if dtype is None or dtype.kind != "f":
         raise GradcheckError(f"dtype must be a floating dtype, got dtype={value!r}")
+    return dtype
+
+
+def complex_dtype(value: Any) -> np.dtype:
+    """complex64 or complex128 (anything ``np.dtype`` takes), as a ``np.dtype``."""
+    import numpy as np
+
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype not in (np.complex64, np.complex128):
+        raise GradcheckError(f"dtype must be complex64 or complex128, got dtype={value!r}")
     return dtype
 
 

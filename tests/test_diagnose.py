@@ -34,14 +34,15 @@ def with_noise(r, noise, seed):
     return r * (1 + noise * np.random.default_rng([seed, 1]).standard_normal(r.shape))
 
 
-def run(analytic, reference, *, inputs=None, usable=None, wrong=None, extra=None):
-    """``diagnose`` on one input ``g`` (plus reference gradients of other inputs in ``extra``)."""
+def run(analytic, reference, *, inputs=None, usable=None, wrong=None, extra=None, pairs=False):
+    """``diagnose`` on one input ``g`` (plus reference gradients of other inputs in ``extra``);
+    with ``pairs``, ``g`` is complex, given as real pairs (last axis: real, imaginary)."""
     if usable is None:
         usable = np.ones(reference.shape, dtype=bool)
     if wrong is None:
         wrong = usable & ~np.isclose(analytic, reference, rtol=1e-7, atol=1e-12)
     refs = {"g": reference, **(extra or {})}
-    found = diagnose({"g": analytic}, refs, {"g": usable}, {"g": wrong}, inputs or {})
+    found = diagnose({"g": analytic}, refs, {"g": usable}, {"g": wrong}, inputs or {}, pairs=("g",) if pairs else ())
     if currently_in_test_context():
         note(repr(found.get("g")))
     return found.get("g")
@@ -364,6 +365,23 @@ def test_an_affine_term_needs_three_values_along_the_row():
     assert d is None or "affine" not in d.params.get("term", "")
 
 
+# --- complex gradients ---------------------------------------------------------------------
+
+
+@given(seeds, st.integers(1, 5), st.integers(1, 3), noise_levels)
+@fast
+def test_a_conjugated_complex_gradient_is_named(seed, rows, cols, noise):
+    r = np.random.default_rng(seed).normal(size=(rows, cols, 2)) + 0.05  # real pairs of a complex gradient
+    d = run(r * [1.0, -1.0], with_noise(r, noise, seed), inputs={"g": generic(rows, cols, 2)}, pairs=True)
+    assert d is not None and d.kind == "conjugated", d
+
+
+def test_conjugation_is_not_tried_on_a_real_gradient_with_a_last_axis_of_two():
+    r = matrix(22, 3, 2)
+    d = run(r * [1.0, -1.0], r, inputs={"g": generic(3, 2)})
+    assert d is None or d.kind != "conjugated"
+
+
 # --- what a degenerate example cannot tell apart -------------------------------------------
 
 
@@ -460,6 +478,8 @@ GENERIC = [
     (lambda: {"analytic": matrix(17, 2, 3), "reference": matrix(18, 2, 3), "inputs": {"g": generic(2, 3)},
               "extra": {"h": matrix(17, 2, 3)}}, "swapped"),
     (lambda: {"analytic": np.zeros((2, 3)), "reference": matrix(19, 2, 3), "inputs": {"g": generic(2, 3)}}, "zero"),
+    (lambda: {"analytic": matrix(21, 3, 2) * [1, -1], "reference": matrix(21, 3, 2), "inputs": {"g": generic(3, 2)},
+              "pairs": True}, "conjugated"),
 ]
 
 
@@ -775,3 +795,32 @@ def test_an_integer_gradient_through_the_harness():
     d = wrong_inputs(result)["W"]
     assert d.kind == "integer" and d.params["dtype"] == "int64"
     assert "the gradient for 'W' is an integer array (int64)" in str(result)
+
+
+# --- the kinds the custom-op checks name (``layouts``, ``upstream``), through the harness -----
+
+def _custom_op_rows():
+    import torch
+    from custom_functions import first_sin, pointer_input_square, pointer_square, row_scale, scalar_sin
+
+    rng = np.random.default_rng(29)
+    x, s = torch.tensor(rng.normal(size=(4, 3))), torch.tensor(rng.normal(size=4))
+    return [
+        # (what, forward, inputs, kind, params the diagnosis carries)
+        ("dout read as contiguous memory", pointer_square, {"x": x}, "layout", {"tensor": "dout"}),
+        ("an input read as contiguous memory", pointer_input_square, {"x": x}, "layout", {"tensor": "x"}),
+        ("dout read as its mean", scalar_sin, {"x": x}, "upstream", {"reading": "sum", "axes": "all"}),
+        ("dout read as its first element", first_sin, {"x": x}, "upstream", {"reading": "first", "axes": "all"}),
+        ("dout averaged over the rows", row_scale, {"x": x, "s": s}, "upstream", {"reading": "mean", "axes": [0]}),
+    ]
+
+
+@pytest.mark.parametrize("row", range(5), ids=["contiguous dout", "contiguous input", "mean", "first", "axis"])
+def test_the_custom_op_kinds_reach_the_result_and_its_json(row):
+    what, forward, inputs, kind, params = _custom_op_rows()[row]
+    result = gradcheck.check_gradients(forward, None, inputs)
+    data = json.loads(json.dumps(result.to_dict()))
+    found = [i["diagnosis"] for i in data["inputs"] if i["diagnosis"] is not None]
+    assert found and all(d["kind"] == kind for d in found), what
+    assert all(d["params"][k] == v for d in found for k, v in params.items()), what
+    assert kind in KINDS
