@@ -16,9 +16,10 @@
    element, and in how many trials an element other than the planted one was flagged.
 2. Cost. At the two-layer net 64x1024x1000x10 (about 1M parameters): the time of a directional
    check of the correct backward against one forward plus one backward, and cProfile's split of
-   the check's time between the forward calls and the rest. Measured the same way before the
-   +-1 directions (Gaussian directions drawn per input, perturbed copies made per step), the
-   check took 16.5x one forward plus backward, the forward calls 26-31% of it.
+   the check's time between the forward calls, the directions' stage and the rest. Measured the
+   same way before the +-1 directions (Gaussian directions drawn per input, perturbed copies made
+   per step; also before the backward's repeats joined every check), the check took 15-16.6x one
+   forward plus backward, the forward calls 26-32% of it.
 
 Run: ``python benchmarks/directional_power.py [--trials N] [--localize N] [--quick]``.
 """
@@ -119,16 +120,20 @@ def cost(repeats: int) -> None:
         profile.runcall(check)
     stats = pstats.Stats(profile)
     total = stats.total_tt  # type: ignore[attr-defined]
-    in_forward = next(v for k, v in stats.stats.items() if k[2] == "forward_numpy")  # type: ignore[attr-defined]
+    entries = stats.stats  # type: ignore[attr-defined]
+    in_forward = next(v for k, v in entries.items() if k[2] == "forward_numpy")
     calls, forward_total = in_forward[1], in_forward[3]
+    # The directional stage itself: every input's directions, from drawing them to the statement.
+    stage = sum(v[3] for k, v in entries.items() if k[2] == "check_input_directional")
     print(f"\n## Cost at {sum(inputs[n].size for n in WRT):,} parameters (64x1024x1000x10): CPU time, "
           f"BLAS on one thread, least of {repeats}")
     print("| forward | backward | directional check | check / (forward + backward) | "
-          "forward calls | their share of the check (cProfile) |")
-    print("|---|---|---|---|---|---|")
+          "forward calls | their share of the check (cProfile) | the directions' stage (cProfile) |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {forward_s * 1e3:.2f} ms | {backward_s * 1e3:.2f} ms | {check_s * 1e3:.1f} ms | "
           f"{check_s / (forward_s + backward_s):.1f}x | {calls} ({result.evaluations} evaluations counted) | "
-          f"{forward_total / total:.0%} |")
+          f"{forward_total / total:.0%} | {stage / total:.0%}: {stage * 1e3:.0f} ms, "
+          f"{stage / (forward_s + backward_s):.1f}x |")
 
 
 def main() -> None:
