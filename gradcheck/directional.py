@@ -92,6 +92,7 @@ class _Search:
     weights: np.ndarray  # per-element scale of the direction
     tol: Tolerance
     scale: float
+    budget: np.ndarray | float = 0.0  # per-element allowance of a gradient computed below float64
     probes: int = 0
     leaves: list = field(default_factory=list)
 
@@ -104,10 +105,17 @@ class _Search:
         ``sum |v_i|``, see ``tolerance.directional_allowance``)."""
         return directional_allowance(self.tol, self.scale, expected, numeric, error, terms)
 
-    def probe(self, v: np.ndarray, first: np.ndarray | None = None, terms: float | None = None) -> _Probe:
+    def slack(self, v: np.ndarray) -> float:
+        """The low-precision budget along ``v``: ``sum |b_i v_i|`` (0 for a float64 gradient)."""
+        if np.ndim(self.budget) == 0 and float(self.budget) == 0.0:
+            return 0.0
+        return float(np.sum(np.abs(self.budget * v)))
+
+    def probe(self, v: np.ndarray, first: np.ndarray | None = None, terms: float | None = None,
+              slack: float | None = None) -> _Probe:
         """Check the directional derivative along flat direction ``v`` with ``L(x +- 2h v)``
         added to ``first`` (``L(x +- h v)``, evaluated here when not given); ``terms`` is
-        ``sum |v_i|`` when known."""
+        ``sum |v_i|`` and ``slack`` the budget along ``v`` when known."""
         self.probes += 1
         h = self.h
         if first is None:
@@ -119,7 +127,8 @@ class _Search:
         expected = float(np.dot(self.a, v))
         numeric, error = float(g[0]), float(e[0])
         terms = float(np.sum(np.abs(v))) if terms is None else terms
-        allowance, rel = self.judge(expected, numeric, error, terms)
+        slack = self.slack(v) if slack is None else slack
+        allowance, rel = self.judge(expected, numeric, error + slack, terms)
         if not np.isfinite(numeric):
             status = "kink"  # the forward failed along this direction: treated as unusable
         elif k[0]:
@@ -128,13 +137,15 @@ class _Search:
             status = "fail" if abs(expected - numeric) > allowance else "pass"
         return _Probe(status, expected, numeric, error, float(left[0]), float(right[0]), rel, allowance)
 
-    def quick_probe(self, v: np.ndarray, terms: float | None = None, contributions: float | None = None) -> _Probe:
+    def quick_probe(self, v: np.ndarray, terms: float | None = None, contributions: float | None = None,
+                    slack: float | None = None) -> _Probe:
         """Two evaluations; a direction that is not clearly fine gets the full ``probe``.
 
         Clearly fine: the central difference matches ``a . v`` within the allowance with the
         output's rounding as noise, and its second difference is small (a kink crossed within
-        ``+-h`` shows there, or moves the central difference). ``terms`` (``sum |v_i|``) and
-        ``contributions`` (``sum |a_i v_i|``) are computed here unless given."""
+        ``+-h`` shows there, or moves the central difference). ``terms`` (``sum |v_i|``),
+        ``contributions`` (``sum |a_i v_i|``) and ``slack`` (``sum |b_i v_i|``) are computed here
+        unless given."""
         h = self.h
         first = self._values(v, [h, -h])
         numeric = float((first[0] - first[1]) / (2 * h))
@@ -142,7 +153,8 @@ class _Search:
         expected = float(np.dot(self.a, v))
         error = noise_error(self.sigma_model, h)
         terms = float(np.sum(np.abs(v))) if terms is None else terms
-        allowance, rel = self.judge(expected, numeric, error, terms)
+        slack = self.slack(v) if slack is None else slack
+        allowance, rel = self.judge(expected, numeric, error + slack, terms)
         if contributions is None:
             contributions = float(np.sum(np.abs(self.a * v)))
         clearly_fine = (
@@ -151,7 +163,7 @@ class _Search:
             and abs(jump) <= jump_limit(contributions, self.sigma_model, h)
         )
         if not clearly_fine:
-            return self.probe(v, first, terms)
+            return self.probe(v, first, terms, slack)
         self.probes += 1
         return _Probe("pass", expected, numeric, error, numeric, numeric, rel, allowance)
 
@@ -245,6 +257,7 @@ def check_input_directional(
     signs: Signs,
     directions: int = DIRECTIONS,
     exact_name: str = "",
+    budget: np.ndarray | float = 0.0,
     known_noise: Callable[[], float] | None = None,
 ) -> tuple[InputComparison, int, list[str], Detection | None]:
     """Directional check of one input; returns the comparison, directions checked, notes and
@@ -258,9 +271,15 @@ def check_input_directional(
     ``exact_grad`` is the gradient of the exact oracle called ``exact_name`` (the first that ran;
     None when none did) and ``exact_rounding(sigma, xscale)`` the per-element rounding allowed
     against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat).
-    ``signs`` gives the directions' random signs; ``rng`` every other random choice."""
-    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, exact_rounding, analytic, exact_grad,
+    ``budget`` is the per-element allowance of a gradient computed below float64 (flat, or 0),
+    added to every comparison of the analytic gradient. ``signs`` gives the directions' random
+    signs; ``rng`` every other random choice."""
+    def rounding(sigma: float, xscale: np.ndarray) -> np.ndarray:
+        return exact_rounding(sigma, xscale) + budget
+
+    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, rounding, analytic, exact_grad,
                         exact_name, tol, rng, signs, directions)
+    check.search.budget = budget
     check.draw()
     if check.passed + len(check.failing) == 0 and check.kink_directions:
         check.isolate_kink_at_point()
@@ -304,7 +323,7 @@ class _InputCheck:
                 self.exact_bad &= np.abs(a - t) > allowed(a, t, self.exact_err, tol, self.scale)
         self.passed = self.crossed = self.disagreeing = 0
         self.failing: list[np.ndarray] = []  # directions that failed, to explain or localize
-        self.compared: list[tuple[float, float]] = []  # (a . v, sum |v_i|) of each direction compared
+        self.compared: list[tuple[float, float, float]] = []  # (a . v, sum |v_i|, slack) of each compared
         self.drawn = 0  # sign vectors used
         self.worst = 0.0
         self.kink_directions: list[np.ndarray] = []
@@ -334,7 +353,8 @@ class _InputCheck:
             return None
         noise = noise_error(sigma, self.search.h)
         weight = float(np.min(moved))
-        smallest = min(detectable_error(self.tol, self.scale, d, terms, noise, weight) for d, terms in self.compared)
+        smallest = min(detectable_error(self.tol, self.scale, d, terms, noise, weight, slack=slack)
+                       for d, terms, slack in self.compared)
         return Detection(smallest / self.scale, 1.0 - POWER_DELTA)
 
     # -- stage 1: random directions -----------------------------------------------------------
@@ -353,18 +373,19 @@ class _InputCheck:
         """Random directions (avoiding excluded slices) until ``directions`` were usable."""
         self.ev.tracker.stage("directions", self.name, 2 * self.directions)
         moved = ~self.excluded if self.excluded.any() else None
-        # Every direction moves each coordinate by its whole scale: sum |v_i| and sum |a_i v_i|
-        # are the same for all of them.
+        # Every direction moves each coordinate by its whole scale: sum |v_i|, sum |a_i v_i| and
+        # the budget along it, sum |b_i v_i|, are the same for all of them.
         w = self.weights if moved is None else np.where(moved, self.weights, 0.0)
         terms = float(np.sum(w))
         contributions = float(np.dot(np.abs(self.a), w))
+        slack = self.search.slack(w)
         draws = 0
         while self.passed + len(self.failing) < self.directions and draws < 3 * self.directions:
             draws += 1
             v = self.signs.vector(self.drawn, self.a.size)
             self.drawn += 1
             v *= w
-            p = self.search.quick_probe(v, terms, contributions)
+            p = self.search.quick_probe(v, terms, contributions, slack)
             if p.status == "kink":
                 self.crossed += 1
                 self.kink_directions.append(v)
@@ -373,7 +394,7 @@ class _InputCheck:
                 self.passed += 1
             else:
                 self.worst = max(self.worst, p.rel)
-                self.compared.append((p.expected, terms))
+                self.compared.append((p.expected, terms, slack))
                 if p.status == "fail":
                     self.failing.append(v)
                 else:
@@ -609,10 +630,11 @@ def check_input(
         exact_name=first or "",
         tol=tol,
         rng=ctx.rng,
+        budget=ctx.budgets.get(name, 0.0),
     )
     if len(exact) > 1:
         xscale = element_scale(point.evaluator.work[name]).reshape(-1)
         # The noise the first oracle's comparison was allowed (measured, where it needed that).
-        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale)
+        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale) + ctx.budgets.get(name, 0.0)
         comparison = with_other_exact(comparison, name, analytic, exact, tol, rounding)
     return InputOutcome(comparison, checked, checked, notes=tuple(notes), detectable=detectable)

@@ -281,7 +281,13 @@ class Evaluator:
         return values
 
     def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
-        """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed.
+        """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed."""
+        outputs = self.direction_outputs(direction, steps)
+        return np.array([np.nan if out is None else self.contract(out) for out in outputs], dtype=np.float64)
+
+    def direction_outputs(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> list[np.ndarray | None]:
+        """``forward(x + t * direction)`` for each t in ``steps`` (one evaluation each); None
+        where the forward failed.
 
         The moved inputs are formed in a scratch array per input, in place (``t v``, then ``x``
         added), and handed to the forward instead of the working copy, which is never touched:
@@ -292,16 +298,19 @@ class Evaluator:
         args = dict(self._args)
         for name, buf in scratch.items():
             args[name] = buf if self.convert is None else self.convert(buf)
-        values = np.empty(len(steps), dtype=np.float64)
-        for k, t in enumerate(steps.tolist()):
+        outputs: list[np.ndarray | None] = []
+        for t in np.asarray(steps).tolist():
             for name, v in direction.items():
                 np.multiply(v, t, out=moved[name])
                 np.add(moved[name], self.work[name], out=scratch[name], casting="same_kind")
             try:
-                values[k] = self.contract(self.output(args))
+                out = self.output(args)
             except ForwardFailure:
-                values[k] = np.nan
-        return values
+                outputs.append(None)
+                continue
+            # The next step overwrites the scratch arrays: an output that is a view of one is copied.
+            outputs.append(out.copy() if any(np.may_share_memory(out, buf) for buf in scratch.values()) else out)
+        return outputs
 
 
 @dataclass(frozen=True)

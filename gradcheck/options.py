@@ -41,6 +41,8 @@ class CheckOptions:
             registry to say.
         deterministic: True makes any difference between repeated runs of the forward or the
             backward at the point a fault; False allows rounding-level differences (reported).
+        jvp: forward mode: None or False (not checked), True (torch's forward-mode AD, with
+            ``backward=None``) or a hand-written ``jvp(tangents, **inputs)``.
     """
 
     wrt: str | Iterable[str] | None = None
@@ -51,6 +53,7 @@ class CheckOptions:
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
     deterministic: bool = False
+    jvp: Callable[..., Any] | bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -61,6 +64,7 @@ class CheckOptions:
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
         validation.flag("deterministic", self.deterministic)
+        validation.jvp(self.jvp)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def run_options(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
     for the check (not None) win over the run's setting, which wins over the default."""
@@ -141,4 +146,5 @@ def run_options(
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
         deterministic=deterministic,
+        jvp=jvp,
     )

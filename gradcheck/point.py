@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -210,14 +210,18 @@ class Noise:
 class Context:
     """What every input's check shares, in either mode: the point, the forward's noise, the
     sum of ``|dL/dx_j x_j|`` over the checked inputs (with the noise it sets the rounding allowed
-    against an exact oracle), the generator of random choices and the random signs of the
-    directions (directional mode; drawn once, shared by the inputs)."""
+    against an exact oracle), the generator of random choices, the random signs of the
+    directions (directional mode; drawn once, shared by the inputs) and the low-precision
+    budgets."""
 
     point: Point
     noise: Noise
     sensitivity: float
     rng: np.random.Generator
     signs: Signs
+    # input name -> flat per-element allowance of a gradient computed below float64 against the
+    # float64 truth (``gradcheck.precision``); absent for float64 gradients.
+    budgets: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
-            "oracles": [str],
+            "oracles": [str], "modes": [str],  # modes: "reverse", "forward"
             "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float,
             "error": str | null,
             "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
@@ -81,8 +81,11 @@ SCHEMA_VERSION = 2
 # with several outputs one {"name", "shape", "dtype", "differentiable"} per output (its
 # ``output_shape`` is then ``[n]``, the differentiable elements raveled together), empty for a
 # forward that returns one array; each input and mismatch carries ``outputs``, the names of the
-# outputs its gradient is wrong through. Each case and each input of a result carries
-# ``detectable``, directional mode's statement of what it could have missed.
+# outputs its gradient is wrong through.
+# Added keys (same version): a case's ``modes``; a result's ``modes``, ``forward``, ``consistency``
+# and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
+# Each case and each input of a result carries ``detectable``, directional mode's statement of
+# what it could have missed.
 
 
 def versions() -> dict[str, str | None]:
@@ -154,6 +157,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "points": run.points,
         "inconclusive": run.inconclusive,
         "oracles": list(run.oracles),
+        "modes": list(run.modes),
         "kinks": run.kinks,
         "failures": run.failures,
         "seconds": round(run.seconds, 4),

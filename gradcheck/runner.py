@@ -95,6 +95,7 @@ class CaseRun:
             re-checks Hypothesis makes while shrinking.
         points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
+        modes: the modes checked in any check, e.g. ("reverse", "forward").
         kinks: kinks met over all checks (elements held to their one-sided slopes).
         inconclusive: checks that compared nothing (empty inputs or output).
         worst: the largest relative error against each oracle over all checks, by oracle name
@@ -118,6 +119,7 @@ class CaseRun:
     examples: int = 0
     points: int = 0
     oracles: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
     kinks: int = 0
     inconclusive: int = 0
     worst: dict[str, float | None] = field(default_factory=dict)
@@ -159,6 +161,7 @@ class CaseRun:
             example: int | None = None) -> None:
         """Count one check's findings (of example number ``example`` with ``inputs``)."""
         self.oracles = (*self.oracles, *(o for o in result.oracles if o not in self.oracles))
+        self.modes = (*self.modes, *(m for m in result.modes if m not in self.modes))
         self.kinks += len(result.kinks)
         self.failures += not result.ok
         self.inconclusive += result.verdict == "inconclusive"
@@ -392,7 +395,7 @@ def run_case(
     run = CaseRun(case=case, seed=seed)
     # The report draws its own progress (no stderr line from each check).
     options = run_options(settings, wrt=case.wrt, seed=seed,
-                          progress=check_progress if check_progress is not None else False)
+                          progress=check_progress if check_progress is not None else False, jvp=case.jvp)
     start = time.perf_counter()
 
     def count(checked: Checked) -> None:

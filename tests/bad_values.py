@@ -35,6 +35,8 @@ BAD_VALUES = [
     ("wrt", 3, "wrt must be a name or a sequence of names, got wrt=3"),
     ("wrt", ("x", 3), "wrt must be a name or a sequence of names, got wrt=('x', 3)"),
     ("wrt", {"x": 1}, "wrt must be a name or a sequence of names, got wrt={'x': 1}"),
+    ("jvp", 3, "jvp must be None, True, False or a callable jvp(tangents, **inputs), got jvp=3"),
+    ("jvp", "f", "jvp must be None, True, False or a callable jvp(tangents, **inputs), got jvp='f'"),
     ("inputs", {"x": 1.0}, "inputs must be a Hypothesis strategy drawing a dict of inputs, or a dict of "
                            "strategies {name: strategy}; got inputs={'x': 1.0}, where 'x' is not a strategy "
                            "(st.just(value) holds a value fixed)"),
