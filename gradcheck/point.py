@@ -40,6 +40,7 @@ class Point:
     dout: np.ndarray | float
     notes: list[str]
     seconds: float  # one evaluation of the forward at the point
+    repeat: np.ndarray | None = None  # forward(x0) computed again (the determinism check's second call)
 
 
 class Fault(Exception):
@@ -111,7 +112,8 @@ def evaluate_point(
     ev = ev.derived(dout=upstream)
     value = ev.contract(out)
     start = time.perf_counter()
-    again = ev.value()
+    repeat = ev.output()
+    again = ev.contract(repeat)
     seconds = time.perf_counter() - start
     eps = machine_eps(out.dtype)
     scale = float(np.sum(np.abs(np.asarray(upstream) * out.astype(np.float64))))
@@ -119,7 +121,7 @@ def evaluate_point(
         raise Fault(
             f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
         )
-    return Point(ev, value, max(abs(value), scale), eps, out, upstream, notes, seconds)
+    return Point(ev, value, max(abs(value), scale), eps, out, upstream, notes, seconds, repeat)
 
 
 def draw_dout(shape: tuple[int, ...], seed: int) -> np.ndarray | float:
