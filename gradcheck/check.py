@@ -47,6 +47,7 @@ from gradcheck import complex_values, directional, repeats, taylor, upstream, va
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
+from gradcheck.directions import Signs
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
@@ -553,7 +554,9 @@ class _Run:
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        self.context = Context(self.point, noise, self.sensitivity, self.rng,
+        largest = max((self.prepared.values[n].size for n in self.names), default=0)
+        signs = Signs(self.options.seed, largest if self.mode == "directional" else 0)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng, signs,
                                {n: b.allowance for n, b in self.budgets.items()})
         try:
             for name in self.names:
@@ -608,10 +611,11 @@ class _Run:
             kinks=len(comparison.kinks),
             worst=dict(comparison.worst),
             worst_at=dict(comparison.worst_at),
-            gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
+            gradient_norm=float(np.linalg.norm(np.asarray(grad, dtype=np.float64))),
             tolerance=tol,
             budget=self.budgets[name].rule if name in self.budgets else "",
             smallest_caught=comparison.caught,
+            detectable=outcome.detectable,
         ))
 
     def noise(self) -> Noise:
@@ -620,7 +624,7 @@ class _Run:
         context = getattr(self, "context", None)
         if context is None:
             self.context = Context(self.point, Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS),
-                                   self.sensitivity, self.rng)
+                                   self.sensitivity, self.rng, Signs(self.options.seed, 0))
         return self.context.noise
 
     def second_opinion(self) -> None:

@@ -11,9 +11,17 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradcheck.result import CheckResult, Consistency, ForwardSummary, InputSummary, Mismatch, TaylorEvidence
+    from gradcheck.result import (
+        CheckResult,
+        Consistency,
+        Detection,
+        ForwardSummary,
+        InputSummary,
+        Mismatch,
+        TaylorEvidence,
+    )
 
-__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines", "taylor_text", "through_text"]
+__all__ = ["MAX_ELEMENTS_SHOWN", "detectable_text", "fmt", "index_str", "result_lines", "taylor_text", "through_text"]
 
 MAX_ELEMENTS_SHOWN = 5
 
@@ -38,6 +46,12 @@ def through_text(names: tuple[str, ...]) -> str:
     if len(quoted) == 1:
         return f"through output {quoted[0]}"
     return f"through outputs {', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def detectable_text(name: str, detection: Detection) -> str:
+    """What directional mode could have missed in input ``name``, in a sentence."""
+    return (f"a single element wrong by {fmt(detection.relative_error, 2)} or more (relative to {name}'s "
+            f"largest gradient) would have been caught with probability >= {detection.probability:g}")
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -177,6 +191,8 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             caught = "" if summary.smallest_caught is None else \
                 f"; smallest relative error caught {fmt(summary.smallest_caught, 2)}"
             lines.append(f"      budget: {summary.budget}{caught}")
+        if summary.detectable is not None:
+            lines.append(f"      {detectable_text(summary.name, summary.detectable)}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "

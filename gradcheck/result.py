@@ -16,6 +16,7 @@ from gradcheck.render import result_lines
 __all__ = [
     "CheckResult",
     "Consistency",
+    "Detection",
     "Diagnosis",
     "Disagreement",
     "ForwardSummary",
@@ -163,6 +164,17 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """What directional mode could have missed in one input: any single element wrong by
+    ``relative_error`` or more (relative to the input's largest gradient) would have been caught
+    with probability at least ``probability``, along the directions the check used (see
+    ``tolerance.detectable_error``)."""
+
+    relative_error: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class InputSummary:
     """The verdict for one checked input.
 
@@ -189,6 +201,9 @@ class InputSummary:
             have flagged (its most sensitive element; None where nothing was compared element by
             element). A low-precision budget measured at the point alone is widened by its
             neighbours' before a gradient just past it is flagged (``gradcheck.precision``).
+        detectable: directional mode: the smallest error in a single element its directions
+            would have caught (``Detection``); None in full mode, which compares every element,
+            or when no direction could be used.
     """
 
     name: str
@@ -206,6 +221,7 @@ class InputSummary:
     outputs: tuple[str, ...] = ()
     budget: str = ""
     smallest_caught: float | None = None
+    detectable: Detection | None = None
 
     @property
     def ok(self) -> bool:

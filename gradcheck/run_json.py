@@ -34,6 +34,10 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
             "worst_at": {"numeric": WORST | null, "torch": WORST | null},
             "diagnoses": [{"input": str, "kind": str, "summary": str, "params": {...},
                            "evidence": str}],
+            "detectable": {INPUT_NAME: {"relative_error": float, "probability": float}},
+                # inputs checked in directional mode: any single element wrong by relative_error
+                # or more (of the input's largest gradient) would have been caught with at least
+                # that probability, in every check of the case (the weakest over them); {} if none
             "minimal_example": EXAMPLE | null, "at_point": EXAMPLE | null}
 
     EXAMPLE = {"source": "drawn" | "point", "inputs": [INPUT], "result": CheckResult.to_dict()}
@@ -80,6 +84,8 @@ SCHEMA_VERSION = 2
 # outputs its gradient is wrong through.
 # Added keys (same version): a case's ``modes``; a result's ``modes``, ``forward``, ``consistency``
 # and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
+# Each case and each input of a result carries ``detectable``, directional mode's statement of
+# what it could have missed.
 # And a result's ``second_order`` (``order=2``: the second-order check's result, or null), with
 # "second order" among its ``modes``.
 
@@ -162,6 +168,8 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "worst_input": {oracle: run.worst_input.get(oracle) for oracle in run.oracles},
         "worst_at": {oracle: _worst(run.worst_at.get(oracle)) for oracle in run.oracles},
         "diagnoses": diagnoses(run),
+        "detectable": {name: {"relative_error": d.relative_error, "probability": d.probability}
+                       for name, d in run.detectable.items()},
         "minimal_example": _example(run.minimal),
         "at_point": _example(run.at_point),
     }

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.render import detectable_text
 from gradcheck.report import fmt, index_str, result_lines
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
 
@@ -38,6 +39,7 @@ __all__ = [
     "DROP_ORDER",
     "columns",
     "details_lines",
+    "detectable_lines",
     "drop_order",
     "fit_table",
     "markdown",
@@ -244,7 +246,15 @@ def details_lines(report: RunReport) -> list[str]:
         if report.gallery and not run.caught and run.error is None:
             lines.append(f"    MISSED: {run.examples} examples passed although the backward is buggy")
         lines.append("")
-    return lines
+    return lines + detectable_lines(report)
+
+
+def detectable_lines(report: RunReport) -> list[str]:
+    """A note per case that ran directional checks: what they could have missed, per input
+    (the weakest statement over the case's checks)."""
+    lines = [f"{run.case.name} (directional): {detectable_text(name, d)}"
+             for run in report.runs for name, d in run.detectable.items()]
+    return [*lines, ""] if lines else []
 
 
 def terminal_width() -> int:

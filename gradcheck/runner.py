@@ -35,7 +35,7 @@ from gradcheck.evaluate import describe_exception
 from gradcheck.layouts import draw as draw_layout
 from gradcheck.options import OPTIONS, CheckOptions, Settings, order_of, run_options
 from gradcheck.progress import Progress
-from gradcheck.result import CheckResult, Kink, Mismatch
+from gradcheck.result import CheckResult, Detection, Kink, Mismatch
 from gradcheck.worst import WorstAt, track_worst
 
 __all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
@@ -110,6 +110,8 @@ class CaseRun:
         error: a case error (its strategy raised, or a misuse found while checking), if any.
         seconds: wall time.
         samples: the inputs of the first ``MAX_SAMPLES`` examples checked (for plots).
+        detectable: per input checked in directional mode, the weakest statement of what its
+            checks could have missed (the largest ``Detection.relative_error`` over them).
     """
 
     case: Case
@@ -129,6 +131,7 @@ class CaseRun:
     error: str | None = None
     seconds: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    detectable: dict[str, Detection] = field(default_factory=dict)
 
     @property
     def caught(self) -> bool:
@@ -163,6 +166,10 @@ class CaseRun:
         self.failures += not result.ok
         self.inconclusive += result.verdict == "inconclusive"
         track_worst(self, result, example=example, inputs=inputs)
+        for s in result.inputs:
+            known = self.detectable.get(s.name)
+            if s.detectable is not None and (known is None or s.detectable.relative_error > known.relative_error):
+                self.detectable[s.name] = s.detectable
 
 
 @dataclass

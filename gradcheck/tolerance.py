@@ -14,7 +14,8 @@ limits say when a measured difference is noise and when it is a finding:
 * the kink test on one-sided slopes (``kink_found``, ``one_sided_noise``) and the coupling of
   kinks moved together (``coupling_limit``);
 * the directional allowance, summed over the coordinates a direction moves
-  (``directional_allowance``);
+  (``directional_allowance``), and the smallest single-element error a direction catches
+  (``detectable_error``, with probability ``1 - POWER_DELTA``);
 * the checks on the forward at the point: determinism (``determinism_limit``), vmap-batched
   values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
   (``outputs_differ``);
@@ -50,6 +51,7 @@ __all__ = [
     "CONDITION_ROUNDINGS",
     "CONSISTENCY_ULPS",
     "COUPLING_RTOL",
+    "DETECTION_NOISE",
     "DETERMINISM_ULPS",
     "DTYPE_EPS",
     "FORWARD_DIGITS_KEPT",
@@ -63,6 +65,7 @@ __all__ = [
     "MAX_REPEATS",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
+    "POWER_DELTA",
     "PRECISIONS",
     "RELATIVE_FLOOR",
     "REORDER_ULPS",
@@ -90,6 +93,7 @@ __all__ = [
     "consistency_allowance",
     "coupling_limit",
     "default_tolerance",
+    "detectable_error",
     "determinism_limit",
     "directional_allowance",
     "dtype_eps",
@@ -417,6 +421,54 @@ def directional_allowance(
     allowance = float(tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(tol, scale) * terms + error)
     rel = float(relative_error(np.array([expected]), np.array([numeric]), scale * terms)[0])
     return allowance, rel
+
+
+# What directional mode could have missed is stated with this probability of failure: any single
+# element wrong by the stated amount or more is caught with probability at least 1 - POWER_DELTA.
+POWER_DELTA = 1e-3
+# Units of ``noise_error`` in a single-element error that a direction is sure to see: the numeric
+# derivative's own rounding, the noise term of its error estimate, and the difference of the two
+# central differences in the Richardson error estimate (``numeric.richardson``), each at most one
+# unit. A unit is CENTRAL_NOISE = 4 sigma/h, over four standard deviations of the rounding in each
+# (0.95, 0.79 and 0.71 sigma/h): all three stay within it except with probability below 1e-4, under
+# POWER_DELTA.
+DETECTION_NOISE = 3
+
+
+def detectable_error(
+    tol: Tolerance, scale: float, derivative: float, terms: float, noise: float, weight: float, *,
+    slack: float = 0.0,
+) -> float:
+    """The smallest error in a single element that one random +-1 direction catches, in the
+    gradient's units, with probability at least ``1 - POWER_DELTA``.
+
+    The direction is ``v_i = s_i w_i`` with random signs ``s_i`` and the per-element scales
+    ``w_i`` (``weight`` is the smallest ``w_i`` of the coordinates it moves, ``terms`` their sum
+    ``sum |v_i|``); ``derivative`` is ``a . v`` for the analytic gradient ``a``, ``noise`` is
+    ``noise_error(sigma, h)`` for the forward's noise ``sigma`` and the direction's step ``h``,
+    ``scale`` the input's largest gradient, and ``slack`` what the direction's allowance adds for
+    a gradient computed below float64 (``sum |b_i v_i|``, 0 for float64).
+
+    Why: with element ``j`` wrong by ``e`` the analytic derivative along ``v`` is ``a . v + e v_j``
+    while the numeric one is ``a . v + n`` with ``|n| <= noise``, so the two differ by at least
+    ``|e| w_j - noise``: ``|v_j| = w_j`` in every +-1 direction, whatever its signs. The
+    direction fails when that exceeds its allowance (``directional_allowance``), which is at most
+    ``rtol (|a . v| + |e| w_j + noise) + floor * terms + slack + 2 noise`` (the correct rest of the
+    gradient enters through ``rtol |a . v|``; the Richardson error estimate of a suspect
+    direction adds up to one more unit of noise). So any ``|e|`` above
+
+        (rtol (|a . v| + noise) + floor * terms + slack + DETECTION_NOISE * noise) / ((1 - rtol) w_j)
+
+    fails the direction (and a failed direction fails the check, localized or not); the largest
+    over elements is at the smallest ``w_j``. The probability is the noise's: the three noise
+    terms stay within ``noise`` (``DETECTION_NOISE``). Gaussian directions would leave it to
+    ``|v_j|``, near 0 with fair odds: caught with probability ``1 - POWER_DELTA`` by three of
+    them only above about eight times this size. The truncation of the differences is taken to be
+    below the noise (the step is chosen so), and ``sigma`` to be the forward's noise.
+    """
+    floor = absolute_floor(tol, scale)
+    allowance = tol.rtol * (abs(derivative) + noise) + floor * terms + slack + DETECTION_NOISE * noise
+    return float(allowance / ((1.0 - tol.rtol) * weight))
 
 
 # -- the forward at the point -----------------------------------------------------------------
