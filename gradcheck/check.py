@@ -38,8 +38,10 @@ from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
 from gradcheck.parallel import choose_workers
+from gradcheck.paths import compare_paths
 from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
 from gradcheck.progress import Progress, close, tracker_for
+from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -61,6 +63,9 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -90,15 +95,32 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        reference: a plain differentiable torch function of the same inputs, the slow and
+            obviously right version of ``forward`` (``gradcheck.reference_oracle``). Its float64
+            autograd gradient is an exact oracle named "reference"; ``forward``'s float64 output
+            must equal its output up to rounding (else a fault). With ``backward=None`` and
+            float32, float16 or bfloat16 inputs, ``forward`` and ``reference`` also run in those
+            dtypes: each gradient and the output of ``forward`` may be off the float64 truth by
+            ``reference_factor`` times the reference's own error there, floored at a few
+            roundoff units (``tolerance.low_precision_allowance``); beyond that is a fault naming
+            the element, both errors and the budget.
+        reference_factor: that factor; None means ``tolerance.LOW_PRECISION_FACTOR`` (2).
+        paths: execution paths of a torch callable (``backward=None``) whose gradients and
+            output must agree with eager's: "eager", "aot_eager" (``torch.compile`` with the
+            aot_eager backend), "compile" (inductor where a C++ compiler is found, else
+            aot_eager); see ``gradcheck.paths``. A disagreement is a fault naming the path.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s). Bugs in ``forward`` or ``backward`` never raise; they
+            ``gradcheck.validation``'s); a ``reference`` that fails on the inputs, is not
+            differentiable or returns another shape; ``paths`` naming an unknown path or given
+            with a backward. Bugs in ``forward`` or ``backward`` never raise; they
             are reported in the result.
     """
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           reference=reference, reference_factor=reference_factor, paths=paths)
     return run_check(forward, backward, inputs, options)
 
 
@@ -110,7 +132,7 @@ def run_check(
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
-    forward, prepared, names = _prepare(forward, backward, inputs, options)
+    forward, inputs, prepared, names = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
@@ -121,22 +143,61 @@ def run_check(
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
+    if options.reference is not None:  # the reference implementation: an exact oracle in float64
+        found = ReferenceOracle(options.reference).gradients(forward, prepared.widened, names, point.dout,
+                                                             point.output.shape)
+        differs = output_fault(point.output, found.output, point.scale)
+        faults = [*faults, differs] if differs else faults
+        exact = replace(exact, gradients=exact.gradients | ({} if differs else {found.oracle: dict(found.gradients)}))
     if "torch" in exact.gradients or source == TORCH.name:
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    return run.result(faults + run.faults, notes, ("numeric", *exact.gradients), exact.errors)
+    more_faults, more_notes = _beyond_float64(forward, backward, inputs, run, options)
+    return run.result(faults + run.faults + more_faults, notes + more_notes, ("numeric", *exact.gradients),
+                      exact.errors)
+
+
+def _beyond_float64(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any], run: _Run,
+    options: CheckOptions,
+) -> tuple[list[str], list[str]]:
+    """The faults and notes of the checks beyond the float64 point: the forward in the caller's
+    low dtypes against a reference (``reference_oracle``), and other execution paths against
+    eager (``paths``)."""
+    faults: list[str] = []
+    notes: list[str] = []
+    point, prepared, names = run.point, run.prepared, run.names
+    if options.reference is not None and backward is None:
+        low = low_precision(forward, options.reference, inputs, prepared, names, point.dout,
+                            tuple(point.output.shape), factor=options.reference_factor)
+        if low is not None:
+            faults += low.faults
+            notes += [n for n in (low.note(),) if n]
+    elif options.reference is not None and low_dtypes(prepared):
+        notes.append("reference: the low-dtype comparison runs a torch callable with backward=None; with a "
+                     "hand-written backward the reference is a float64 oracle only")
+    if options.paths:
+        found = compare_paths(tuple(options.paths), forward, prepared.widened, names, point.dout, point.output,
+                              run.analytic, {n: run.tolerance(n) for n in names}, point.scale)
+        faults += found.faults
+        notes += found.notes
+    return faults, notes
 
 
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], PreparedInputs, tuple[str, ...]]:
-    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``)."""
+) -> tuple[Callable[..., Any], Mapping[str, Any], PreparedInputs, tuple[str, ...]]:
+    """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
+    the forward and inputs as checked (a module's with its parameters)."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
+    if backward is not None and set(options.paths or ()) - {"eager"}:
+        raise GradcheckError(f"paths={options.paths!r} compares torch autograd's gradients along execution "
+                             "paths: it needs backward=None (a torch callable)")
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
         import torch
 
@@ -149,6 +210,8 @@ def _prepare(
     prepared = prepare_inputs(inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
+    if options.reference is not None:
+        require_signature(options.reference, "reference", tuple(prepared.values))
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
     else:
@@ -156,7 +219,7 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, prepared, names
+    return forward, inputs, prepared, names
 
 
 def _analytic(
@@ -260,7 +323,7 @@ class _Run:
         self.summaries.append(InputSummary(
             name=name,
             shape=tuple(self.prepared.values[name].shape),
-            dtype=str(self.prepared.dtypes[name]),
+            dtype=self.prepared.dtype_name(name),
             checked=checked,
             mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
             compared=compared,
@@ -319,13 +382,17 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
     Returns the CheckResult when the check passes.
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
-    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles)
+    options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
+                           reference=reference, reference_factor=reference_factor, paths=paths)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

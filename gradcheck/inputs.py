@@ -3,7 +3,9 @@
 Everything downstream works on private float64 (or integer) numpy copies, so nothing the caller
 passed is ever mutated. Numbers become 0-d arrays; torch tensors are detached and copied. Every
 copy is row-major (C-contiguous) whatever the caller's layout (Fortran order, a transpose, a
-slice): the numeric oracle perturbs elements through flat views of these copies.
+slice): the numeric oracle perturbs elements through flat views of these copies. A bfloat16
+tensor becomes a float32 copy (exactly its values); its dtype is recorded as ``"bfloat16"`` in
+``PreparedInputs.labels``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import inspect
 import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,13 +34,19 @@ class PreparedInputs:
         widened: name -> numpy array where floating inputs are widened to float64; the
             numeric oracle perturbs these.
         floating: names of floating inputs, in the caller's order.
-        dtypes: name -> the caller's dtype (numpy).
+        dtypes: name -> the caller's dtype (numpy; float32 for bfloat16 tensors).
+        labels: name -> the caller's dtype in words where numpy has none (``"bfloat16"``).
     """
 
     values: dict[str, np.ndarray]
     widened: dict[str, np.ndarray]
     floating: tuple[str, ...]
     dtypes: dict[str, np.dtype]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def dtype_name(self, name: str) -> str:
+        """The caller's dtype of input ``name`` in words: ``"float32"``, ``"bfloat16"``."""
+        return self.labels.get(name, str(self.dtypes[name]))
 
 
 def _to_array(name: str, value: Any) -> np.ndarray:
@@ -59,11 +67,8 @@ def _to_array(name: str, value: Any) -> np.ndarray:
                     f"input {name!r} is a {value.layout} tensor; only dense (strided) tensors "
                     f"can be checked: pass {name}.to_dense()"
                 )
-            if value.dtype == torch.bfloat16:
-                raise GradcheckError(
-                    f"input {name!r} is a bfloat16 tensor; bfloat16 inputs are not supported yet: "
-                    f"pass {name}.float() (or .double())"
-                )
+            if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
+                value = value.to(torch.float32)
             # Row-major, whatever the caller's strides: perturbations go through flat views.
             dense = value.detach().cpu().clone(memory_format=torch.contiguous_format)
             return dense.resolve_conj().resolve_neg().numpy()
@@ -92,10 +97,13 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
     widened: dict[str, np.ndarray] = {}
     floating: list[str] = []
     dtypes: dict[str, np.dtype] = {}
+    labels: dict[str, str] = {}
     for name, value in inputs.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise GradcheckError(f"input names must be identifiers (they become keyword arguments), got {name!r}")
         array = _to_array(name, value)
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            labels[name] = "bfloat16"
         kind = array.dtype.kind
         if kind == "f":
             if not np.all(np.isfinite(array)):
@@ -120,7 +128,7 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
             )
         values[name] = array
         dtypes[name] = array.dtype
-    return PreparedInputs(values, widened, tuple(floating), dtypes)
+    return PreparedInputs(values, widened, tuple(floating), dtypes, labels)
 
 
 def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tuple[str, ...]:

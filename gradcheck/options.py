@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from gradcheck import validation
+from gradcheck.errors import GradcheckError
 
 if TYPE_CHECKING:
     from gradcheck.progress import Progress
@@ -39,6 +40,12 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        reference: a differentiable torch function of the same inputs, the slow and obviously
+            right version of the forward (``gradcheck.reference_oracle``), or None.
+        reference_factor: how many times the reference's own error in a low dtype the forward
+            may make (None: ``tolerance.LOW_PRECISION_FACTOR``); only with a reference.
+        paths: execution paths whose gradients are compared with eager's
+            (``validation.PATHS``; a tuple), or None.
     """
 
     wrt: str | Iterable[str] | None = None
@@ -48,6 +55,9 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    reference: Callable[..., Any] | None = None
+    reference_factor: float | None = None
+    paths: Iterable[str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -57,6 +67,13 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        validation.function("reference", self.reference, none_ok=True)
+        validation.factor("reference_factor", self.reference_factor)
+        if self.reference_factor is not None and self.reference is None:
+            raise GradcheckError(
+                f"reference_factor={self.reference_factor!r} scales a reference's error: pass reference= too"
+            )
+        object.__setattr__(self, "paths", validation.paths(self.paths))
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,9 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
     for the check (not None) win over the run's setting, which wins over the default."""
@@ -135,4 +155,7 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        reference=reference,
+        reference_factor=reference_factor,
+        paths=paths,
     )

@@ -121,6 +121,9 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        reference: Callable[..., Any] | None = None,
+        reference_factor: float | None = None,
+        paths: Iterable[str] | None = None,
     ) -> CheckResult:
         """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol`` and
         ``atol`` that are not given (None).
@@ -130,7 +133,7 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles)
+                              oracles=oracles, reference=reference, reference_factor=reference_factor, paths=paths)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -155,12 +158,15 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        reference: Callable[..., Any] | None = None,
+        reference_factor: float | None = None,
+        paths: Iterable[str] | None = None,
     ) -> CheckResult:
         """``check``, raising ``GradientMismatch`` (an AssertionError whose message is the
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles)
+                              oracles=oracles, reference=reference, reference_factor=reference_factor, paths=paths)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)

@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODES",
+    "PATHS",
     "examples",
+    "factor",
     "float_dtype",
     "function",
     "input_strategy",
     "integer",
     "mode",
     "ordered",
+    "paths",
     "points",
     "positive_number",
     "progress",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 MODES = ("auto", "full", "directional")
+# Execution paths of a torch callable whose gradients are compared (``gradcheck.paths``).
+PATHS = ("eager", "compile", "aot_eager")
 
 
 def _integral(value: Any) -> bool:
@@ -105,6 +110,21 @@ def progress(value: Any) -> Any:
     if value is not None and not isinstance(value, bool) and not callable(value):
         raise GradcheckError(f"progress must be None, True, False or a callable, got progress={value!r}")
     return value
+
+
+def paths(value: Any) -> tuple[str, ...] | None:
+    """Execution paths to compare: None, one of ``PATHS`` or a sequence of distinct ones, as a
+    tuple (``()`` and ``("eager",)`` compare nothing beyond the check itself)."""
+    given = names("paths", value, empty_ok=True)
+    for path in given or ():
+        if path not in PATHS:
+            raise GradcheckError(f"paths names {path!r}, which is not an execution path (paths: {PATHS})")
+    return given
+
+
+def factor(name: str, value: Any) -> float | None:
+    """None (the default) or a finite number > 0, kept as given."""
+    return None if value is None else positive_number(name, value)
 
 
 def function(name: str, value: Any, *, none_ok: bool = False) -> Callable[..., Any] | None:
