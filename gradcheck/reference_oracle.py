@@ -46,7 +46,7 @@ class _Failed(Exception):
 
 
 def _label(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def _differentiate(
