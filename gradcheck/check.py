@@ -175,7 +175,7 @@ def _beyond_float64(
                             tuple(point.output.shape), factor=options.reference_factor)
         if low is not None:
             faults += low.faults
-            notes += [n for n in (low.note(),) if n]
+            notes += [*low.notes, *(n for n in (low.note(),) if n)]
     elif options.reference is not None and low_dtypes(prepared):
         notes.append("reference: the low-dtype comparison runs a torch callable with backward=None; with a "
                      "hand-written backward the reference is a float64 oracle only")

@@ -12,7 +12,8 @@ function of the same inputs, the slow and obviously right version of ``fn``. It 
    ``fn`` and ``ref_fn`` run on tensors of the caller's dtypes (the caller's strides kept), and
    ``fn``'s gradients and output may be off the float64 truth (``ref_fn`` in float64 at the same
    rounded inputs and upstream gradient) by ``factor`` times ``ref_fn``'s own error in that dtype,
-   floored at a few roundoff units of the magnitudes (``tolerance.low_precision_allowance``): the
+   floored at a few roundoff units of the magnitudes summed into each element (from ``ref_fn``'s
+   float64 Jacobian: ``tolerance.low_precision_allowance``): the
    "at most twice the reference's error in the same dtype" test of FlashAttention's suite, done
    per element with the budget in the report.
 
@@ -196,6 +197,7 @@ class LowPrecision:
 
     findings: tuple[Finding, ...]
     faults: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def note(self) -> str | None:
         """One line for a comparison within the budget, None if nothing was compared."""
@@ -276,26 +278,89 @@ def low_precision(
                                               weight.to(torch.float64), shape, "float64")
     except _Failed as failed:
         raise GradcheckError(f"reference {_label(reference)} {failed}") from None
+    sizes = _magnitudes(torch, reference, tensors(torch.float64), prepared.floating, wrt, weight.to(torch.float64),
+                        shape)
     findings = [
-        _finding(name, torch, fn_grads[name], ref_grads[name], true_grads[name], prepared.values[name].shape, k)
+        _finding(name, torch, fn_grads[name], ref_grads[name], true_grads[name], prepared.values[name].shape, k,
+                 sizes.get(name))
         for name in wrt
     ]
-    findings.append(_finding("output", torch, fn_out, ref_out, true_out, shape, k))
-    return LowPrecision(tuple(findings), tuple(f.fault() for f in findings if not f.ok))
+    findings.append(_finding("output", torch, fn_out, ref_out, true_out, shape, k, sizes.get(OUTPUT)))
+    notes = () if len(sizes) == len(wrt) + 1 else (
+        "reference: the Jacobian is too large to sum the magnitudes behind each element exactly: the ulps floor "
+        "uses an estimate for the gradients (random-sign upstream gradients) and |output| for the output",)
+    return LowPrecision(tuple(findings), tuple(f.fault() for f in findings if not f.ok), notes)
+
+
+OUTPUT = "output"
+# The summed magnitudes come from the reference's float64 Jacobian (one backward pass per output
+# element, batched with vmap) while it holds at most this many elements (32 MB); beyond, from
+# ESTIMATE_DRAWS backward passes with random-sign upstream gradients, whose root-mean-square is
+# the magnitudes' Euclidean norm: at most their sum, and closer to it than the float64 value, in
+# which the terms may cancel.
+JACOBIAN_LIMIT = 2**22
+ESTIMATE_DRAWS = 8
+
+
+def _magnitudes(
+    torch: Any, reference: Callable[..., Any], tensors: dict[str, Any], floating: tuple[str, ...],
+    wrt: tuple[str, ...], dout: Any, shape: tuple[int, ...],
+) -> dict[str, np.ndarray]:
+    """The magnitudes summed into each element, by the reference in float64: for the gradient of
+    each name in ``wrt``, ``sum_i |dout_i J_ij|``; for the output (``OUTPUT``), ``sum_j |J_ij x_j|``
+    over every floating input. Estimated gradients only (no output entry) where the Jacobian
+    exceeds ``JACOBIAN_LIMIT``."""
+    tensors = {n: t.detach().requires_grad_(n in floating) for n, t in tensors.items()}
+    with torch.enable_grad():
+        out = reference(**tensors).reshape(-1)
+    n_out, leaves = out.numel(), [tensors[n] for n in floating]
+    weight = dout.reshape(-1).abs() if dout.dim() else dout.abs().expand(n_out)
+    if n_out * sum(t.numel() for t in leaves) <= JACOBIAN_LIMIT:
+        try:
+            rows = torch.autograd.grad(out, leaves, grad_outputs=torch.eye(n_out, dtype=out.dtype),
+                                       is_grads_batched=True, allow_unused=True)
+        except Exception:  # a reference vmap cannot batch: one backward pass per output element
+            rows = _jacobian_rows(torch, out, leaves)
+        jac = {n: (torch.zeros(n_out, *t.shape, dtype=out.dtype) if r is None else r).reshape(n_out, -1).abs()
+               for n, t, r in zip(floating, leaves, rows, strict=True)}
+        sizes = {n: (weight[:, None] * jac[n]).sum(0).numpy() for n in wrt}
+        total = sum((jac[n] * tensors[n].detach().reshape(1, -1).abs()).sum(1) for n in floating)
+        sizes[OUTPUT] = np.asarray(total.detach().numpy()) if n_out else np.zeros(0)
+        return sizes
+    generator = torch.Generator().manual_seed(0)
+    squares = {n: torch.zeros(tensors[n].shape, dtype=out.dtype) for n in wrt}
+    for _ in range(ESTIMATE_DRAWS):
+        signs = torch.randint(0, 2, (n_out,), generator=generator).to(out.dtype) * 2 - 1
+        grads = torch.autograd.grad(out, [tensors[n] for n in wrt], grad_outputs=signs * weight, retain_graph=True,
+                                    allow_unused=True)
+        for n, g in zip(wrt, grads, strict=True):
+            if g is not None:
+                squares[n] += g.detach() ** 2
+    return {n: (squares[n] / ESTIMATE_DRAWS).sqrt().reshape(-1).numpy() for n in wrt}
+
+
+def _jacobian_rows(torch: Any, out: Any, leaves: list[Any]) -> list[Any]:
+    rows = [torch.autograd.grad(out[i], leaves, retain_graph=True, allow_unused=True) for i in range(out.numel())]
+    return [None if all(r[k] is None for r in rows) else
+            torch.stack([torch.zeros_like(leaf) if r[k] is None else r[k] for r in rows])
+            for k, leaf in enumerate(leaves)]
 
 
 def _finding(
-    what: str, torch: Any, value: Any, reference: Any, truth: Any, shape: tuple[int, ...], factor: float
+    what: str, torch: Any, value: Any, reference: Any, truth: Any, shape: tuple[int, ...], factor: float,
+    magnitude: np.ndarray | None = None,
 ) -> Finding:
     """The forward's ``value`` against the float64 ``truth``, allowed ``factor`` times the
-    low-dtype ``reference``'s error (tensors, None for an unused input's gradient)."""
+    low-dtype ``reference``'s error (tensors, None for an unused input's gradient), floored at
+    ulps of ``magnitude`` (the magnitudes summed into each element; None: ``|truth|``)."""
     dtype = value.dtype if value is not None else (reference.dtype if reference is not None else torch.float64)
     got = _as_float64(torch, value, shape).reshape(-1)
     ref = _as_float64(torch, reference, shape).reshape(-1)
     true = _as_float64(torch, truth, shape).reshape(-1)
     error, reference_error = np.abs(got - true), np.abs(ref - true)
     eps = float(torch.finfo(dtype).eps) if dtype.is_floating_point else float(np.finfo(np.float64).eps)
-    allowance = low_precision_allowance(reference_error, np.abs(true), eps=eps, factor=factor)
+    sizes = np.abs(true) if magnitude is None else np.maximum(np.abs(true), magnitude.reshape(-1))
+    allowance = low_precision_allowance(reference_error, sizes, eps=eps, factor=factor)
     beyond = ~(error <= allowance)  # NaN is beyond
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(error == 0, 0.0, error / allowance)
