@@ -37,9 +37,21 @@ from gradcheck.evaluate import as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
 from gradcheck.tolerance import LOW_PRECISION_FACTOR, low_precision_allowance, outputs_differ
 
-__all__ = ["NAME", "Finding", "LowPrecision", "ReferenceOracle", "low_dtypes", "low_precision", "output_fault"]
+__all__ = [
+    "ESTIMATE_DRAWS",
+    "JACOBIAN_LIMIT",
+    "NAME",
+    "OUTPUT",
+    "Finding",
+    "LowPrecision",
+    "ReferenceOracle",
+    "low_dtypes",
+    "low_precision",
+    "output_fault",
+]
 
 NAME = "reference"
+OUTPUT = "output"  # a finding's ``what`` for the forward's output
 
 
 class _Failed(Exception):
@@ -145,7 +157,7 @@ class Finding:
     """One gradient (or the output) of the forward in a low dtype, held to the reference's budget.
 
     Attributes:
-        what: the input's name, or ``"output"``.
+        what: the input's name, or ``OUTPUT``.
         dtype: the forward's dtype there, e.g. ``"bfloat16"``.
         failed: elements whose error exceeds their allowance (NaN counts as beyond it).
         size: elements compared.
@@ -176,11 +188,10 @@ class Finding:
 
     @property
     def label(self) -> str:
-        return "output" if self.what == "output" else f"gradient of {self.what!r}"
+        return OUTPUT if self.what == OUTPUT else f"gradient of {self.what!r}"
 
     def element(self) -> str:
-        name = "output" if self.what == "output" else self.what
-        return f"{name}[{', '.join(map(str, self.index))}]" if self.index else name
+        return f"{self.what}[{', '.join(map(str, self.index))}]" if self.index else self.what
 
     def fault(self) -> str:
         """The failure in one line: the element, the measured errors and the budget."""
@@ -285,14 +296,13 @@ def low_precision(
                  sizes.get(name))
         for name in wrt
     ]
-    findings.append(_finding("output", torch, fn_out, ref_out, true_out, shape, k, sizes.get(OUTPUT)))
+    findings.append(_finding(OUTPUT, torch, fn_out, ref_out, true_out, shape, k, sizes.get(OUTPUT)))
     notes = () if len(sizes) == len(wrt) + 1 else (
         "reference: the Jacobian is too large to sum the magnitudes behind each element exactly: the ulps floor "
         "uses an estimate for the gradients (random-sign upstream gradients) and |output| for the output",)
     return LowPrecision(tuple(findings), tuple(f.fault() for f in findings if not f.ok), notes)
 
 
-OUTPUT = "output"
 # The summed magnitudes come from the reference's float64 Jacobian (one backward pass per output
 # element, batched with vmap) while it holds at most this many elements (32 MB); beyond, from
 # ESTIMATE_DRAWS backward passes with random-sign upstream gradients, whose root-mean-square is
