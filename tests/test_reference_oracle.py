@@ -112,15 +112,15 @@ class ShuffledMatVec(MatVec):
         return dout[:, None] * w, x[order].T @ dout[order]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_a_summation_order_that_changes_from_call_to_call_is_no_false_alarm(dtype):
-    """Its rounding differs from the reference's element by element (by more than twice, here and
-    there); the floor at ulps of the magnitudes summed into each element holds it."""
-    torch.manual_seed(0)
-    for seed in range(8):
-        result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(dtype, rows=256, seed=seed),
-                                           reference=matvec, wrt="w")
-        assert result.ok, str(result)
+@pytest.mark.parametrize("seed", [2, 4, 10])
+def test_a_summation_order_that_changes_from_call_to_call_is_no_false_alarm(seed):
+    """Its rounding differs from the reference's element by element, at these seeds by more than
+    twice the reference's somewhere among dw's 8 elements (a budget floored at ulps of |dw| alone
+    flags them); the floor at ulps of the magnitudes summed into each element holds it."""
+    torch.manual_seed(seed)
+    result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(torch.float32, rows=256, seed=seed),
+                                       reference=matvec, wrt="w")
+    assert result.ok, str(result)
 
 
 def test_the_forward_output_is_held_to_the_same_budget():
