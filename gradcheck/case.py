@@ -2,7 +2,8 @@
 
 A case bundles everything needed to check a backward pass on many inputs:
 
-* ``forward(**inputs)`` returns a float, a 0-d array or an array. Written against the array API
+* ``forward(**inputs)`` returns a float, a 0-d array or an array, or several of them (a tuple,
+  list or dict; see ``gradcheck.outputs``). Written against the array API
   (``xp = array_api_compat.array_namespace(...)``) it also runs on torch tensors, which gives the
   torch oracle; numpy-only forwards are checked against the numeric oracle alone.
 * ``backward(dout, **inputs)`` returns a dict mapping each checked input name to its gradient,

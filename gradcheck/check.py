@@ -2,9 +2,12 @@
 
 This module orchestrates; each step is a module of its own:
 
-1. the options are validated once (``options.CheckOptions``) and the inputs copied
-   (``inputs``; misuse raises ``GradcheckError``);
-2. the forward is evaluated at the point and ``dout`` fixed (``point``);
+1. the options are validated once (``options.CheckOptions``), complex values mapped to real
+   pairs (``complex_values``; the result is told in the caller's terms again at the end) and
+   the inputs copied (``inputs``; misuse raises ``GradcheckError``);
+2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
+   outputs is checked as one returning them flat (``outputs``), which then names the outputs a
+   failing gradient is wrong through;
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
    the analytic gradients of a torch callable (``backward=None``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
@@ -25,21 +28,32 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import directional, validation
+from gradcheck import complex_values, directional, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
-from gradcheck.evaluate import SERIAL, Backend, Forked
+from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
 from gradcheck.paths import compare_paths
-from gradcheck.point import Context, Differenced, Fault, Noise, Point, batched_point, evaluate_point, reference_scales
+from gradcheck.point import (
+    Context,
+    Differenced,
+    Fault,
+    Noise,
+    Point,
+    batched_point,
+    draw_dout,
+    evaluate_point,
+    reference_scales,
+)
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
@@ -70,12 +84,14 @@ def check_gradients(
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
     Args:
-        forward: ``forward(**inputs) -> float | array``. Written against the array API it also
-            runs on torch tensors, which adds the autograd oracle.
+        forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
+            (nested too: several outputs). Written against the array API it also runs on torch
+            tensors, which adds the autograd oracle.
         backward: ``backward(dout, **inputs) -> {name: gradient}`` with each gradient shaped
             like its input and ``dout`` shaped like the output (``1.0`` for a scalar output; for
             an array output a random ``dout`` drawn from ``seed``, so the vector-Jacobian
-            product is checked). ``None`` checks torch autograd's gradient of a torch
+            product is checked; for several outputs, ``dout`` in their structure, ``None`` for
+            integer or boolean ones). ``None`` checks torch autograd's gradient of a torch
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
@@ -114,10 +130,10 @@ def check_gradients(
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s); a ``reference`` that fails on the inputs, is not
-            differentiable or returns another shape; ``paths`` naming an unknown path or given
-            with a backward. Bugs in ``forward`` or ``backward`` never raise; they
-            are reported in the result.
+            ``gradcheck.validation``'s), a complex output among several (not supported yet); a
+            ``reference`` that fails on the inputs, is not differentiable or returns another shape;
+            ``paths`` naming an unknown path or given with a backward. Bugs in ``forward`` or
+            ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
                            reference=reference, reference_factor=reference_factor, paths=paths)
@@ -132,36 +148,101 @@ def run_check(
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
     ``gradient_test`` and the runner call)."""
-    forward, inputs, prepared, names = _prepare(forward, backward, inputs, options)
+    forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+    except MultipleOutputs as several:
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary, beyond)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond)
+
+
+def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
+    """The result of a check that a fault stopped before any input was checked."""
+    return complex_values.relabel(
+        CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
+                    seed=options.seed), boundary)
+
+
+def _check_outputs(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
+    beyond: _Beyond,
+) -> CheckResult:
+    """A forward with several outputs, checked as one returning them flat (``outputs``), with
+    the outputs each failing input's gradient is wrong through named."""
+    try:
+        outputs = describe_outputs(several.value, several.again)
+    except OutputsFault as fault:
+        return _stopped(Fault(f"forward {fault}"), options, boundary)
+    flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+    if beyond.reference is not None:  # the reference's outputs flat as the forward's
+        beyond = replace(beyond, reference=outputs.flat_forward(beyond.reference))
+
+    def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
+        try:
+            point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
+        except Fault as fault:
+            return _stopped(fault, options, boundary)
+        return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
+                         boundary, beyond, batch=batch)
+
+    dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
+    result = replace(check(dout, names, options.mode), outputs=outputs.summary)
+    # Each output on its own, in the same mode, only counts the failing inputs' mismatches: no
+    # batching calibration.
+    return name_outputs(result, outputs, dout, lambda d, wrt: check(d, wrt, result.mode, batch=False))
+
+
+def _check_at(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary,
+    beyond: _Beyond, *,
+    batch: bool = True,
+) -> CheckResult:
+    """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
+    vmap batches where they pay)."""
+    try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
-        return CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                           seed=options.seed)
+        return _stopped(fault, options, boundary)
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
-    if options.reference is not None:  # the reference implementation: an exact oracle in float64
-        found = ReferenceOracle(options.reference).gradients(forward, prepared.widened, names, point.dout,
-                                                             point.output.shape)
+    if beyond.reference is not None:  # the reference implementation: an exact oracle in float64
+        found = ReferenceOracle(beyond.reference, beyond.label).gradients(forward, prepared.widened, names, point.dout,
+                                                            point.output.shape)
         differs = output_fault(point.output, found.output, point.scale)
         faults = [*faults, differs] if differs else faults
         exact = replace(exact, gradients=exact.gradients | ({} if differs else {found.oracle: dict(found.gradients)}))
-    if "torch" in exact.gradients or source == TORCH.name:
+    if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None)
+    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
+               pairs=frozenset(boundary.dtypes))
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    more_faults, more_notes = _beyond_float64(forward, backward, inputs, run, options)
-    return run.result(faults + run.faults + more_faults, notes + more_notes, ("numeric", *exact.gradients),
-                      exact.errors)
+    more_faults, more_notes = _beyond_float64(forward, backward, beyond, run, options)
+    result = run.result(faults + run.faults + more_faults, notes + more_notes, ("numeric", *exact.gradients),
+                        exact.errors)
+    return complex_values.relabel(result, boundary)
+
+
+@dataclass(frozen=True)
+class _Beyond:
+    """What the checks beyond the float64 point need, in the terms of the check on real arrays:
+    the inputs as the caller holds them (dtypes and strides; complex ones as real pairs) and the
+    reference, wrapped as the forward is (``complex_values``, ``outputs``)."""
+
+    inputs: Mapping[str, Any]
+    reference: Callable[..., Any] | None
+    label: str = ""  # the caller's reference by name, for messages
 
 
 def _beyond_float64(
-    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any], run: _Run,
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, beyond: _Beyond, run: _Run,
     options: CheckOptions,
 ) -> tuple[list[str], list[str]]:
     """The faults and notes of the checks beyond the float64 point: the forward in the caller's
@@ -170,13 +251,13 @@ def _beyond_float64(
     faults: list[str] = []
     notes: list[str] = []
     point, prepared, names = run.point, run.prepared, run.names
-    if options.reference is not None and backward is None:
-        low = low_precision(forward, options.reference, inputs, prepared, names, point.dout,
-                            tuple(point.output.shape), factor=options.reference_factor)
+    if beyond.reference is not None and backward is None:
+        low = low_precision(forward, beyond.reference, beyond.inputs, prepared, names, point.dout,
+                            tuple(point.output.shape), factor=options.reference_factor, label=beyond.label)
         if low is not None:
             faults += low.faults
             notes += [*low.notes, *(n for n in (low.note(),) if n)]
-    elif options.reference is not None and low_dtypes(prepared):
+    elif beyond.reference is not None and low_dtypes(prepared):
         notes.append("reference: the low-dtype comparison runs a torch callable with backward=None; with a "
                      "hand-written backward the reference is a float64 oracle only")
     if options.paths:
@@ -190,9 +271,11 @@ def _beyond_float64(
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], Mapping[str, Any], PreparedInputs, tuple[str, ...]]:
+) -> tuple[
+    Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary, _Beyond
+]:
     """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
-    the forward and inputs as checked (a module's with its parameters)."""
+    complex values become real pairs (``complex_values``), for the reference too."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
     if backward is not None and set(options.paths or ()) - {"eager"}:
@@ -207,11 +290,10 @@ def _prepare(
             # The module's parameters become checked inputs, in float64.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
-    prepared = prepare_inputs(inputs)
+    real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
+    prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
-    if options.reference is not None:
-        require_signature(options.reference, "reference", tuple(prepared.values))
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
     else:
@@ -219,7 +301,12 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return forward, inputs, prepared, names
+    reference = None
+    if options.reference is not None:
+        require_signature(options.reference, "reference", tuple(prepared.values))
+        reference = complex_values.wrap(options.reference, None, inputs, wrt=options.wrt).forward
+    label = getattr(options.reference, "__name__", None) or type(options.reference).__name__
+    return real.forward, real.backward, prepared, names, real.boundary, _Beyond(real.inputs, reference, label)
 
 
 def _analytic(
@@ -254,6 +341,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -346,6 +434,7 @@ class _Run:
             {n: c.usable.reshape(shapes[n]) for n, c in wrong.items() if c.usable is not None},
             {n: c.mismatch_mask.reshape(shapes[n]) for n, c in wrong.items()},
             self.prepared.values,
+            pairs=self.pairs,
         )
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 

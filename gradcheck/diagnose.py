@@ -8,7 +8,8 @@ and among the accepted ones the simplest wins, then the one with fewer outliers,
 with the smaller residual. By rank, simplest first:
 
 0. ``zero``: ``a`` is zero everywhere the reference is not;
-1. ``sign`` / ``scale`` with a named factor, ``transpose`` (the layout, or a square operand of
+1. ``sign`` / ``scale`` with a named factor, ``conjugated`` (a complex gradient with its
+   imaginary parts negated: the conjugate of torch's convention), ``transpose`` (the layout, or a square operand of
    a matrix product transposed wrongly: ``dD @ X`` for ``dD @ X.T``), ``swapped``: no free
    parameter;
 2. ``scale`` with an unnamed factor, ``additive`` terms with at most one free parameter (a
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,7 +59,8 @@ from gradcheck.tolerance import fit_rtol
 
 __all__ = ["KINDS", "RULES", "diagnose"]
 
-KINDS = ("scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer", "undetermined")
+KINDS = ("scale", "sign", "conjugated", "transpose", "swapped", "zero", "mask", "additive", "integer",
+         "undetermined")
 
 # The fit tolerance relative to an element's magnitude comes from the lowest float precision
 # among the inputs (``tolerance.fit_rtol``); the absolute floor is a tenth of it times the
@@ -230,6 +232,7 @@ class _Problem:
     inputs: Mapping[str, np.ndarray]
     references: Mapping[str, tuple[np.ndarray, np.ndarray]]  # other inputs: (reference, usable)
     axes: dict[int, _Axis]
+    pairs: bool = False  # a complex input's real pairs: the last axis is (real, imaginary)
 
     def tol(self, model: np.ndarray) -> np.ndarray:
         return self.rel * np.maximum(np.abs(self.a), np.abs(model)) + self.floor
@@ -334,6 +337,17 @@ def _scale_candidates(p: _Problem) -> list[_Candidate]:
                               f"factor {shown} (no simple name)", {"factor": c, "named": shown},
                               c * rz, p.usable, dof=1, needs=("factor",), reading=f"a constant factor {shown}"))
     return out
+
+
+def _conjugate_candidates(p: _Problem) -> list[_Candidate]:
+    """A complex gradient returned as its conjugate: real parts right, imaginary parts negated
+    (``d/dz`` taken for ``d/d conj(z)``, or a ``conj`` missing or one too many)."""
+    if not p.pairs:
+        return []
+    conjugate = np.where(p.usable, p.r, 0.0) * np.array([1.0, -1.0])
+    return [_Candidate(1, "conjugated", "analytic = conj(reference): the imaginary parts have the wrong sign "
+                       "(torch's convention is dL/d(Re z) + i dL/d(Im z): a conj missing, or one too many?)",
+                       {}, conjugate, p.usable, reading="a conjugated gradient")]
 
 
 def _permutations(shape: tuple[int, ...]) -> list[tuple[tuple[int, ...], str, str]]:
@@ -1006,6 +1020,7 @@ def _diagnose_one(
     references: Mapping[str, tuple[np.ndarray, np.ndarray]],
     axes: dict[int, _Axis],
     dtype: np.dtype,
+    pairs: bool = False,
 ) -> Diagnosis | None:
     usable = usable & np.isfinite(r) & np.isfinite(a)
     if not usable.any():
@@ -1030,12 +1045,12 @@ def _diagnose_one(
     bug = float(np.median(gap[wrong] / np.maximum(np.maximum(np.abs(a), np.abs(rz)), 1e-3 * scale)[wrong]))
     rel = min(base, max(1e-12, 0.01 * bug))
     p = _Problem(name, a, np.where(usable, r, np.nan), usable, wrong, usable & ~wrong, scale, rel,
-                 0.1 * rel * scale, inputs, references, axes)
+                 0.1 * rel * scale, inputs, references, axes, pairs)
 
     candidates: list[_Candidate] = []
     if not reference_zero:
-        candidates += (_scale_candidates(p) + _transpose_candidates(p) + _operand_candidates(p)
-                       + _swapped_candidates(p))
+        candidates += (_scale_candidates(p) + _conjugate_candidates(p) + _transpose_candidates(p)
+                       + _operand_candidates(p) + _swapped_candidates(p))
     candidates += _simple_additive_candidates(p)
     accepted = [c for c in candidates if _judge(p, c)]
     if not accepted and not reference_zero:
@@ -1075,6 +1090,8 @@ def diagnose(
     usable: Mapping[str, np.ndarray],
     mismatched: Mapping[str, np.ndarray],
     inputs: Mapping[str, np.ndarray],
+    *,
+    pairs: Collection[str] = (),
 ) -> dict[str, Diagnosis]:
     """The likely bug behind each input's mismatches; no I/O, never raises on finite arrays.
 
@@ -1090,6 +1107,9 @@ def diagnose(
             (the batch size ``m``), integer labels give one-hot terms, inputs of the same shape
             describe masks ("where x > 0") and proportional terms, and their lowest float
             precision sets the fit tolerance.
+        pairs: the inputs given as real pairs (a complex input: its arrays, here and in
+            ``inputs``, have a last axis of 2, the real and the imaginary part): a
+            ``conjugated`` gradient is tried for them.
     Returns:
         name -> Diagnosis, only for inputs with at least one mismatch that a pattern explains
         (see the module docstring for the kinds and their order) or that the example cannot
@@ -1120,7 +1140,8 @@ def diagnose(
         for name, (a, r, use, wrong) in prepared.items():
             if not wrong.any():
                 continue
-            result = _diagnose_one(name, a, r, use, wrong, inputs, references, axes, dtypes[name])
+            result = _diagnose_one(name, a, r, use, wrong, inputs, references, axes, dtypes[name],
+                                   name in pairs and a.shape[-1:] == (2,))
             if result is not None:
                 found[name] = result
     return found

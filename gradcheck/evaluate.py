@@ -49,7 +49,14 @@ class ForwardFailure(Exception):
 
 
 class MultipleOutputs(ForwardFailure):
-    """The forward returned several arrays (a tuple, list or dict), which is not supported yet."""
+    """The forward returned several outputs (a tuple, list or dict): ``value`` is what it
+    returned, ``again`` what a second call at the same point returned (set by the caller that
+    makes it); the check goes on with ``gradcheck.outputs``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(f"returns a {type(value).__name__} of {len(value)} outputs")
+        self.value = value
+        self.again: Any = None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -75,14 +82,6 @@ def as_float_array(value: Any) -> np.ndarray:
             if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
                 value = value.to(torch.float32)
             value = value.numpy(force=True)
-    if isinstance(value, tuple | list | dict) and any(
-        np.ndim(v) for v in (value.values() if isinstance(value, dict) else value)
-    ):
-        raise MultipleOutputs(
-            f"returns a {type(value).__name__} of {len(value)} arrays; forwards with several outputs "
-            "are not supported yet: return one array (for example a weighted sum of the outputs), "
-            "or check each output with its own forward"
-        )
     try:
         array = np.asarray(value)
     except Exception as exc:  # an exotic object the forward returned
@@ -200,12 +199,24 @@ class Evaluator:
             self.tracker.tick()  # outside the forward's try: a progress callback may abort
 
     def _output(self) -> np.ndarray:
+        out = self.call()
+        if isinstance(out, tuple | list | dict):
+            raise MultipleOutputs(out)
+        return as_float_array(out)
+
+    def call(self) -> Any:
+        """``forward(**inputs)`` at the current working point, as the forward returns it.
+
+        Raises:
+            ForwardFailure: the forward raised (a ``ForwardFailure`` it raised goes on as it is).
+        """
         self.evaluations += 1
         try:
-            out = self.forward(**self._args)
+            return self.forward(**self._args)
+        except ForwardFailure:  # a wrapper of the forward found its value unusable (``outputs``)
+            raise
         except Exception as exc:  # the code under test failed: a finding, not a harness error
             raise ForwardFailure(f"raised {describe_exception(exc)}") from exc
-        return as_float_array(out)
 
     def contract(self, out: np.ndarray) -> float:
         """``sum(dout * out)`` for an output ``out`` of the forward, in float64."""

@@ -22,7 +22,7 @@ import numpy as np
 from gradcheck import validation
 from gradcheck.errors import GradcheckError
 
-__all__ = ["PreparedInputs", "prepare_inputs", "require_signature", "resolve_wrt"]
+__all__ = ["PreparedInputs", "prepare_inputs", "require_finite", "require_signature", "resolve_wrt"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,9 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
 
     Raises:
         GradcheckError: ``inputs`` is not a mapping, is empty, has a non-string or
-            non-identifier name, a value that is neither a number nor an array, a complex,
-            boolean or object array, or a floating value that is not finite.
+            non-identifier name, a value that is neither a number nor an array, a complex
+            (``complex_values`` maps those to real pairs first), boolean or object array, or a
+            floating value that is not finite.
     """
     if not isinstance(inputs, Mapping):
         raise GradcheckError(
@@ -106,13 +107,7 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
             labels[name] = "bfloat16"
         kind = array.dtype.kind
         if kind == "f":
-            if not np.all(np.isfinite(array)):
-                bad = np.argwhere(~np.isfinite(array))
-                where = tuple(int(i) for i in bad[0]) if array.ndim else ()
-                raise GradcheckError(
-                    f"input {name!r} has {len(bad) if array.ndim else 1} non-finite value(s), "
-                    f"first at index {where}: {array[where]!r}"
-                )
+            require_finite(name, array)
             floating.append(name)
             widened[name] = array.astype(np.float64, copy=True)
         elif kind in "iu":
@@ -129,6 +124,22 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
         values[name] = array
         dtypes[name] = array.dtype
     return PreparedInputs(values, widened, tuple(floating), dtypes, labels)
+
+
+def require_finite(name: str, array: np.ndarray) -> None:
+    """Raise unless every value of input ``name`` is finite (real or complex).
+
+    Raises:
+        GradcheckError: naming how many values are not finite and the index of the first.
+    """
+    if np.all(np.isfinite(array)):
+        return
+    bad = np.argwhere(~np.isfinite(array))
+    where = tuple(int(i) for i in bad[0]) if array.ndim else ()
+    raise GradcheckError(
+        f"input {name!r} has {len(bad) if array.ndim else 1} non-finite value(s), "
+        f"first at index {where}: {array[where]!r}"
+    )
 
 
 def resolve_wrt(prepared: PreparedInputs, wrt: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.estimates import NumericEstimate
-from gradcheck.evaluate import Evaluator, Forked, ForwardFailure
+from gradcheck.evaluate import Evaluator, Forked, ForwardFailure, MultipleOutputs
 from gradcheck.inputs import prepare_inputs, resolve_wrt
 from gradcheck.parallel import choose_workers
 from gradcheck.tolerance import kink_found, noise_error, one_sided_noise
@@ -279,6 +279,9 @@ def numeric_gradient(
     ev = Evaluator(forward, prepared.widened)
     try:
         out = ev.output()
+    except MultipleOutputs as exc:
+        raise GradcheckError(f"forward {exc}; numeric_gradient takes a forward with one output "
+                             "(check_gradients takes several)") from None
     except ForwardFailure as exc:
         raise GradcheckError(f"forward failed at the point: {exc}") from None
     if dout is not None:

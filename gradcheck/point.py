@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from gradcheck.compare import InputComparison
-from gradcheck.errors import GradcheckError
 from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator, without_graph
 from gradcheck.inputs import PreparedInputs
@@ -24,7 +23,7 @@ from gradcheck.parallel import choose_workers
 from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit, torch_rounding
 
 __all__ = ["BATCH_MIN_ELEMENTS", "Context", "Differenced", "Fault", "InputOutcome", "Noise", "Point", "batched_point",
-           "evaluate_point", "exact_rounding", "reference_scales"]
+           "draw_dout", "evaluate_point", "exact_rounding", "reference_scales"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,17 @@ class Fault(Exception):
 
 
 def evaluate_point(
-    forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *, on_torch: bool
+    forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *, on_torch: bool,
+    dout: np.ndarray | None = None,
 ) -> Point:
-    """Evaluate the forward at the point and fix ``dout``; raise Fault on a bug."""
+    """Evaluate the forward at the point and fix ``dout`` (drawn from ``seed`` unless given);
+    raise Fault on a bug.
+
+    Raises:
+        MultipleOutputs: the forward returned several outputs; ``again`` holds a second
+            evaluation at the point (``gradcheck.outputs`` takes it from there).
+        Fault: a bug in the forward.
+    """
     notes: list[str] = []
     convert = None
     if on_torch:
@@ -64,8 +71,9 @@ def evaluate_point(
     ev = Evaluator(forward, prepared.widened, convert=convert)
     try:
         out = ev.output()
-    except MultipleOutputs as exc:
-        raise GradcheckError(f"forward {exc}") from None
+    except MultipleOutputs as several:
+        several.again = _again(ev)
+        raise
     except ForwardFailure as exc:
         narrower = {n: prepared.values[n] for n in prepared.values}
         if any(prepared.values[n].dtype != prepared.widened[n].dtype for n in prepared.floating):
@@ -73,6 +81,9 @@ def evaluate_point(
             ev = Evaluator(forward, narrower, convert=convert)
             try:
                 out = ev.output()
+            except MultipleOutputs as several:
+                several.again = _again(ev)
+                raise
             except ForwardFailure:
                 raise Fault(f"forward {exc} at the given point") from None
             notes.append(
@@ -94,22 +105,36 @@ def evaluate_point(
         bad = int(np.sum(~np.isfinite(out)))
         example = out.reshape(-1)[np.argmax(~np.isfinite(out.reshape(-1)))]
         raise Fault(f"forward returns {bad} non-finite value(s) at the given point (e.g. {example})")
-    if out.ndim == 0:
-        dout: np.ndarray | float = 1.0
-    else:
-        dout = np.random.default_rng(seed).standard_normal(out.shape)
-    ev = ev.derived(dout=dout)
+    upstream = draw_dout(out.shape, seed) if dout is None else dout
+    ev = ev.derived(dout=upstream)
     value = ev.contract(out)
     start = time.perf_counter()
     again = ev.value()
     seconds = time.perf_counter() - start
     eps = machine_eps(out.dtype)
-    scale = float(np.sum(np.abs(np.asarray(dout) * out.astype(np.float64))))
+    scale = float(np.sum(np.abs(np.asarray(upstream) * out.astype(np.float64))))
     if not math.isfinite(again) or abs(again - value) > determinism_limit(eps, max(abs(value), scale)):
         raise Fault(
             f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
         )
-    return Point(ev, value, max(abs(value), scale), eps, out, dout, notes, seconds)
+    return Point(ev, value, max(abs(value), scale), eps, out, upstream, notes, seconds)
+
+
+def draw_dout(shape: tuple[int, ...], seed: int) -> np.ndarray | float:
+    """The upstream gradient of an output of ``shape``: 1.0 for a scalar, else standard normal
+    values drawn from ``seed``."""
+    if not shape:
+        return 1.0
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _again(ev: Evaluator) -> Any:
+    """A second evaluation of a forward with several outputs at the point (their integer entries
+    must repeat)."""
+    try:
+        return ev.call()
+    except ForwardFailure as exc:
+        raise Fault(f"forward {exc} at the given point") from None
 
 
 BATCH_MIN_ELEMENTS = 64  # below this, batching cannot pay for its calibration

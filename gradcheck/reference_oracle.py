@@ -103,6 +103,7 @@ class ReferenceOracle:
     whose ``gradients`` ignore the forward handed to them and differentiate ``fn``."""
 
     fn: Callable[..., Any]
+    label: str = ""  # how messages name the reference (default: its ``__name__``)
     name: ClassVar[str] = NAME
     arrays: ClassVar[str] = "float64 torch tensors"
 
@@ -129,7 +130,7 @@ class ReferenceOracle:
         try:
             out, grads = _differentiate(torch, self.fn, tensors, wrt, weight, expected, "float64")
         except _Failed as failed:
-            raise GradcheckError(f"reference {_label(self.fn)} {failed}") from None
+            raise GradcheckError(f"reference {self.label or _label(self.fn)} {failed}") from None
         found = {n: _as_float64(torch, grads[n], inputs[n].shape) for n in wrt}
         return Estimate(self.name, found, as_float_array(out.detach()).astype(np.float64))
 
@@ -250,14 +251,15 @@ def _copy(torch: Any, value: Any, fallback: np.ndarray) -> Any:
 def low_precision(
     forward: Callable[..., Any], reference: Callable[..., Any], caller_inputs: Mapping[str, Any],
     prepared: PreparedInputs, wrt: tuple[str, ...], dout: np.ndarray | float, shape: tuple[int, ...],
-    *, factor: float | None = None,
+    *, factor: float | None = None, label: str = "",
 ) -> LowPrecision | None:
     """Hold ``forward``'s gradients and output in the caller's low dtypes to the reference's budget.
 
     ``forward`` and ``reference`` each run (with autograd) on private copies of the inputs in the
     caller's dtypes; the truth is ``reference`` in float64 at the same values. All three use the
     upstream gradient ``dout`` rounded to the forward's output dtype. ``shape`` is the forward's
-    output shape at the check's point. Returns None when no floating input has a low dtype.
+    output shape at the check's point; ``label`` how messages name the reference (default: its
+    ``__name__``). Returns None when no floating input has a low dtype.
 
     Raises:
         GradcheckError: the reference fails on the low-dtype or float64 tensors (as
@@ -288,7 +290,7 @@ def low_precision(
         true_out, true_grads = _differentiate(torch, reference, tensors(torch.float64), wrt,
                                               weight.to(torch.float64), shape, "float64")
     except _Failed as failed:
-        raise GradcheckError(f"reference {_label(reference)} {failed}") from None
+        raise GradcheckError(f"reference {label or _label(reference)} {failed}") from None
     sizes = _magnitudes(torch, reference, tensors(torch.float64), prepared.floating, wrt, weight.to(torch.float64),
                         shape)
     findings = [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gradcheck.result import CheckResult, InputSummary, Mismatch
 
-__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines"]
+__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines", "through_text"]
 
 MAX_ELEMENTS_SHOWN = 5
 
@@ -25,8 +25,19 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.{digits - 1}e}"
 
 
-def index_str(name: str, index: tuple[int, ...]) -> str:
-    return f"{name}[{', '.join(map(str, index))}]" if index else name
+def index_str(name: str, index: tuple[int, ...], part: str = "") -> str:
+    """``W[4, 2]``; with the ``part`` of a complex element, ``z[1, 2].imag``."""
+    element = f"{name}[{', '.join(map(str, index))}]" if index else name
+    return f"{element}.{part}" if part else element
+
+
+def through_text(names: tuple[str, ...]) -> str:
+    """``through output `c``` or ``through outputs `h` and `c```: the outputs of a forward with
+    several that a gradient is wrong through."""
+    quoted = [f"`{n}`" for n in names]
+    if len(quoted) == 1:
+        return f"through output {quoted[0]}"
+    return f"through outputs {', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -83,7 +94,8 @@ def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
         off = f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)}"
     else:
         off = f"rel. error {fmt(m.relative_error, 2)}"
-    return f"      {index_str(m.input, m.index)}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
+    element = index_str(m.input, m.index, m.part)
+    return f"      {element}: analytic {fmt(m.analytic, 6)}, {', '.join(values)}; {off} ({why})"
 
 
 _INCONCLUSIVE = {
@@ -108,8 +120,14 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     empty_output = math.prod(result.output_shape) == 0
     if result.verdict == "inconclusive":
         lines.append("  " + _INCONCLUSIVE["empty output" if empty_output else "empty inputs"])
+    if result.outputs:
+        lines.append("  outputs: " + ", ".join(
+            f"{o.name} {tuple(o.shape)} {o.dtype}" + ("" if o.differentiable else " (not differentiable)")
+            for o in result.outputs))
     for summary in result.inputs:
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
+        if summary.outputs:
+            lines.append(f"      wrt {summary.name}, {through_text(summary.outputs)}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "
@@ -126,7 +144,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
             f"  kinks (not differentiable there; the gradient must lie between the one-sided slopes): "
             f"{len(result.kinks)}, e.g. "
             + "; ".join(
-                f"{index_str(k.input, k.index)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
+                f"{index_str(k.input, k.index, k.part)} slopes {fmt(k.left, 3)} | {fmt(k.right, 3)}, "
                 f"analytic {fmt(k.analytic, 3)}"
                 for k in kinks[:3]
             )
@@ -148,7 +166,7 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         )
         lines.append(
             f"  oracles disagree at {len(result.disagreements)} element(s), e.g. "
-            f"{index_str(d.input, d.index)}: {values}: {why}"
+            f"{index_str(d.input, d.index, d.part)}: {values}: {why}"
         )
     for note in result.notes:
         lines.append(f"  note: {note}")

@@ -52,7 +52,7 @@ class Tally:
         self.inconclusive += result.verdict == "inconclusive"
         self.kinks += len(result.kinks)
         if self.kink is None and result.kinks:
-            self.kink = index_str(result.kinks[0].input, result.kinks[0].index)
+            self.kink = index_str(result.kinks[0].input, result.kinks[0].index, result.kinks[0].part)
         track_worst(self, result)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "InputSummary",
     "Kink",
     "Mismatch",
+    "OutputSummary",
     "Tolerance",
 ]
 
@@ -65,7 +66,8 @@ class Diagnosis:
 
     Attributes:
         kind: "scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer",
-            or "undetermined" (a pattern fits, but the example cannot tell it from a look-alike).
+            "conjugated" (a complex gradient's imaginary parts negated), or "undetermined" (a
+            pattern fits, but the example cannot tell it from a look-alike).
         summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
         params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.
         evidence: how well the pattern fits, e.g. "fits 48/48 elements, residual 3e-12".
@@ -95,7 +97,8 @@ class Mismatch:
     ``slopes`` is ``(left, right)``, the one-sided slopes at a kink, where the element is held to
     the range they allow instead. ``tied`` names the elements of a tie moved together (see
     ``gradcheck.ties``): then ``analytic`` is the sum of their gradients and ``slopes`` the
-    one-sided slopes along the move; ``index`` is the first.
+    one-sided slopes along the move; ``index`` is the first. For a complex input ``index`` is the
+    complex element's and ``part`` says which part of it ("real" or "imag"; "" for a real input).
     """
 
     input: str
@@ -109,6 +112,8 @@ class Mismatch:
     difference: float = float("nan")
     slopes: tuple[float, float] | None = None
     tied: tuple[str, ...] = ()
+    part: str = ""
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Kink:
     ``left``/``right`` are the one-sided derivatives; ``exact`` the exact oracles' values there,
     by name. The analytic value is not compared with a single oracle value there; it must lie in
     the range the one-sided slopes allow (else it is a ``Mismatch`` too, with ``slopes`` set).
+    ``part`` is as in ``Mismatch``.
     """
 
     input: str
@@ -126,17 +132,20 @@ class Kink:
     left: float
     right: float
     exact: Mapping[str, float] = field(default_factory=dict)
+    part: str = ""
 
 
 @dataclass(frozen=True)
 class Disagreement:
     """An element where two oracles disagree with each other (away from kinks): ``values`` by
-    oracle name, with the ``errors`` that come with them (the numeric oracle's)."""
+    oracle name, with the ``errors`` that come with them (the numeric oracle's); ``part`` is as
+    in ``Mismatch``."""
 
     input: str
     index: tuple[int, ...]
     values: Mapping[str, float]
     errors: Mapping[str, float] = field(default_factory=dict)
+    part: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,8 @@ class InputSummary:
     """The verdict for one checked input.
 
     Attributes:
-        name, shape, dtype: the input.
+        name, shape, dtype: the input (a complex one's own dtype and shape; its counts are of
+            real and imaginary parts).
         checked: elements checked (per-element mode) or directions (directional mode).
         compared: of those, the elements (or directions) compared with an oracle's value; kinks,
             elements where the forward failed and empty inputs are not among them.
@@ -157,6 +167,8 @@ class InputSummary:
         gradient_norm: Euclidean norm of the analytic gradient.
         tolerance: the tolerance used for this input.
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
+        outputs: for a forward with several outputs, those the gradient is wrong through (each
+            checked on its own, ``dout`` zero on the others); empty otherwise.
     """
 
     name: str
@@ -171,10 +183,28 @@ class InputSummary:
     diagnosis: Diagnosis | None = None
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.mismatches == 0
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    """One output of a forward with several (a tuple, list or dict of arrays).
+
+    Attributes:
+        name: its path in the structure: ``"h"`` (a dict key or named-tuple field), ``"[1]"``
+            (a position), ``"state.c"`` (nested).
+        shape, dtype: the output's at the point.
+        differentiable: False for an integer or boolean output (its ``dout`` is ``None``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    differentiable: bool = True
 
 
 @dataclass(frozen=True)
@@ -196,9 +226,12 @@ class CheckResult:
         mode: "full" (every element) or "directional".
         evaluations: forward evaluations spent by the numeric oracle.
         seed: the seed of the random upstream gradient and directions.
-        output_shape: shape of the forward's output (() for a scalar loss).
+        output_shape: shape of the forward's output (() for a scalar loss); for several outputs,
+            ``(n,)``: their ``n`` differentiable elements, raveled together.
         oracle_errors: oracle name -> the original error that kept it from running (the notes
             say why in one line; this is the full message, with file and line).
+        outputs: a forward with several outputs: each one's name, shape and dtype, in order;
+            empty for a forward that returns one array.
     """
 
     ok: bool
@@ -214,6 +247,7 @@ class CheckResult:
     seed: int = 0
     output_shape: tuple[int, ...] = ()
     oracle_errors: Mapping[str, str] = field(default_factory=dict)
+    outputs: tuple[OutputSummary, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok

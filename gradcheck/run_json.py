@@ -49,6 +49,7 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
 
     INPUT = {"name", "shape", "dtype", "values" (small inputs) | null,
              "at": [{"index": [int], "value": float}]}   # a large input: flagged elements
+                                                          # (a complex value is [real, imag])
 
 Non-finite floats become null, so the document is strict JSON.
 """
@@ -72,6 +73,11 @@ SCHEMA_VERSION = 2
 # ``torch``, a kink ``exact`` instead of ``torch``, a disagreement ``values`` and ``errors``,
 # and an input ``worst`` instead of ``worst_numeric`` and ``worst_torch``. Results also carry
 # ``verdict`` (pass, fail or inconclusive), ``compared`` per input and ``oracle_errors``.
+# Added within version 2 (no meaning changed): each result carries ``outputs``, for a forward
+# with several outputs one {"name", "shape", "dtype", "differentiable"} per output (its
+# ``output_shape`` is then ``[n]``, the differentiable elements raveled together), empty for a
+# forward that returns one array; each input and mismatch carries ``outputs``, the names of the
+# outputs its gradient is wrong through.
 
 
 def versions() -> dict[str, str | None]:
@@ -87,10 +93,19 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """Values as JSON carries them: a complex number as ``[real, imag]``."""
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _inputs(inputs: tuple[InputShown, ...]) -> list[dict[str, Any]]:
     return [
-        {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "values": i.values,
-         "at": [{"index": list(index), "value": value} for index, value in i.at]}
+        {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "values": _plain(i.values),
+         "at": [{"index": list(index), "value": _plain(value)} for index, value in i.at]}
         for i in inputs
     ]
 

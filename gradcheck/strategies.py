@@ -17,6 +17,7 @@ from gradcheck import validation
 
 __all__ = [
     "away_from_kinks",
+    "complex_arrays",
     "float_arrays",
     "labels",
     "layer_sizes",
@@ -67,6 +68,33 @@ def float_arrays(
         max_magnitude = float(np.float32(max_magnitude))
         min_magnitude = float(np.nextafter(np.float32(min_magnitude), np.float32(np.inf)))
     return hnp.arrays(dtype, shape, elements=_elements(min_magnitude, max_magnitude, zeros, width))
+
+
+def complex_arrays(
+    shape: tuple[int, ...] | st.SearchStrategy,
+    *,
+    dtype: type | np.dtype = np.complex128,
+    min_magnitude: float = 1e-2,
+    max_magnitude: float = 10.0,
+    zeros: bool = False,
+) -> st.SearchStrategy:
+    """Finite complex arrays (complex64 or complex128) of ``shape``.
+
+    The real and the imaginary part of every element are each drawn as ``float_arrays`` draws
+    an element (``+-x`` with ``x`` in ``[min_magnitude, max_magnitude]``, or exactly 0 when
+    ``zeros`` is true: ``|z|`` has its kink where both are).
+    """
+    dtype = validation.complex_dtype(dtype)
+    validation.positive_number("min_magnitude", min_magnitude)
+    validation.positive_number("max_magnitude", max_magnitude)
+    validation.ordered("min_magnitude", min_magnitude, "max_magnitude", max_magnitude)
+    validation.shape(shape)
+    width: Literal[32, 64] = 32 if dtype.itemsize == 8 else 64
+    if width == 32:
+        max_magnitude = float(np.float32(max_magnitude))
+        min_magnitude = float(np.nextafter(np.float32(min_magnitude), np.float32(np.inf)))
+    part = _elements(min_magnitude, max_magnitude, zeros, width)
+    return hnp.arrays(dtype, shape, elements=st.builds(complex, part, part))
 
 
 def away_from_kinks(

@@ -210,6 +210,19 @@ def float_dtype(value: Any) -> np.dtype:
     return dtype
 
 
+def complex_dtype(value: Any) -> np.dtype:
+    """complex64 or complex128 (anything ``np.dtype`` takes), as a ``np.dtype``."""
+    import numpy as np
+
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype not in (np.complex64, np.complex128):
+        raise GradcheckError(f"dtype must be complex64 or complex128, got dtype={value!r}")
+    return dtype
+
+
 def shape(value: Any) -> Any:
     """An array shape for a strategy: a tuple, an int, or a strategy of tuples."""
     from hypothesis import strategies as st

@@ -57,8 +57,12 @@ MISUSE = [
      "input 'x' must be a number or an array, got object"),
     ("a ragged list", lambda: gradcheck.check_gradients(forward, backward, {"x": [[1.0, 2.0], [3.0]]}),
      "input 'x' must be a number or an array, got list"),
-    ("complex values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}),
-     "input 'x' has dtype complex128, which cannot be checked"),
+    ("a non-finite complex value", lambda: gradcheck.check_gradients(
+        forward, backward, {"x": np.array([1j, complex(1.0, np.inf), np.nan])}),
+     "input 'x' has 2 non-finite value(s), first at index (1,)"),
+    ("a complex dtype other than complex64 and complex128", lambda: gradcheck.check_gradients(
+        forward, backward, {"x": np.array([1j], dtype=np.clongdouble)}),
+     "input 'x' has dtype complex256; use complex64 or complex128"),
     ("boolean values", lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([True])}),
      "input 'x' is a boolean array"),
     ("a name that is not an identifier", lambda: gradcheck.check_gradients(forward, backward, {"1x": X}),
@@ -103,6 +107,12 @@ MISUSE = [
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, paths=("eager", "aot_eager")),
      "paths=('eager', 'aot_eager') compares torch autograd's gradients along execution paths: it needs "
      "backward=None"),
+    ("numeric_gradient of a forward with several outputs",
+     lambda: gradcheck.numeric_gradient(lambda x: (x, x), {"x": X}),
+     "forward returns a tuple of 2 outputs; numeric_gradient takes a forward with one output"),
+    ("a complex output among several",
+     lambda: gradcheck.check_gradients(lambda x: (x * 2, x * 1j), lambda dout, x: {"x": 2 * dout[0]}, {"x": X}),
+     "forward returns output `[1]` of complex dtype complex128: complex outputs are not supported yet"),
 ]
 
 
@@ -173,6 +183,29 @@ class Drifting:
         return (x @ W).sum() + 1e-3 * self.calls
 
 
+class Alternating:
+    """A forward that returns ``odd(x, W)`` on odd calls and ``even(x, W)`` on even ones."""
+
+    def __init__(self, odd, even) -> None:
+        self.odd, self.even = odd, even
+        self.calls = 0
+
+    def __call__(self, x, W):
+        self.calls += 1
+        return (self.odd if self.calls % 2 else self.even)(x, W)
+
+
+class DriftingIndex:
+    """A forward whose integer output changes on every call at the same point."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x, W):
+        self.calls += 1
+        return (x @ W).sum(), np.array([self.calls])
+
+
 FAULTS = [
     ("backward raises", matmul_sum, raising_backward, "backward raised KeyError: 'boom'"),
     ("a gradient is missing", matmul_sum, lambda d, x, W: {"x": matmul_backward(d, x, W)["x"]},
@@ -200,16 +233,58 @@ FAULTS = [
      "forward mutates its input 'x' in place; a forward must not change its inputs"),
     ("forward is nondeterministic", Drifting(), matmul_backward,
      "forward is nondeterministic: two calls at the same point gave"),
+    ("an empty tuple output", lambda x, W: (), matmul_backward,
+     "forward returns an empty tuple: there is no output to differentiate"),
+    ("an output entry that is not an array", lambda x, W: ((x @ W).sum(), "s"), matmul_backward,
+     "forward returns output `[1]` of type str, not an array or number"),
+    ("only integer outputs", lambda x, W: (np.argmax(x), np.argmax(W)), matmul_backward,
+     "forward returns only integer or boolean outputs ['[0]', '[1]']: there is nothing to differentiate"),
+    ("outputs whose structure changes between evaluations",
+     Alternating(lambda x, W: (x @ W, x), lambda x, W: {"h": x @ W, "c": x}), matmul_backward,
+     "forward returns a dict of outputs ['h', 'c'], but returned a tuple of outputs ['[0]', '[1]'] before"),
+    ("an integer output that changes between evaluations at the point", DriftingIndex(), matmul_backward,
+     "forward returns output `[1]` (int64) with other values in two evaluations at the same point"),
+    ("an output whose shape changes between evaluations",
+     Alternating(lambda x, W: ((x @ W).sum(), x), lambda x, W: ((x @ W).sum(), x[:1])), matmul_backward,
+     "forward returns output `[1]` of shape (1, 3), but it had shape (2, 3) before"),
 ]
 
 
-@pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS, ids=[f[0] for f in FAULTS])
+COMPLEX_INPUTS = {"x": INPUTS["x"] * (1 - 0.5j), "W": INPUTS["W"] * (1 + 0.25j)}
+
+
+def matmul_complex_backward(dout, x, W):
+    D = np.full((x.shape[0], W.shape[1]), dout)
+    return {"x": D @ np.conj(W).T, "W": np.conj(x).T @ D}
+
+
+COMPLEX_FAULTS = [
+    ("forward takes real values only", lambda x, W: np.logaddexp(x @ W, 0).real.sum(), matmul_complex_backward,
+     "it was called with the complex input(s) 'x' (complex128), 'W' (complex128): does it take complex values?"),
+    ("a real gradient for a complex input", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: {k: v.real for k, v in matmul_complex_backward(d, x, W).items()},
+     "backward returns a real gradient (float64) for the complex input 'x' (complex128): its imaginary part is "
+     "missing"),
+    ("a complex gradient of the wrong shape", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: {**matmul_complex_backward(d, x, W), "x": np.zeros((3, 2), complex)},
+     "backward's gradient for 'x' has shape (3, 2), but 'x' has shape (2, 3) (it looks transposed)"),
+    ("backward mutates its complex input", lambda x, W: (x @ W).real.sum(),
+     lambda d, x, W: (matmul_complex_backward(d, x, W), x.__setitem__((0, 0), 5j))[0],
+     "backward mutates its input 'x' in place"),
+    ("forward mutates its complex input", lambda x, W: (x.__imul__(2), (x @ W).real.sum())[1],
+     matmul_complex_backward, "forward mutates its input 'x' in place"),
+]
+
+
+@pytest.mark.parametrize(("what", "fwd", "bwd", "reason"), FAULTS + COMPLEX_FAULTS,
+                         ids=[f[0] for f in FAULTS + COMPLEX_FAULTS])
 def test_bugs_under_test_fail_the_check_with_a_reason(what, fwd, bwd, reason):
-    inputs = {k: v.copy() for k, v in INPUTS.items()}
+    original = COMPLEX_INPUTS if (what, fwd, bwd, reason) in COMPLEX_FAULTS else INPUTS
+    inputs = {k: v.copy() for k, v in original.items()}
     result = gradcheck.check_gradients(fwd, bwd, inputs)
     assert not result.ok
     assert any(reason in fault for fault in result.faults), result.faults
-    assert all(np.array_equal(inputs[k], INPUTS[k]) for k in INPUTS), "the caller's arrays were mutated"
+    assert all(np.array_equal(inputs[k], original[k]) for k in original), "the caller's arrays were mutated"
     assert "FAULT" in str(result) and reason in str(result)
     with pytest.raises(gradcheck.GradientMismatch) as info:
         gradcheck.assert_gradients(fwd, bwd, inputs)

@@ -154,6 +154,10 @@ def test_gallery_passes_only_when_every_bug_is_caught_and_says_how(cli_main):
         expected = case["expected_diagnosis"]
         if expected is not None:
             assert expected in {d["kind"] for d in case["diagnoses"]}, case["name"]
+    # A bug confined to one output's path is named through that output.
+    (lstm,) = [c for c in document["cases"] if c["name"] == "gallery.lstm_dh_not_through_c"]
+    assert {s["name"]: s["outputs"] for s in lstm["at_point"]["result"]["inputs"]} == {"Wx": ["h"], "Wh": ["h"]}
+    assert [o["name"] for o in lstm["at_point"]["result"]["outputs"]] == ["h", "c"]
     table = cli_main("report", "--gallery", "--case", "gallery.transposed_dW", "--examples", "5")
     assert table.returncode == 0
     assert "caught" in table.stdout and "transpose" in table.stdout and "bug: dW computed as" in table.stdout

@@ -34,14 +34,15 @@ def with_noise(r, noise, seed):
     return r * (1 + noise * np.random.default_rng([seed, 1]).standard_normal(r.shape))
 
 
-def run(analytic, reference, *, inputs=None, usable=None, wrong=None, extra=None):
-    """``diagnose`` on one input ``g`` (plus reference gradients of other inputs in ``extra``)."""
+def run(analytic, reference, *, inputs=None, usable=None, wrong=None, extra=None, pairs=False):
+    """``diagnose`` on one input ``g`` (plus reference gradients of other inputs in ``extra``);
+    with ``pairs``, ``g`` is complex, given as real pairs (last axis: real, imaginary)."""
     if usable is None:
         usable = np.ones(reference.shape, dtype=bool)
     if wrong is None:
         wrong = usable & ~np.isclose(analytic, reference, rtol=1e-7, atol=1e-12)
     refs = {"g": reference, **(extra or {})}
-    found = diagnose({"g": analytic}, refs, {"g": usable}, {"g": wrong}, inputs or {})
+    found = diagnose({"g": analytic}, refs, {"g": usable}, {"g": wrong}, inputs or {}, pairs=("g",) if pairs else ())
     if currently_in_test_context():
         note(repr(found.get("g")))
     return found.get("g")
@@ -364,6 +365,23 @@ def test_an_affine_term_needs_three_values_along_the_row():
     assert d is None or "affine" not in d.params.get("term", "")
 
 
+# --- complex gradients ---------------------------------------------------------------------
+
+
+@given(seeds, st.integers(1, 5), st.integers(1, 3), noise_levels)
+@fast
+def test_a_conjugated_complex_gradient_is_named(seed, rows, cols, noise):
+    r = np.random.default_rng(seed).normal(size=(rows, cols, 2)) + 0.05  # real pairs of a complex gradient
+    d = run(r * [1.0, -1.0], with_noise(r, noise, seed), inputs={"g": generic(rows, cols, 2)}, pairs=True)
+    assert d is not None and d.kind == "conjugated", d
+
+
+def test_conjugation_is_not_tried_on_a_real_gradient_with_a_last_axis_of_two():
+    r = matrix(22, 3, 2)
+    d = run(r * [1.0, -1.0], r, inputs={"g": generic(3, 2)})
+    assert d is None or d.kind != "conjugated"
+
+
 # --- what a degenerate example cannot tell apart -------------------------------------------
 
 
@@ -460,6 +478,8 @@ GENERIC = [
     (lambda: {"analytic": matrix(17, 2, 3), "reference": matrix(18, 2, 3), "inputs": {"g": generic(2, 3)},
               "extra": {"h": matrix(17, 2, 3)}}, "swapped"),
     (lambda: {"analytic": np.zeros((2, 3)), "reference": matrix(19, 2, 3), "inputs": {"g": generic(2, 3)}}, "zero"),
+    (lambda: {"analytic": matrix(21, 3, 2) * [1, -1], "reference": matrix(21, 3, 2), "inputs": {"g": generic(3, 2)},
+              "pairs": True}, "conjugated"),
 ]
 
 

@@ -15,7 +15,7 @@ def test_the_gallery_covers_the_mistakes_of_the_notes():
     assert len(GALLERY) >= 13
     for case in GALLERY.values():
         assert case.is_gallery and case.bug and case.points
-        assert case.expected_diagnosis in {None, "scale", "sign", "transpose", "swapped", "zero",
+        assert case.expected_diagnosis in {None, "scale", "sign", "conjugated", "transpose", "swapped", "zero",
                                            "mask", "additive"}
 
 

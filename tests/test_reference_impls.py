@@ -145,10 +145,14 @@ def test_forward_agrees_on_numpy_and_torch(name):
     @settings(max_examples=5, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs)
     def agree(inputs):
-        on_numpy = np.asarray(case.forward(**inputs))
+        # A forward with several outputs returns a tuple of them: each agrees.
+        on_numpy = case.forward(**inputs)
         on_torch = case.forward(**as_torch(inputs))
-        assert isinstance(on_torch, torch.Tensor)
-        np.testing.assert_allclose(on_torch.numpy(), on_numpy, rtol=1e-10, atol=1e-12)
+        several = isinstance(on_numpy, tuple)
+        for numpy_value, torch_value in zip(*((on_numpy, on_torch) if several else ((on_numpy,), (on_torch,))),
+                                            strict=True):
+            assert isinstance(torch_value, torch.Tensor)
+            np.testing.assert_allclose(torch_value.numpy(), np.asarray(numpy_value), rtol=1e-10, atol=1e-12)
 
     agree()
 
@@ -193,7 +197,7 @@ def test_cases_with_piecewise_forwards_meet_kinks_and_pass_there():
 def test_every_family_of_the_notes_is_registered():
     families = {case.name.split(".")[0] for case in gradcheck_reference.CORRECT}
     assert families == {"gates", "circuits", "staged", "matmul", "twolayer", "regression",
-                        "sigmoid_chain", "softplus"}
+                        "sigmoid_chain", "softplus", "complex", "multi"}
     assert all(case.description and not case.is_gallery for case in gradcheck_reference.CORRECT)
     names = [c.name for c in all_cases()]
     assert set(CORRECT) <= set(names)

@@ -242,3 +242,18 @@ def test_beyond_the_jacobian_limit_the_gradient_magnitudes_are_estimated(monkeyp
                                        wrt="w")
     assert result.ok
     assert any(n.startswith("reference: the Jacobian is too large to sum the magnitudes") for n in result.notes)
+
+
+def test_a_reference_of_complex_inputs_sees_them_as_the_forward_does():
+    z = torch.tensor([1 + 2j, -0.5 + 0.25j], dtype=torch.complex128)
+    result = gradcheck.check_gradients(lambda z: (z * z.conj()).real.sum(), None, {"z": z},
+                                       reference=lambda z: (z.abs() ** 2).sum())
+    assert result.ok and result.oracles == ("numeric", "reference")
+
+
+def test_a_reference_of_several_outputs_is_flattened_as_the_forward_is():
+    x = torch.linspace(-1, 1, 6).reshape(3, 2)  # float32: the low-dtype comparison runs too
+    result = gradcheck.check_gradients(lambda x: (x.sin(), x.cos().sum()), None, {"x": x},
+                                       reference=lambda x: (torch.sin(x), torch.cos(x).sum()))
+    assert result.ok and result.oracles == ("numeric", "reference")
+    assert any(n.startswith("reference in float32: ") for n in result.notes)

@@ -101,3 +101,26 @@ def test_each_input_names_the_element_of_its_worst_errors(mode, located):
     # The directional mode's numeric error is along a direction, not at an element.
     assert summary.worst_at == {oracle: (1, 2) for oracle in located}
     assert result.to_dict()["inputs"][0]["worst_at"] == {oracle: [1, 2] for oracle in located}
+
+
+def test_complex_inputs_are_carried_as_real_imaginary_pairs():
+    rng = np.random.default_rng(5)
+    big = rng.normal(size=(5, 4)) + 1j * rng.normal(size=(5, 4))  # shown at its flagged elements
+
+    def backward_one_element_off(g, z, s):  # y = s sum(z), a complex number: dz = g conj(s)
+        grad = {"z": np.full(z.shape, g * np.conj(s)), "s": g * np.conj(np.sum(z))}
+        grad["z"][1, 2] += 0.5j
+        return grad
+
+    case = Case(name="mine.complex", forward=lambda z, s: s * z.sum(), backward=backward_one_element_off,
+                inputs=st.just({"z": big, "s": np.asarray(0.5 - 1j)}))
+    run = run_case(case, Settings(examples=1))
+    assert run.verdict == "FAIL"
+    document = json.loads(json.dumps(run_json.run_to_dict(RunReport(Settings(examples=1), False, [run], 1.0)),
+                                     allow_nan=False))
+    z, s = document["cases"][0]["minimal_example"]["inputs"]
+    assert (z["dtype"], z["shape"], z["values"]) == ("complex128", [5, 4], None)
+    assert z["at"] == [{"index": [1, 2], "value": [big[1, 2].real, big[1, 2].imag]}]
+    assert (s["dtype"], s["values"]) == ("complex128", [0.5, -1.0])
+    (mismatch,) = document["cases"][0]["minimal_example"]["result"]["mismatches"]
+    assert (mismatch["input"], mismatch["index"], mismatch["part"]) == ("z", [1, 2], "imag")

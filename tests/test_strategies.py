@@ -29,6 +29,26 @@ def test_float_arrays_are_well_scaled(data, dtype, zeros):
         assert nonzero.size == array.size
 
 
+@given(st.data(), st.sampled_from([np.complex128, np.complex64]), st.booleans())
+def test_complex_arrays_are_well_scaled_in_both_parts(data, dtype, zeros):
+    array = data.draw(gs.complex_arrays((3, 2), dtype=dtype, min_magnitude=0.1, max_magnitude=5.0, zeros=zeros))
+    assert array.shape == (3, 2) and array.dtype == dtype
+    for part in (array.real, array.imag):
+        magnitude = np.abs(part.astype(np.float64))
+        nonzero = magnitude[magnitude != 0]
+        assert np.all((nonzero >= 0.1 * (1 - 1e-3)) & (nonzero <= 5.0 * (1 + 1e-3)))
+        if not zeros:
+            assert nonzero.size == part.size
+
+
+def test_complex_arrays_plant_zeros_where_abs_has_its_kink():
+    from hypothesis import Phase, find, settings
+
+    quiet = settings(database=None, max_examples=500, phases=[Phase.generate])  # found, not shrunk
+    found = find(gs.complex_arrays((4,), zeros=True), lambda a: np.any(a == 0), settings=quiet)
+    assert np.any(found == 0)
+
+
 @given(st.data())
 def test_float_arrays_accept_a_shape_strategy(data):
     array = data.draw(gs.float_arrays(gs.shapes(min_dims=1, max_dims=3)))
@@ -86,6 +106,15 @@ BAD_CALLS = [
      "dtype must be a floating dtype, got dtype='no such dtype'"),
     (lambda: gs.float_arrays((2,), min_magnitude=True),
      "min_magnitude must be a finite number > 0, got min_magnitude=True"),
+    (lambda: gs.complex_arrays((2,), dtype=np.float64),
+     "dtype must be complex64 or complex128, got dtype=<class 'numpy.float64'>"),
+    (lambda: gs.complex_arrays((2,), dtype=np.clongdouble),
+     "dtype must be complex64 or complex128, got dtype=<class 'numpy.clongdouble'>"),
+    (lambda: gs.complex_arrays((2,), dtype="no such dtype"),
+     "dtype must be complex64 or complex128, got dtype='no such dtype'"),
+    (lambda: gs.complex_arrays((2,), min_magnitude=2.0, max_magnitude=1.0),
+     "max_magnitude=1.0 is smaller than min_magnitude=2.0"),
+    (lambda: gs.complex_arrays("3x2"), "shape must be a tuple or a strategy of tuples, got shape='3x2'"),
 ]
 
 
