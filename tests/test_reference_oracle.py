@@ -193,6 +193,16 @@ def test_low_dtype_inputs_keep_the_callers_strides():
     x = torch.arange(12.0).reshape(4, 3).t()  # float32, strides (1, 3)
     assert gradcheck.check_gradients(forward, None, {"x": x}, reference=lambda x: (x * x).sum()).ok
     assert (torch.float32, (1, 3)) in seen
+    sliced = torch.arange(16.0, dtype=torch.float16).reshape(2, 8)[:, ::2]  # strides (8, 2)
+    assert gradcheck.check_gradients(forward, None, {"x": sliced}, reference=lambda x: (x * x).sum()).ok
+    assert (torch.float16, (8, 2)) in seen
+
+
+def test_an_input_the_forward_does_not_use_has_a_zero_gradient_in_each_dtype():
+    given = {"x": torch.ones(3), "unused": torch.ones(2)}
+    result = gradcheck.check_gradients(lambda x, unused: (x * x).sum(), None, given,
+                                       reference=lambda x, unused: (x * x).sum())
+    assert result.ok, str(result)
 
 
 def test_the_forward_failing_in_a_low_dtype_is_a_fault():
