@@ -16,6 +16,12 @@ This module orchestrates; each step is a module of its own:
    (``compare``, with the rules of ``tolerance``);
 6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
 
+Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
+forward and the backward repeated, their nondeterminism measured (``repeats``, before step 5: a
+rounding-level spread widens the allowance); a torch callable's backward run under other
+layouts of its inputs and ``dout`` (``layouts``); and the backward at structured upstream
+gradients, with the reading of ``dout`` named behind a mismatch (``upstream``).
+
 Bugs in the code under test never raise: they are faults or mismatches in the result.
 """
 
@@ -28,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import complex_values, directional, validation
+from gradcheck import complex_values, directional, repeats, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
@@ -37,6 +43,7 @@ from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
+from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
 from gradcheck.oracles import choose_oracles, run_exact_oracles
@@ -56,6 +63,8 @@ from gradcheck.point import (
 )
 from gradcheck.progress import Progress, close, tracker_for
 from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
+from gradcheck.repeats import Repeated
+from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
 from gradcheck.tolerance import default_tolerance
 from gradcheck.torch_oracle import TORCH
@@ -77,11 +86,16 @@ def check_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
+
+    The backward is also run at structured upstream gradients (``upstream``), several times
+    (``repeats``) and, for a torch callable, under other layouts of its inputs and ``dout``
+    (``layouts``).
 
     Args:
         forward: ``forward(**inputs) -> float | array``, or a tuple, list or dict of arrays
@@ -111,6 +125,9 @@ def check_gradients(
             serve as the reference: ``"torch"`` (autograd) and ``"jax"`` (``jax.vjp``; the
             ``jax`` extra). ``None`` means ``("torch",)``. An oracle that cannot run on the
             forward (a numpy-only forward, jax not installed) is left out with a note.
+        deterministic: the forward and the backward are run several times at the point;
+            False (the default) allows their results to differ by rounding (a reordered sum,
+            atomics), reported and added to the allowance; True makes any difference a fault.
         reference: a plain differentiable torch function of the same inputs, the slow and
             obviously right version of ``forward`` (``gradcheck.reference_oracle``). Its float64
             autograd gradient is an exact oracle named "reference"; ``forward``'s float64 output
@@ -136,7 +153,8 @@ def check_gradients(
             ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           reference=reference, reference_factor=reference_factor, paths=paths)
+                           deterministic=deterministic, reference=reference, reference_factor=reference_factor,
+                           paths=paths)
     return run_check(forward, backward, inputs, options)
 
 
@@ -145,17 +163,30 @@ def run_check(
     backward: Callable[..., Mapping[str, Any]] | None,
     inputs: Mapping[str, Any],
     options: CheckOptions,
+    *,
+    layouts: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients`` with its keyword options as one validated value (what the fixture,
-    ``gradient_test`` and the runner call)."""
+    ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
+    backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
+    custom = _Custom(validation.layouts(layouts), torch_given(inputs))
     forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
     except MultipleOutputs as several:
-        return _check_outputs(forward, backward, prepared, names, options, several, boundary, beyond)
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary, beyond, custom)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond, custom=custom)
+
+
+@dataclass(frozen=True)
+class _Custom:
+    """What the custom-op checks (``repeats``, ``layouts``, ``upstream``) are told of a check:
+    the layouts to run (None: all) and whether the caller gave torch tensors."""
+
+    layouts: tuple[str, ...] | None
+    torch_inputs: bool
 
 
 def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Boundary) -> CheckResult:
@@ -168,7 +199,7 @@ def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Bound
 def _check_outputs(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
-    beyond: _Beyond,
+    beyond: _Beyond, custom: _Custom,
 ) -> CheckResult:
     """A forward with several outputs, checked as one returning them flat (``outputs``), with
     the outputs each failing input's gradient is wrong through named."""
@@ -185,8 +216,9 @@ def _check_outputs(
             point = evaluate_point(flat_forward, prepared, options.seed, on_torch=backward is None, dout=dout)
         except Fault as fault:
             return _stopped(fault, options, boundary)
+        # The custom-op checks run in the main check, not again per output.
         return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
-                         boundary, beyond, batch=batch)
+                         boundary, beyond, batch=batch, custom=custom if batch else None)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
     result = replace(check(dout, names, options.mode), outputs=outputs.summary)
@@ -198,36 +230,73 @@ def _check_outputs(
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary,
-    beyond: _Beyond, *,
-    batch: bool = True,
+    beyond: _Beyond, *, batch: bool = True, custom: _Custom | None = None,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
-    vmap batches where they pay)."""
+    vmap batches where they pay; ``custom``: run the custom-op checks, None: not)."""
+    forward_faults, forward_notes = ([], []) if custom is None else \
+        repeats.forward_repeats(point, deterministic=options.deterministic)
     try:
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return _stopped(fault, options, boundary)
+    backprop = Backprop(forward, backward, prepared, names, known=tuple(faults))
+    limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
+    repeated = Repeated() if custom is None else \
+        repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
+    faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
     # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
     if beyond.reference is not None:  # the reference implementation: an exact oracle in float64
-        found = ReferenceOracle(beyond.reference, beyond.label).gradients(forward, prepared.widened, names, point.dout,
-                                                            point.output.shape)
-        differs = output_fault(point.output, found.output, point.scale)
+        estimate = ReferenceOracle(beyond.reference, beyond.label).gradients(forward, prepared.widened, names,
+                                                                             point.dout, point.output.shape)
+        differs = output_fault(point.output, estimate.output, point.scale)
         faults = [*faults, differs] if differs else faults
-        exact = replace(exact, gradients=exact.gradients | ({} if differs else {found.oracle: dict(found.gradients)}))
+        used = {} if differs else {estimate.oracle: dict(estimate.gradients)}
+        exact = replace(exact, gradients=exact.gradients | used)
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               pairs=frozenset(boundary.dtypes))
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes))
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
-    more_faults, more_notes = _beyond_float64(forward, backward, beyond, run, options)
-    result = run.result(faults + run.faults + more_faults, notes + more_notes, ("numeric", *exact.gradients),
-                        exact.errors)
+    if custom is None:
+        found = Findings()
+    elif repeated.faults:  # a backward that differs from run to run: other runs would show nothing new
+        found = Findings(notes=["layouts and structured upstream gradients not checked: the backward is "
+                                "nondeterministic"])
+    else:
+        # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
+        complex_seen = bool(boundary.dtypes) or boundary.output_complex
+        found = _custom_ops(forward, backward, backprop, run, repeated.measured,
+                            replace(custom, layouts=()) if complex_seen else custom)
+    notes += [n for n in found.notes if n not in notes]
+    # The reference in the caller's dtypes and the execution paths, also in the main check only.
+    more_faults, more_notes = ([], []) if custom is None else _beyond_float64(forward, backward, beyond, run, options)
+    result = run.result(faults + run.faults + found.faults + more_faults, notes + more_notes,
+                        ("numeric", *exact.gradients), exact.errors, found)
     return complex_values.relabel(result, boundary)
+
+
+def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
+                spread: Mapping[str, float], custom: _Custom) -> Findings:
+    """After the check at the point: the backward under other layouts (torch callables) and at
+    structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
+    sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first)."""
+    reference = next(iter(run.exact.values()), run.analytic)
+    limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
+                        spread={n: 2 * s for n, s in spread.items()})
+    passed = {s.name for s in run.summaries if s.ok}
+    found = check_layouts(forward, backward, custom.torch_inputs, run.prepared, run.names, run.point.dout, limits,
+                          layouts=custom.layouts, passed=passed, oracles=run.oracle_values)
+    found.add(upstream.check_upstream(
+        backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
+        seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
+    ))
+    return found
 
 
 @dataclass(frozen=True)
@@ -341,6 +410,7 @@ class _Run:
     exact: dict[str, dict[str, np.ndarray]]
     options: CheckOptions
     on_torch: bool
+    spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
@@ -370,8 +440,9 @@ class _Run:
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
         itemsize = 8 if self.on_torch else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
-        return default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
-                                 global_scale=self.global_scale)
+        tol = default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
+                                global_scale=self.global_scale)
+        return replace(tol, spread=self.spread.get(name, 0.0))
 
     def check_inputs(self) -> None:
         """Each input in its mode, then the kink elements of all inputs moved together."""
@@ -396,6 +467,17 @@ class _Run:
                                       for s in self.summaries]
         finally:
             close(tracker)
+
+    def oracle_values(self, name: str, flat_index: int) -> tuple[dict[str, float], dict[str, float]]:
+        """The oracles' values at an element of input ``name`` (the numeric one where it was
+        measured per element) and their errors."""
+        values = {o: float(g[name].reshape(-1)[flat_index]) for o, g in self.exact.items() if name in g}
+        errors = {}
+        if name in self.measured:
+            estimate = self.measured[name].estimate
+            values = {"numeric": float(estimate.gradient[flat_index]), **values}
+            errors["numeric"] = float(estimate.error[flat_index])
+        return values, errors
 
     def check_input(self, name: str) -> None:
         grad, tol = self.analytic[name], self.tolerance(name)
@@ -439,12 +521,15 @@ class _Run:
         return [replace(s, diagnosis=found.get(s.name)) for s in self.summaries]
 
     def result(self, faults: list[str], notes: list[str], oracles: tuple[str, ...],
-               oracle_errors: dict[str, str]) -> CheckResult:
+               oracle_errors: dict[str, str], found: Findings | None = None) -> CheckResult:
+        found = Findings() if found is None else found
         comparisons = self.comparisons.values()
-        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties
+        mismatches = [m for c in comparisons for m in c.mismatches] + self.ties + found.mismatches
+        inputs = [replace(s, mismatches=s.mismatches + sum(m.input == s.name for m in found.mismatches),
+                          diagnosis=found.diagnoses.get(s.name, s.diagnosis)) for s in self.diagnoses()]
         return CheckResult(
             ok=not mismatches and not faults,
-            inputs=tuple(self.diagnoses()),
+            inputs=tuple(inputs),
             mismatches=tuple(mismatches),
             kinks=tuple(k for c in comparisons for k in c.kinks),
             disagreements=tuple(d for c in comparisons for d in c.disagreements),
@@ -471,6 +556,7 @@ def assert_gradients(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -481,7 +567,8 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           reference=reference, reference_factor=reference_factor, paths=paths)
+                           deterministic=deterministic, reference=reference, reference_factor=reference_factor,
+                           paths=paths)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

@@ -59,7 +59,10 @@ from gradcheck.tolerance import fit_rtol
 
 __all__ = ["KINDS", "RULES", "diagnose"]
 
-KINDS = ("scale", "sign", "conjugated", "transpose", "swapped", "zero", "mask", "additive", "integer",
+# "layout" and "upstream" are named by the checks that rerun the backward (``gradcheck.layouts``,
+# ``gradcheck.upstream``), not by the patterns below.
+KINDS = ("scale", "sign", "conjugated", "transpose", "swapped", "zero", "mask", "additive", "integer", "layout",
+         "upstream",
          "undetermined")
 
 # The fit tolerance relative to an element's magnitude comes from the lowest float precision

@@ -1,8 +1,8 @@
 """Options, each validated once where it is made (by ``gradcheck.validation``).
 
 * ``CheckOptions``: the keyword options of one check (``check_gradients``'s ``wrt``, ``seed``,
-  ``rtol``, ``atol``, ``mode``, ``progress``), passed as one value from the public functions, the
-  fixture, ``gradient_test`` and the runner to the check.
+  ``rtol``, ``atol``, ``mode``, ``progress``, ``oracles``, ``deterministic``), passed as one
+  value from the public functions, the fixture, ``gradient_test`` and the runner to the check.
 * ``Settings``: the settings of a run (seed, examples, tolerances), defined once for the command
   line and the pytest plugin. ``OPTIONS`` describes each as a flag (name, type, default, help):
   the CLI adds them as ``--seed`` etc., the pytest plugin as ``--gradcheck-seed`` etc.; both
@@ -40,6 +40,8 @@ class CheckOptions:
         oracles: the exact oracles to run, by name (a tuple), or None for the default
             (``gradcheck.oracles.DEFAULT_ORACLES``); whether each is an oracle is for the
             registry to say.
+        deterministic: True makes any difference between repeated runs of the forward or the
+            backward at the point a fault; False allows rounding-level differences (reported).
         reference: a differentiable torch function of the same inputs, the slow and obviously
             right version of the forward (``gradcheck.reference_oracle``), or None.
         reference_factor: how many times the reference's own error in a low dtype the forward
@@ -55,6 +57,7 @@ class CheckOptions:
     mode: str = "auto"
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
+    deterministic: bool = False
     reference: Callable[..., Any] | None = None
     reference_factor: float | None = None
     paths: Iterable[str] | None = None
@@ -67,6 +70,7 @@ class CheckOptions:
         validation.mode(self.mode)
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        validation.flag("deterministic", self.deterministic)
         validation.function("reference", self.reference, none_ok=True)
         validation.factor("reference_factor", self.reference_factor)
         if self.reference_factor is not None and self.reference is None:
@@ -141,6 +145,7 @@ def run_options(
     mode: str = "auto",
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
+    deterministic: bool = False,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -155,6 +160,7 @@ def run_options(
         mode=mode,
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
+        deterministic=deterministic,
         reference=reference,
         reference_factor=reference_factor,
         paths=paths,

@@ -52,12 +52,15 @@ class Tolerance:
         rounding: an absolute floor for rounding in gradients that should be exactly zero:
             a few units of roundoff of the largest reference gradient over all checked inputs
             (an input whose true gradient is 0 has no scale of its own); used when atol is None.
+        spread: how far repeated runs of the backward at the point differed (a nondeterministic
+            backward within rounding, see ``gradcheck.repeats``), added to the absolute allowance.
     """
 
     rtol: float
     atol: float | None
     floor: float
     rounding: float = 0.0
+    spread: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ class Diagnosis:
 
     Attributes:
         kind: "scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer",
-            "conjugated" (a complex gradient's imaginary parts negated), or "undetermined" (a
-            pattern fits, but the example cannot tell it from a look-alike).
+            "conjugated" (a complex gradient's imaginary parts negated), "layout" (the gradient
+            changes with the strides of an input or of ``dout``), "upstream" (the backward
+            ignores the upstream gradient's structure), or "undetermined" (a pattern fits, but
+            the example cannot tell it from a look-alike).
         summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
         params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.
         evidence: how well the pattern fits, e.g. "fits 48/48 elements, residual 3e-12".

@@ -32,6 +32,7 @@ from gradcheck.case import Case
 from gradcheck.check import run_check
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
+from gradcheck.layouts import draw as draw_layout
 from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult, Kink, Mismatch
@@ -301,15 +302,17 @@ def drive(
     __tracebackhide__ = True
     import hypothesis
     from hypothesis import HealthCheck, Phase, Verbosity
+    from hypothesis import strategies as st
 
     count = 0
     shrinking = False
 
-    def check(inputs: Mapping[str, Any], source: str) -> Checked:
+    def check(inputs: Mapping[str, Any], source: str, layout: str | None = None) -> Checked:
         __tracebackhide__ = True
         nonlocal count, shrinking
         try:
-            result = run_check(case.forward, case.backward, inputs, options)
+            result = run_check(case.forward, case.backward, inputs, options,
+                               layouts=None if layout is None else (layout,))
         except GradcheckError as exc:
             if source != "point":
                 raise
@@ -327,16 +330,19 @@ def drive(
         if not check(point, "point").result.ok:
             break
 
-    def test(inputs: Mapping[str, Any]) -> None:
+    def test(inputs: Mapping[str, Any], data: Any) -> None:
         __tracebackhide__ = True
-        checked = check(inputs, "shrinking" if shrinking else "drawn")
+        # A torch callable's example draws the layout its backward runs under (a fixed point
+        # runs every layout), so a shrunk failure names one.
+        layout = draw_layout(data, case.backward, inputs)
+        checked = check(inputs, "shrinking" if shrinking else "drawn", layout)
         if not checked.result.ok:
             raise _Failed(checked)
 
     test.__name__ = test.__qualname__ = name
     suppressed = _HEALTH_CHECKS_SUPPRESSED + (("filter_too_much",) if quiet else ())
     reporting = {"verbosity": Verbosity.quiet, "report_multiple_bugs": False} if quiet else {}
-    given = hypothesis.given(inputs=case.inputs)(test)
+    given = hypothesis.given(inputs=case.inputs, data=st.data())(test)
     given = draws.settings(
         examples=examples,
         # Phase.explain would list gradcheck's own lines.

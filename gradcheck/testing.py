@@ -121,6 +121,7 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
@@ -133,7 +134,8 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, reference=reference, reference_factor=reference_factor, paths=paths)
+                              oracles=oracles, deterministic=deterministic, reference=reference,
+                              reference_factor=reference_factor, paths=paths)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -158,6 +160,7 @@ class GradcheckFixture:
         mode: str = "auto",
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
+        deterministic: bool = False,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
@@ -166,7 +169,8 @@ class GradcheckFixture:
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, reference=reference, reference_factor=reference_factor, paths=paths)
+                              oracles=oracles, deterministic=deterministic, reference=reference,
+                              reference_factor=reference_factor, paths=paths)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)

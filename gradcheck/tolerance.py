@@ -18,7 +18,10 @@ limits say when a measured difference is noise and when it is a finding:
 * the checks on the forward at the point: determinism (``determinism_limit``), vmap-batched
   values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
   (``outputs_differ``);
-* the fit tolerance of the diagnosis (``fit_rtol``).
+* the fit tolerance of the diagnosis (``fit_rtol``);
+* the same gradient computed again, under other strides (``layouts``) or in a repeated run
+  (``repeats``): how far a reordered sum may move it (``reorder_limit``), and the repeats a
+  backward gets (``REPEATS``, ``MAX_REPEATS``).
 
 ``sigma`` is the noise level of the contracted forward ``L`` (see ``numeric.estimate_noise``)
 and ``h`` a step, so ``sigma / h`` is one unit of rounding in a difference quotient. Every
@@ -46,10 +49,13 @@ __all__ = [
     "KINK_NOISE",
     "LOW_PRECISION_FACTOR",
     "LOW_PRECISION_ULPS",
+    "MAX_REPEATS",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
     "PRECISIONS",
     "RELATIVE_FLOOR",
+    "REORDER_ULPS",
+    "REPEATS",
     "ROUNDING_ULPS",
     "TORCH_ROUNDING",
     "Precision",
@@ -71,6 +77,7 @@ __all__ = [
     "outputs_differ",
     "precision",
     "relative_error",
+    "reorder_limit",
     "torch_rounding",
 ]
 
@@ -137,8 +144,8 @@ def default_tolerance(
 
 def absolute_floor(tol: Tolerance, scale: float) -> float:
     """``atol`` if given, else the floor relative to the input's largest gradient ``scale``
-    (at least the rounding floor)."""
-    return tol.atol if tol.atol is not None else max(tol.floor * scale, tol.rounding)
+    (at least the rounding floor); plus the backward's measured spread over repeated runs."""
+    return (tol.atol if tol.atol is not None else max(tol.floor * scale, tol.rounding)) + tol.spread
 
 
 def allowed(
@@ -354,3 +361,25 @@ def outputs_differ(gap: float, size: float) -> bool:
     """True when the forward's outputs on torch and numpy, ``gap`` apart at most, differ by more
     than rounding for an output of size ``size``."""
     return gap > OUTPUT_RTOL * max(size, 1.0)
+
+
+# -- the same gradient computed again -----------------------------------------------------------
+
+# A correct op computes the same gradient whatever its tensors' strides and on every run, up to
+# the order its kernels add terms in: a transposed or channels-last operand takes another
+# kernel path, atomic adds land in the order threads finish. Two such computations may differ
+# by this many roundoff units of the element itself, plus the rounding allowed between two exact
+# gradients (``torch_rounding``: of the terms that may cancel in it). Beyond that the layout, or
+# the run, changes what is computed.
+REORDER_ULPS = 64
+# The backward runs this many times at the point (the first is the check's own) ...
+REPEATS = 3
+# ... and up to this many when the runs differ, so the spread is measured, not sampled once.
+MAX_REPEATS = 8
+
+
+def reorder_limit(reference: Any, rounding: Any, *, eps: float) -> Any:
+    """How far a gradient computed again (under another layout, or in another run) may sit from
+    ``reference``, per element: ``REORDER_ULPS * eps * |reference| + rounding``, with ``eps`` the
+    roundoff of the gradient's dtype and ``rounding`` what ``torch_rounding`` allows there."""
+    return REORDER_ULPS * eps * np.abs(reference) + rounding

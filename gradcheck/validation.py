@@ -24,14 +24,17 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "LAYOUTS",
     "MODES",
     "PATHS",
     "examples",
     "factor",
+    "flag",
     "float_dtype",
     "function",
     "input_strategy",
     "integer",
+    "layouts",
     "mode",
     "ordered",
     "paths",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 MODES = ("auto", "full", "directional")
+# The layouts a torch callable's backward runs under (``gradcheck.layouts``), besides contiguous.
+LAYOUTS = ("transposed", "narrowed", "expanded", "channels_last")
 # Execution paths of a torch callable whose gradients are compared (``gradcheck.paths``).
 PATHS = ("eager", "compile", "aot_eager")
 
@@ -110,6 +115,23 @@ def progress(value: Any) -> Any:
     if value is not None and not isinstance(value, bool) and not callable(value):
         raise GradcheckError(f"progress must be None, True, False or a callable, got progress={value!r}")
     return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """A switch: True or False (a bool, not a number or a string)."""
+    if not isinstance(value, bool):
+        raise GradcheckError(f"{name} must be True or False, got {name}={value!r}")
+    return value
+
+
+def layouts(value: Any) -> tuple[str, ...] | None:
+    """The layouts to run a torch callable's backward under: None (every one of ``LAYOUTS``),
+    one name or a sequence of them (empty: none), as a tuple."""
+    given = names("layouts", value, empty_ok=True)
+    unknown = [n for n in given or () if n not in LAYOUTS]
+    if unknown:
+        raise GradcheckError(f"layouts must name some of {LAYOUTS}, got layouts={value!r}")
+    return given
 
 
 def paths(value: Any) -> tuple[str, ...] | None:

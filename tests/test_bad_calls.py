@@ -307,7 +307,8 @@ def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "reference", "reference_factor", "paths"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "reference",
+                 "reference_factor", "paths"}
 
 
 def _fixture() -> GradcheckFixture:

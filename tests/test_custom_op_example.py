@@ -13,6 +13,6 @@ def test_custom_op_example_passes(pytester: pytest.Pytester) -> None:
     if not EXAMPLE.is_dir():
         pytest.skip("the examples/ directory is not part of this installation")
     result = run(pytester, str(EXAMPLE), "--rootdir", str(EXAMPLE))
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
     # 10 drawn examples and three fixture checks; the planted bugs are checked without the fixture.
     assert summary(result)[0] == "gradcheck: 13 checks in 4 tests, all passed; seed 0"

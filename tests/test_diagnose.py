@@ -795,3 +795,32 @@ def test_an_integer_gradient_through_the_harness():
     d = wrong_inputs(result)["W"]
     assert d.kind == "integer" and d.params["dtype"] == "int64"
     assert "the gradient for 'W' is an integer array (int64)" in str(result)
+
+
+# --- the kinds the custom-op checks name (``layouts``, ``upstream``), through the harness -----
+
+def _custom_op_rows():
+    import torch
+    from custom_functions import first_sin, pointer_input_square, pointer_square, row_scale, scalar_sin
+
+    rng = np.random.default_rng(29)
+    x, s = torch.tensor(rng.normal(size=(4, 3))), torch.tensor(rng.normal(size=4))
+    return [
+        # (what, forward, inputs, kind, params the diagnosis carries)
+        ("dout read as contiguous memory", pointer_square, {"x": x}, "layout", {"tensor": "dout"}),
+        ("an input read as contiguous memory", pointer_input_square, {"x": x}, "layout", {"tensor": "x"}),
+        ("dout read as its mean", scalar_sin, {"x": x}, "upstream", {"reading": "sum", "axes": "all"}),
+        ("dout read as its first element", first_sin, {"x": x}, "upstream", {"reading": "first", "axes": "all"}),
+        ("dout averaged over the rows", row_scale, {"x": x, "s": s}, "upstream", {"reading": "mean", "axes": [0]}),
+    ]
+
+
+@pytest.mark.parametrize("row", range(5), ids=["contiguous dout", "contiguous input", "mean", "first", "axis"])
+def test_the_custom_op_kinds_reach_the_result_and_its_json(row):
+    what, forward, inputs, kind, params = _custom_op_rows()[row]
+    result = gradcheck.check_gradients(forward, None, inputs)
+    data = json.loads(json.dumps(result.to_dict()))
+    found = [i["diagnosis"] for i in data["inputs"] if i["diagnosis"] is not None]
+    assert found and all(d["kind"] == kind for d in found), what
+    assert all(d["params"][k] == v for d in found for k, v in params.items()), what
+    assert kind in KINDS

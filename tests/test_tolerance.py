@@ -22,6 +22,8 @@ from gradcheck.diagnose import diagnose
 from gradcheck.numeric import central_pass, richardson
 from gradcheck.result import Tolerance
 from gradcheck.tolerance import (
+    MAX_REPEATS,
+    REPEATS,
     absolute_floor,
     allowed,
     batch_agreement_limit,
@@ -39,6 +41,7 @@ from gradcheck.tolerance import (
     outputs_differ,
     precision,
     relative_error,
+    reorder_limit,
     torch_rounding,
 )
 
@@ -166,6 +169,18 @@ RULES = [
      "relative to the output's size, 1e-8 itself included"),
     ("past 1e-8 they differ", lambda: outputs_differ(3.1e-8, 3.0), True,
      "a different function: torch's gradient is no oracle"),
+    # -- the same gradient computed again (layouts, repeats)
+    ("reorder limit", lambda: one(reorder_limit(np.array([-2.0]), np.array([1e-15]), eps=EPS64)),
+     64 * EPS64 * 2.0 + 1e-15, "64 roundoff units of the element, plus the rounding of the terms it adds up"),
+    ("reorder limit in float32", lambda: one(reorder_limit(np.array([3.0]), 0.0, eps=EPS32)), 64 * EPS32 * 3.0,
+     "in the roundoff of the gradient's dtype"),
+    ("a backward's spread widens the floor",
+     lambda: absolute_floor(Tolerance(1e-7, None, 1e-12, 0.0, spread=3e-12), 5.0), 5e-12 + 3e-12,
+     "a nondeterministic backward's measured spread is added to the allowance"),
+    ("... and a caller's atol", lambda: absolute_floor(Tolerance(1e-7, 1e-9, 1e-12, 0.0, spread=3e-12), 5.0),
+     1e-9 + 3e-12, "added, not replaced"),
+    ("repeats of the backward", lambda: (REPEATS, MAX_REPEATS), (3, 8),
+     "at least 3 runs (torch's gradcheck compares 2); 8 to measure a spread once the runs differ"),
     ("a small output is measured against 1", lambda: (outputs_differ(0.9e-8, 0.01), outputs_differ(1.1e-8, 0.01)),
      (False, True), "an absolute 1e-8 below size 1"),
 ]

@@ -65,15 +65,28 @@ def test_read_time_major(gradcheck):
 # 3. The planted bugs, with plain assert_gradients (the run's summary counts only the checks
 #    expected to pass).
 def test_a_backward_that_reads_one_upstream_element_is_caught():
-    """Caught by the plain check: its upstream gradient differs from token to token."""
+    """Caught by the plain check: its upstream gradient differs from token to token (the numeric
+    oracle disagrees), and a constant one gives the same gradient (named "upstream")."""
     with pytest.raises(gradcheck.GradientMismatch) as caught:
         gradcheck.assert_gradients(ScalarUpstream.apply, None, tokens(seed=4))
-    assert {s.name for s in caught.value.result.inputs if not s.ok} == {"logits", "weights"}
+    failed = [s for s in caught.value.result.inputs if not s.ok]
+    assert {s.name for s in failed} == {"logits", "weights"}
+    assert {s.diagnosis.kind for s in failed} == {"upstream"}
 
 
 def test_a_backward_that_assumes_a_contiguous_upstream_gradient_is_caught():
-    """Caught when the upstream gradient arrives transposed (read time-major), by the numeric
-    oracle and the reference alike; a contiguous upstream gradient hides the bug."""
+    """Caught by the plain check, which also runs the backward with the upstream gradient
+    transposed (named "layout") ..."""
+    with pytest.raises(gradcheck.GradientMismatch) as caught:
+        gradcheck.assert_gradients(AssumesContiguous.apply, None, tokens(seed=5))
+    failed = [s for s in caught.value.result.inputs if not s.ok]
+    assert {s.name for s in failed} == {"logits", "weights"}
+    assert {s.diagnosis.kind for s in failed} == {"layout"}
+
+
+def test_the_layout_bug_as_a_time_major_model_meets_it():
+    """... and where the model reads the losses time-major, the upstream gradient arrives
+    transposed in the check itself: the numeric oracle and the reference disagree."""
     with pytest.raises(gradcheck.GradientMismatch) as caught:
         gradcheck.assert_gradients(time_major(AssumesContiguous.apply), None, tokens(seed=5),
                                    reference=time_major(softmax_xent_reference))
