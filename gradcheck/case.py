@@ -10,6 +10,9 @@ A case bundles everything needed to check a backward pass on many inputs:
   with that input's shape. ``dout`` has the forward's output shape (``1.0`` for a scalar loss).
   ``None`` means "the gradient is whatever torch autograd computes for ``forward``" (for custom
   ``torch.autograd.Function``\\ s and modules).
+* ``jvp(tangents, **inputs)`` (optional) returns the output's tangent along ``tangents`` (name ->
+  array shaped like each checked input): the case's forward mode, checked beside the backward
+  (``True`` with ``backward=None``: torch's forward-mode AD).
 * ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``, or a dict
   ``name -> strategy`` (drawn as ``st.fixed_dictionaries``).
 """
@@ -47,6 +50,8 @@ class Case:
         points: fixed inputs (e.g. published worked examples) checked before drawn ones.
         layers: input names ordered from the first layer to the last, for cases whose
             gradient size per layer is worth plotting (vanishing/exploding gradients).
+        jvp: the forward mode to check beside the backward (see ``check_gradients``'s
+            ``jvp``): a hand-written ``jvp(tangents, **inputs)``, ``True`` or None.
 
     Raises:
         GradcheckError: a field that breaks its rule in ``gradcheck.validation``; the message
@@ -64,6 +69,7 @@ class Case:
     expected_diagnosis: str | None = None
     points: tuple[Mapping[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
+    jvp: Callable[..., Any] | bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -74,6 +80,7 @@ class Case:
             object.__setattr__(self, "inputs", validation.input_strategy(self.inputs))
             object.__setattr__(self, "wrt", validation.wrt(self.wrt))
             object.__setattr__(self, "points", validation.points(self.points))
+            validation.jvp(self.jvp)
         except GradcheckError as exc:
             raise GradcheckError(f"Case {self.name!r}: {exc}") from None
         object.__setattr__(self, "layers", tuple(self.layers))

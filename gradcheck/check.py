@@ -7,14 +7,21 @@ This module orchestrates; each step is a module of its own:
    the inputs copied (``inputs``; misuse raises ``GradcheckError``);
 2. the forward is evaluated at the point and ``dout`` fixed (``point``); a forward with several
    outputs is checked as one returning them flat (``outputs``), which then names the outputs a
-   failing gradient is wrong through;
+   failing gradient is wrong through; inputs below float64 run it in their own dtypes too,
+   against the float64 forward (``precision``);
 3. the backward is called once and what it returns validated (``analytic``), or autograd gives
-   the analytic gradients of a torch callable (``backward=None``);
+   the analytic gradients of a torch callable (``backward=None``), in the caller's dtypes;
+   a gradient computed below float64 gets its budget against the float64 truth (``precision``);
 4. the chosen exact oracles run (``oracles``: torch, jax);
 5. each input is checked in full mode (``full``: every element, then the ties) or directional
    mode (``directional``), against the numeric oracle (``numeric``) and the exact ones
    (``compare``, with the rules of ``tolerance``);
-6. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
+6. with ``jvp``, forward mode is checked along tangents, and against the backward
+   (``forward_mode``, ``tangents``);
+7. next to failures and marginal passes the Taylor test gives a second opinion on each gradient
+   (``taylor``), and clears a mismatch only the numeric oracle saw where it shows that oracle
+   wrong;
+8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
 
 Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
 forward and the backward repeated, their nondeterminism measured (``repeats``, before step 5: a
@@ -34,19 +41,21 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import complex_values, directional, repeats, upstream, validation
+from gradcheck import complex_values, directional, repeats, taylor, upstream, validation
 from gradcheck.analytic import call_backward
 from gradcheck.compare import InputComparison
 from gradcheck.diagnose import diagnose
+from gradcheck.directions import Signs
 from gradcheck.errors import GradcheckError, GradientMismatch
 from gradcheck.estimates import Unavailable
 from gradcheck.evaluate import SERIAL, Backend, Forked, MultipleOutputs
+from gradcheck.forward_mode import JvpSource, check_forward, hand_written, torch_forward_mode
 from gradcheck.full import check_input_full, tie_finding
 from gradcheck.inputs import PreparedInputs, prepare_inputs, require_signature, resolve_wrt
 from gradcheck.layouts import check_layouts
 from gradcheck.numeric import NOISE_DIRECTIONS
 from gradcheck.options import CheckOptions
-from gradcheck.oracles import choose_oracles, run_exact_oracles
+from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
 from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
 from gradcheck.paths import compare_paths
@@ -61,12 +70,14 @@ from gradcheck.point import (
     evaluate_point,
     reference_scales,
 )
-from gradcheck.progress import Progress, close, tracker_for
+from gradcheck.precision import Budget, below_float64, measure_budgets
+from gradcheck.precision import check_forward as forward_precision
+from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
 from gradcheck.repeats import Repeated
 from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
-from gradcheck.tolerance import default_tolerance
+from gradcheck.tolerance import absolute_floor, default_tolerance, dtype_eps, low_precision_tolerance
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["assert_gradients", "check_gradients", "run_check"]
@@ -87,6 +98,7 @@ def check_gradients(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -109,12 +121,16 @@ def check_gradients(
             ``forward`` (a custom ``autograd.Function``'s ``apply``, a module, a function of
             tensors) against the numeric oracle.
         inputs: name -> number or array (numpy or torch). Floating inputs are checked (only
-            those in ``wrt`` if given); integer inputs such as labels are held constant.
+            those in ``wrt`` if given); integer inputs such as labels are held constant. The
+            forward at the point and the backward get them in their own dtypes (float16,
+            bfloat16, float32, float64); the numeric oracle and the float64 references get
+            float64 copies of the same values.
         wrt: the names to check; ``None`` means every floating input.
         seed: seed for ``dout`` and the noise probe; the same seed gives the same result.
         rtol, atol: override the per-dtype tolerances (``None`` keeps the default, which flags
-            a float64 gradient wrong by a relative 1e-6). The numeric oracle's error estimate
-            is always added to the allowance.
+            a float64 gradient wrong by a relative 1e-6; below float64 the default is a budget
+            against the float64 truth, ``gradcheck.precision``, and a given rtol or atol is
+            added to it). The numeric oracle's error estimate is always added to the allowance.
         mode: "full" checks every element; "directional" checks random directional
             derivatives and localizes failures; "auto" picks by size.
         progress: ``None`` shows progress on stderr when it is a terminal and the check runs
@@ -128,6 +144,16 @@ def check_gradients(
         deterministic: the forward and the backward are run several times at the point;
             False (the default) allows their results to differ by rounding (a reordered sum,
             atomics), reported and added to the allowance; True makes any difference a fault.
+        jvp: forward mode. A hand-written ``jvp(tangents, **inputs) -> output tangent``
+            (``tangents``: name -> array shaped like each checked input, in its dtype; it
+            returns an array shaped like the output) is checked along random tangents and every
+            basis direction of small inputs, against the numeric JVP (central differences
+            along the tangent) and the exact oracles' (torch's reverse mode twice, ``jax.jvp``),
+            and against the backward (``<dout, J u>`` both ways). With ``backward=None`` on a
+            numpy forward, forward mode alone is checked. ``True`` with ``backward=None`` checks
+            torch's forward-mode AD of a torch forward (a custom ``autograd.Function``'s
+            ``jvp``) against the numeric oracle and against reverse mode. ``None`` or ``False``:
+            not checked. Forwards with one real output and real inputs.
         reference: a plain differentiable torch function of the same inputs, the slow and
             obviously right version of ``forward`` (``gradcheck.reference_oracle``). Its float64
             autograd gradient is an exact oracle named "reference"; ``forward``'s float64 output
@@ -143,7 +169,8 @@ def check_gradients(
             aot_eager backend), "compile" (inductor where a C++ compiler is found, else
             aot_eager); see ``gradcheck.paths``. A disagreement is a fault naming the path.
     Returns:
-        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ...
+        CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
+        ``forward``, ``consistency``, ``taylor``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
             or arrays, ``wrt`` naming a missing or integer input (the messages are
@@ -153,8 +180,8 @@ def check_gradients(
             ``backward`` never raise; they are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, reference=reference, reference_factor=reference_factor,
-                           paths=paths)
+                           deterministic=deterministic, jvp=jvp, reference=reference,
+                           reference_factor=reference_factor, paths=paths)
     return run_check(forward, backward, inputs, options)
 
 
@@ -172,12 +199,18 @@ def run_check(
     custom = _Custom(validation.layouts(layouts), torch_given(inputs))
     forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
     try:
-        point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+        point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=callable(options.jvp))
     except MultipleOutputs as several:
+        if options.jvp:
+            raise GradcheckError(
+                "jvp checks a forward with one output; this one returns several (forward mode of several "
+                "outputs is not supported yet)"
+            ) from None
         return _check_outputs(forward, backward, prepared, names, options, several, boundary, beyond, custom)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond, custom=custom)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond, custom=custom,
+                     on_torch=on_torch)
 
 
 @dataclass(frozen=True)
@@ -193,7 +226,7 @@ def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Bound
     """The result of a check that a fault stopped before any input was checked."""
     return complex_values.relabel(
         CheckResult(ok=False, faults=(str(fault),), oracles=(), notes=tuple(fault.notes), mode="full",
-                    seed=options.seed), boundary)
+                    seed=options.seed, modes=_modes(True, bool(options.jvp))), boundary)
 
 
 def _check_outputs(
@@ -230,13 +263,21 @@ def _check_outputs(
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary,
-    beyond: _Beyond, *, batch: bool = True, custom: _Custom | None = None,
+    beyond: _Beyond, *, batch: bool = True, custom: _Custom | None = None, on_torch: bool | None = None,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
-    vmap batches where they pay; ``custom``: run the custom-op checks, None: not)."""
+    vmap batches where they pay; ``custom``: run the custom-op checks, None: not; ``on_torch``: it
+    runs on torch tensors, by default when ``backward`` is None). Reverse mode is checked unless a
+    hand-written jvp is checked alone on a forward of numpy arrays; forward mode when the options
+    have a ``jvp``."""
+    reverse = backward is not None or (backward is None if on_torch is None else on_torch)
+    if not reverse:
+        return _forward_alone(forward, prepared, names, options, point, boundary)
     forward_faults, forward_notes = ([], []) if custom is None else \
         repeats.forward_repeats(point, deterministic=options.deterministic)
+    low = below_float64(prepared, names)
     try:
+        lost = forward_precision(forward, prepared, point, on_torch=backward is None) if low else []
         analytic, source, faults, notes = _analytic(forward, backward, prepared, names, point)
     except Fault as fault:
         return _stopped(fault, options, boundary)
@@ -244,8 +285,9 @@ def _check_at(
     limits = reordering(point, prepared, names, analytic, point.eps * point.scale, on_torch=source is not None)
     repeated = Repeated() if custom is None else \
         repeats.backward_repeats(backprop, analytic, point.dout, limits, deterministic=options.deterministic)
-    faults, notes = [*forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
-    # With backward=None torch gave the analytic gradients: the other chosen oracles check them.
+    faults, notes = [*lost, *forward_faults, *faults, *repeated.faults], [*notes, *forward_notes, *repeated.notes]
+    # With backward=None torch gave the analytic gradients: the other chosen oracles check them
+    # (not torch in float64, which would run the same custom backward, right or wrong).
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
@@ -259,8 +301,9 @@ def _check_at(
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
+    budgets = measure_budgets(forward, backward, prepared, low, analytic, exact.gradients, point.dout, options.seed)
     run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               spread=repeated.spread, pairs=frozenset(boundary.dtypes))
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes), budgets=budgets)
     run.check_inputs()
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     if custom is None:
@@ -274,11 +317,93 @@ def _check_at(
         found = _custom_ops(forward, backward, backprop, run, repeated.measured,
                             replace(custom, layouts=()) if complex_seen else custom)
     notes += [n for n in found.notes if n not in notes]
+    oracles = ("numeric", *exact.gradients)
+    forward_found = None
+    if options.jvp:
+        forward_found, stopped = _forward_mode(run, forward, prepared, names, point, exact, reverse=True)
+        faults += [stopped] if stopped else []
+        oracles += tuple(o for o in (forward_found.oracles if forward_found else ()) if o not in oracles)
     # The reference in the caller's dtypes and the execution paths, also in the main check only.
     more_faults, more_notes = ([], []) if custom is None else _beyond_float64(forward, backward, beyond, run, options)
-    result = run.result(faults + run.faults + found.faults + more_faults, notes + more_notes,
-                        ("numeric", *exact.gradients), exact.errors, found)
+    result = run.result(faults + run.faults + found.faults + more_faults, notes + more_notes, oracles, exact.errors,
+                        found)
+    result = _with_forward(result, forward_found, _modes(True, bool(options.jvp)), run.taylor_found)
     return complex_values.relabel(result, boundary)
+
+
+def _forward_alone(
+    forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], options: CheckOptions,
+    point: Point, boundary: complex_values.Boundary,
+) -> CheckResult:
+    """A hand-written jvp checked alone (``backward=None`` on a forward of numpy arrays)."""
+    notes = [*point.notes, "reverse mode not checked: backward=None on a forward of numpy arrays, with a hand-written "
+             "jvp"]
+    run = _Run(point, prepared, names, {}, {}, options, on_torch=False, pairs=frozenset(boundary.dtypes))
+    found, stopped = _forward_mode(run, forward, prepared, names, point, ExactFound({}, [], {}), reverse=False)
+    notes += [n for n in run.point.evaluator.notes if n not in notes]
+    oracles = ("numeric", *(o for o in (found.oracles if found else ()) if o != "numeric"))
+    result = run.result([stopped] if stopped else [], notes, oracles, {})
+    return complex_values.relabel(_with_forward(result, found, _modes(False, True), None), boundary)
+
+
+def _forward_mode(
+    run: _Run, forward: Callable[..., Any], prepared: PreparedInputs, names: tuple[str, ...], point: Point,
+    exact: ExactFound, *, reverse: bool,
+) -> tuple[Any, str | None]:
+    """Forward mode of a check: what it found, or the fault that stopped it."""
+    jvp = run.options.jvp
+    source: JvpSource = (hand_written(jvp, prepared, names, point.output, run.point.evaluator.convert)
+                         if callable(jvp) else torch_forward_mode(forward, prepared, point.output))
+    oracles = tuple(o for o in choose_oracles(run.options.oracles) if o.name != source.name)
+    try:
+        return run.forward_mode(forward, source, oracles, exact, backward=reverse), None
+    except Fault as fault:
+        return None, str(fault)
+
+
+def _modes(reverse: bool, forward: bool) -> tuple[str, ...]:
+    """The modes a check covers, in the order ``CheckResult.modes`` lists them."""
+    return (*(("reverse",) if reverse else ()), *(("forward",) if forward else ()))
+
+
+def _point(forward: Callable[..., Any], prepared: PreparedInputs, seed: int, *,
+           backward: Callable[..., Any] | None, hand: bool) -> tuple[Point, bool]:
+    """The forward at the point and whether it runs on torch tensors: with ``backward=None`` it
+    does (autograd is the analytic side), unless a hand-written jvp is checked alone on a forward
+    of numpy arrays (one that fails on them is tried on torch tensors)."""
+    if backward is not None:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    if not hand:
+        return evaluate_point(forward, prepared, seed, on_torch=True), True
+    try:
+        return evaluate_point(forward, prepared, seed, on_torch=False), False
+    except Fault as on_numpy:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise on_numpy from None
+        try:
+            return evaluate_point(forward, prepared, seed, on_torch=True), True
+        except Fault:
+            raise on_numpy from None
+
+
+def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
+                  taylor_found: taylor.TaylorFound | None) -> CheckResult:
+    """The result with forward mode's findings, the modes checked and the Taylor evidence."""
+    evidence = tuple(taylor_found.evidence) if taylor_found is not None else ()
+    if found is None:
+        return replace(result, modes=modes, taylor=evidence)
+    consistency = tuple(found.consistency)
+    mismatches = result.mismatches + tuple(found.mismatches)
+    ok = result.ok and not found.mismatches and all(c.ok for c in consistency)
+    notes = result.notes + tuple(n for n in found.notes if n not in result.notes)
+    return replace(
+        result, ok=ok, mismatches=mismatches, kinks=result.kinks + tuple(found.kinks),
+        disagreements=result.disagreements + tuple(found.disagreements), notes=notes, modes=modes,
+        forward=found.summary, consistency=consistency, taylor=evidence,
+        evaluations=result.evaluations + found.summary.evaluations,
+    )
 
 
 def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
@@ -356,16 +481,28 @@ def _prepare(
         if isinstance(forward, torch.nn.Module):
             from gradcheck.torch_callables import module_forward
 
-            # The module's parameters become checked inputs, in float64.
+            # The module's parameters become checked inputs, in their own dtypes.
             forward, inputs = module_forward(forward, inputs)
     choose_oracles(options.oracles)  # names that are no oracle's are misuse, before any work
     real = complex_values.wrap(forward, backward, inputs, wrt=options.wrt)
     prepared = prepare_inputs(real.inputs)
     names = resolve_wrt(prepared, options.wrt)
     require_signature(forward, "forward", tuple(prepared.values))
+    if options.jvp and real.boundary.dtypes:
+        raise GradcheckError(
+            f"jvp checks real inputs only; {sorted(real.boundary.dtypes)} are complex (forward mode of complex "
+            "inputs is not supported yet)"
+        )
+    if callable(options.jvp):
+        require_signature(options.jvp, "jvp", tuple(prepared.values), leading=("tangents",))
+    elif options.jvp and backward is not None:
+        raise GradcheckError(
+            "jvp=True checks torch's forward-mode AD of a torch forward, with backward=None; to check a "
+            "hand-written forward mode beside this backward, pass jvp=<your jvp(tangents, **inputs)>"
+        )
     if backward is not None:
         require_signature(backward, "backward", tuple(prepared.values), leading=("dout",))
-    else:
+    elif not callable(options.jvp):
         try:
             import torch
         except ImportError:
@@ -392,10 +529,14 @@ def _analytic(
             fault.notes = notes
             raise
         return analytic, None, faults, notes
-    found = TORCH.gradients(forward, prepared.widened, names, point.dout)
+    # In the caller's dtypes (the float64 copies' values, for float64 inputs).
+    found = TORCH.gradients(forward, prepared.values, names, point.dout, dtypes=prepared.dtype_names)
     if isinstance(found, Unavailable):
         raise GradcheckError(f"backward=None needs a forward that torch can differentiate: {found.reason}")
-    return dict(found.gradients), TORCH.name, [], [*notes, "analytic gradients are torch autograd's (backward=None)"]
+    low = below_float64(prepared, names)
+    where = f" in the inputs' own dtypes ({', '.join(f'{n} {prepared.native(n)}' for n in low)})" if low else ""
+    return dict(found.gradients), TORCH.name, [], [*notes, f"analytic gradients are torch autograd's{where} "
+                                                           "(backward=None)"]
 
 
 @dataclass
@@ -412,12 +553,14 @@ class _Run:
     on_torch: bool
     spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
+    budgets: dict[str, Budget] = field(default_factory=dict)
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ties: list[Mismatch] = field(default_factory=list)
+    taylor_found: taylor.TaylorFound | None = None
 
     def __post_init__(self) -> None:
         point, names = self.point, self.names
@@ -436,6 +579,9 @@ class _Run:
         self.rng = np.random.default_rng([self.options.seed, 2])
 
     def tolerance(self, name: str) -> Tolerance:
+        if name in self.budgets:  # computed below float64: the budget replaces rtol and floor
+            return low_precision_tolerance(dtype_eps(self.budgets[name].dtype), rtol=self.options.rtol,
+                                           atol=self.options.atol, global_scale=self.global_scale)
         grad = self.analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
@@ -445,19 +591,28 @@ class _Run:
         return replace(tol, spread=self.spread.get(name, 0.0))
 
     def check_inputs(self) -> None:
-        """Each input in its mode, then the kink elements of all inputs moved together."""
+        """Each input in its mode, then the kink elements of all inputs moved together, then the
+        Taylor test (``second_opinion``)."""
         tracker = tracker_for(self.options.progress)
         # The evaluator for this stage: its own count of evaluations, backend and progress.
         self.point = replace(self.point, evaluator=self.point.evaluator.derived(backend=self.backend, tracker=tracker))
         # Large inputs (directional mode) measure the noise along one line per step size: each
         # evaluation is costly there, and the directional test re-draws directions anyway.
         noise = Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS if self.mode == "full" else 1)
-        self.context = Context(self.point, noise, self.sensitivity, self.rng)
+        largest = max((self.prepared.values[n].size for n in self.names), default=0)
+        signs = Signs(self.options.seed, largest if self.mode == "directional" else 0)
+        self.context = Context(self.point, noise, self.sensitivity, self.rng, signs,
+                               {n: b.allowance for n, b in self.budgets.items()})
         try:
             for name in self.names:
                 if name in self.analytic:
                     self.check_input(name)
-            tightest = min((s.tolerance for s in self.summaries), key=lambda t: t.rtol, default=None)
+            tightest = min((s.tolerance for s in self.summaries if s.name not in self.budgets), key=lambda t: t.rtol,
+                           default=None)
+            if tightest is None and self.budgets:  # kinks moved together, below float64: its rtol
+                lowest = max((b.dtype for b in self.budgets.values()), key=dtype_eps)
+                tightest = default_tolerance(2 if dtype_eps(lowest) > dtype_eps("float32") else 4,
+                                             global_scale=self.global_scale)
             if self.measured and tightest is not None and self.point.output.size:
                 tie = tie_finding(self.point, self.measured, self.analytic,
                                   {n: self.prepared.values[n].shape for n in self.measured}, tightest)
@@ -465,6 +620,7 @@ class _Run:
                     self.ties.append(tie)
                     self.summaries = [replace(s, mismatches=s.mismatches + 1) if s.name == tie.input else s
                                       for s in self.summaries]
+            self.second_opinion()
         finally:
             close(tracker)
 
@@ -493,16 +649,72 @@ class _Run:
         self.summaries.append(InputSummary(
             name=name,
             shape=tuple(self.prepared.values[name].shape),
-            dtype=self.prepared.dtype_name(name),
+            dtype=self.prepared.native(name),
             checked=checked,
             mismatches=max(int(comparison.mismatch_mask.sum()), len(comparison.mismatches)),
             compared=compared,
             kinks=len(comparison.kinks),
             worst=dict(comparison.worst),
             worst_at=dict(comparison.worst_at),
-            gradient_norm=float(np.linalg.norm(grad.astype(np.float64))),
+            gradient_norm=float(np.linalg.norm(np.asarray(grad, dtype=np.float64))),
             tolerance=tol,
+            budget=self.budgets[name].rule if name in self.budgets else "",
+            smallest_caught=comparison.caught,
+            detectable=outcome.detectable,
         ))
+
+    def noise(self) -> Noise:
+        """The forward's noise: the per-input stage's (measured once per check), or a probe of
+        its own where that stage did not run."""
+        context = getattr(self, "context", None)
+        if context is None:
+            self.context = Context(self.point, Noise(self.point, self.names, self.options.seed, NOISE_DIRECTIONS),
+                                   self.sensitivity, self.rng, Signs(self.options.seed, 0))
+        return self.context.noise
+
+    def second_opinion(self) -> None:
+        """The Taylor test next to failures and marginal passes; where no exact oracle ran, the
+        mismatches it shows the numeric oracle wrong about are cleared (``taylor``). An empty
+        output makes ``L`` identically 0: there is no remainder to measure."""
+        if self.point.output.size == 0:
+            return
+        found = taylor.assess(
+            self.point.evaluator, self.point.value, self.noise().measured, self.point.eps, self.summaries,
+            self.analytic, [m for c in self.comparisons.values() for m in c.mismatches], exact_ran=bool(self.exact),
+            rng=np.random.default_rng([self.options.seed, 3]),
+        )
+        self.taylor_found = found
+        self.notes += found.notes
+        for name, indices in found.cleared.items():
+            comparison = self.comparisons[name]
+            shape = self.analytic[name].shape
+            mask = comparison.mismatch_mask.copy()
+            for index in indices:
+                mask[np.ravel_multi_index(index, shape) if shape else 0] = False
+            kept = tuple(m for m in comparison.mismatches if m.index not in indices)
+            self.comparisons[name] = replace(comparison, mismatches=kept, mismatch_mask=mask)
+            self.summaries = [replace(s, mismatches=s.mismatches - len(comparison.mismatches) + len(kept))
+                              if s.name == name else s for s in self.summaries]
+
+    def forward_mode(self, forward: Callable[..., Any], source: JvpSource, oracles: tuple[Any, ...],
+                     exact: ExactFound, *, backward: bool) -> Any:
+        """Forward mode (``forward_mode.check_forward``) on an evaluator of its own; held to the
+        analytic gradients when reverse mode was checked. Raises ``Fault`` (the jvp's)."""
+        noise = self.noise()
+        ev = self.point.evaluator.derived(tracker=NULL_TRACKER)
+        if not backward:
+            # Forward mode alone: its noise probe counts among its evaluations.
+            noise = Noise(replace(self.point, evaluator=ev), self.names, self.options.seed, 1)
+        # The absolute floor each input's gradient elements were allowed (``compare``'s scale).
+        floors = {s.name: absolute_floor(s.tolerance, max([float(np.max(np.abs(self.analytic[s.name]), initial=0.0)),
+                                                           *(float(np.max(np.abs(g[s.name]), initial=0.0))
+                                                             for g in exact.gradients.values() if s.name in g)]))
+                  for s in self.summaries if s.name in self.analytic}
+        return check_forward(
+            self.point, ev, noise, self.prepared, self.names, source, forward=forward, oracles=oracles,
+            rng=np.random.default_rng([self.options.seed, 4]), rtol=self.options.rtol, atol=self.options.atol,
+            backward=self.analytic if backward else None, backward_exact=exact.gradients, floors=floors,
+        )
 
     def diagnoses(self) -> list[InputSummary]:
         """The summaries with the likely bug behind each mismatching input."""
@@ -557,6 +769,7 @@ def assert_gradients(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -567,8 +780,8 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, reference=reference, reference_factor=reference_factor,
-                           paths=paths)
+                           deterministic=deterministic, jvp=jvp, reference=reference,
+                           reference_factor=reference_factor, paths=paths)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

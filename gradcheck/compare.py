@@ -46,6 +46,7 @@ class InputComparison:
     usable: np.ndarray | None = None  # elements compared against it (flat)
     compared: int = 0  # elements compared with an oracle's value (kinks and failures aside)
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # oracle -> element of its worst
+    caught: float | None = None  # the smallest relative error in one element that would be flagged
 
 
 def compare_input(
@@ -56,6 +57,7 @@ def compare_input(
     exact: Mapping[str, np.ndarray],
     tol: Tolerance,
     exact_error: np.ndarray | float = 0.0,
+    budget: np.ndarray | float = 0.0,
 ) -> InputComparison:
     """Compare flat gradients of one input.
 
@@ -70,6 +72,9 @@ def compare_input(
         exact_error: rounding allowed between the analytic gradient and an exact oracle's
             (scalar or ``(n,)``); both are computed in floating point through the forward's
             intermediates.
+        budget: what a gradient computed below float64 is allowed against the float64 oracles
+            (scalar or ``(n,)``, ``tolerance.low_precision_allowance``), added to every
+            allowance of the analytic value (0 for a float64 gradient).
 
     Away from kinks an element is held to the oracles' values: a mismatch where it disagrees
     with an exact oracle, or with the numeric one unless an exact oracle confirms it (then the
@@ -88,7 +93,8 @@ def compare_input(
         )
     )
     compared = finite & ~kink
-    bad_numeric = compared & (np.abs(analytic - numeric) > allowed(analytic, numeric, numeric_error, tol, scale))
+    numeric_allowance = allowed(analytic, numeric, numeric_error + budget, tol, scale)
+    bad_numeric = compared & (np.abs(analytic - numeric) > numeric_allowance)
     rel_numeric = relative_error(analytic, numeric, scale)
     # The worst error is reported over elements the numeric oracle resolves (larger than its
     # own error estimate); below that, a relative error says nothing about the gradient.
@@ -99,13 +105,13 @@ def compare_input(
     with np.errstate(invalid="ignore"):
         nearest = np.where(bounded, np.clip(analytic, estimate.low, estimate.high), analytic)
     with np.errstate(invalid="ignore"):
-        kink_allowance = allowed(analytic, nearest, np.where(bounded, kink_margin(estimate.low, estimate.high), 0.0),
-                                 tol, scale)
+        kink_allowance = allowed(analytic, nearest,
+                                 np.where(bounded, kink_margin(estimate.low, estimate.high), 0.0) + budget, tol, scale)
     outside = bounded & (np.abs(analytic - nearest) > kink_allowance)
 
     bad_exact, rel_exact, disagree, worst, worst_index = {}, {}, {}, {}, {}
     for oracle, e in exact.items():
-        bad_exact[oracle] = ~kink & (np.abs(analytic - e) > allowed(analytic, e, exact_error, tol, scale))
+        bad_exact[oracle] = ~kink & (np.abs(analytic - e) > allowed(analytic, e, exact_error + budget, tol, scale))
         rel_exact[oracle] = relative_error(analytic, e, scale)
         # As for numeric: over elements above the rounding floor (a gradient that should be
         # exactly zero, computed as 1e-16, has no meaningful relative error).
@@ -137,12 +143,12 @@ def compare_input(
     # The value each mismatch is held to, and its allowance, in the gradient's units: the first
     # exact oracle that disagrees, else the numeric estimate (or the range allowed at a kink).
     held = numeric.copy()
-    held_allowance = allowed(analytic, numeric, numeric_error, tol, scale)
+    held_allowance = numeric_allowance
     chosen = np.zeros_like(bad)
     for oracle, e in exact.items():
         take = bad_exact[oracle] & ~chosen
         held = np.where(take, e, held)
-        held_allowance = np.where(take, allowed(analytic, e, exact_error, tol, scale), held_allowance)
+        held_allowance = np.where(take, allowed(analytic, e, exact_error + budget, tol, scale), held_allowance)
         chosen |= take
     held = np.where(outside, nearest, held)
     held_allowance = np.where(outside, kink_allowance, held_allowance)
@@ -194,5 +200,24 @@ def compare_input(
     reference = next(iter(exact.values()), numeric)
     usable = ~kink if exact else compared
     worst_at = {o: at(i) for o, i in worst_index.items() if i is not None}
+    caught = smallest_caught(reference, exact_error + budget if exact else numeric_error + budget, tol, scale,
+                             usable & np.isfinite(reference))
     return InputComparison(mismatches, kinks, tuple(disagreements), worst, bad, reference, usable,
-                           compared=int(compared.sum()), worst_at=worst_at)
+                           compared=int(compared.sum()), worst_at=worst_at, caught=caught)
+
+
+def smallest_caught(
+    reference: np.ndarray, error: np.ndarray | float, tol: Tolerance, scale: float, where: np.ndarray
+) -> float | None:
+    """The smallest relative error ``r`` such that an analytic element ``ref (1 + r)`` would be
+    flagged against ``reference`` with its ``error``, over the elements ``where`` (the check's
+    most sensitive element); None where no element has a nonzero reference."""
+    magnitude = np.abs(reference)
+    candidates = where & (magnitude > 0)
+    if not candidates.any():
+        return None
+    limit = np.broadcast_to(allowed(reference, reference, error, tol, scale), reference.shape)
+    # |ref| r > rtol |ref| (1 + r) + rest  <=>  r > (rtol |ref| + rest) / ((1 - rtol) |ref|)
+    with np.errstate(divide="ignore", over="ignore"):
+        r = limit[candidates] / (max(1.0 - tol.rtol, 1e-12) * magnitude[candidates])
+    return float(np.min(r))

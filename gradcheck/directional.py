@@ -1,13 +1,16 @@
 """Directional mode: check large inputs along random directions, then localize what fails.
 
-For an input ``x`` with analytic gradient ``a``, a direction ``v`` (Gaussian, scaled per element
-like the per-element steps) gives the numeric directional derivative ``dL/dt`` at ``x + t v``;
-it must match ``a . v``. As in the per-element oracle, a direction costs two evaluations
-(``t = +-h``) when it passes at once; a suspect one (off by more than the allowance, or with a
-large second difference) gets two more (``t = +-2h``) for the Richardson estimate, its error
-estimate and the kink test (``numeric.richardson``), and only then is the forward's noise
-measured (once per check). A correct gradient costs two evaluations per direction.
+For an input ``x`` with analytic gradient ``a``, a direction ``v`` (random signs times the
+per-element scales, ``v_i = +-w_i``: see ``directions``) gives the numeric directional derivative
+``dL/dt`` at ``x + t v``; it must match ``a . v``. As in the per-element oracle, a direction costs
+two evaluations (``t = +-h``) when it passes at once; a suspect one (off by more than the
+allowance, or with a large second difference) gets two more (``t = +-2h``) for the Richardson
+estimate, its error estimate and the kink test (``numeric.richardson``), and only then is the
+forward's noise measured (once per check). A correct gradient costs two evaluations per direction.
 
+* Each element moves by its full scale in every direction, so the directions used say what the
+  check could have missed: any single element wrong by more than ``tolerance.detectable_error``
+  of the best direction fails it (``Detection``, with probability ``1 - POWER_DELTA``).
 * A direction whose one-sided slopes disagree crosses a kink: another is drawn, and the crossing
   is reported. If every draw crosses one (a kink sits exactly at the point, as a dead ReLU unit
   puts one along a whole column of its weights), the slices of one axis that hold the kink are
@@ -30,16 +33,28 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gradcheck.compare import InputComparison, compare_input, worst_of
+from gradcheck.directions import Signs
 from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator
 from gradcheck.numeric import element_scale, kink_range, richardson
 from gradcheck.point import Context, InputOutcome, exact_rounding
-from gradcheck.result import Kink, Mismatch, Tolerance
-from gradcheck.tolerance import allowed, directional_allowance, jump_limit, kink_allowance, noise_error, relative_error
+from gradcheck.result import Detection, Kink, Mismatch, Tolerance
+from gradcheck.tolerance import (
+    POWER_DELTA,
+    allowed,
+    detectable_error,
+    directional_allowance,
+    jump_limit,
+    kink_allowance,
+    noise_error,
+    relative_error,
+)
 
 __all__ = ["DIRECTIONS", "check_input", "check_input_directional", "with_other_exact"]
 
-DIRECTIONS = 3  # random directions per input (a 1e-6 error escapes all three with odds ~1e-4)
+# Random directions per input: one catches any single element wrong by its stated size; an
+# error spread over many elements shows through ``a . v``, which three of them rarely all miss.
+DIRECTIONS = 3
 MAX_LEAVES = 5  # elements localized per input before the search stops
 MAX_PROBES = 400  # directional probes (2 or 4 evaluations each) per input for localization
 EXACT_SAMPLE = 32  # elements the exact oracle disagrees on, verified one by one
@@ -77,6 +92,7 @@ class _Search:
     weights: np.ndarray  # per-element scale of the direction
     tol: Tolerance
     scale: float
+    budget: np.ndarray | float = 0.0  # per-element allowance of a gradient computed below float64
     probes: int = 0
     leaves: list = field(default_factory=list)
 
@@ -89,9 +105,17 @@ class _Search:
         ``sum |v_i|``, see ``tolerance.directional_allowance``)."""
         return directional_allowance(self.tol, self.scale, expected, numeric, error, terms)
 
-    def probe(self, v: np.ndarray, first: np.ndarray | None = None) -> _Probe:
+    def slack(self, v: np.ndarray) -> float:
+        """The low-precision budget along ``v``: ``sum |b_i v_i|`` (0 for a float64 gradient)."""
+        if np.ndim(self.budget) == 0 and float(self.budget) == 0.0:
+            return 0.0
+        return float(np.sum(np.abs(self.budget * v)))
+
+    def probe(self, v: np.ndarray, first: np.ndarray | None = None, terms: float | None = None,
+              slack: float | None = None) -> _Probe:
         """Check the directional derivative along flat direction ``v`` with ``L(x +- 2h v)``
-        added to ``first`` (``L(x +- h v)``, evaluated here when not given)."""
+        added to ``first`` (``L(x +- h v)``, evaluated here when not given); ``terms`` is
+        ``sum |v_i|`` and ``slack`` the budget along ``v`` when known."""
         self.probes += 1
         h = self.h
         if first is None:
@@ -102,7 +126,9 @@ class _Search:
         )
         expected = float(np.dot(self.a, v))
         numeric, error = float(g[0]), float(e[0])
-        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
+        terms = float(np.sum(np.abs(v))) if terms is None else terms
+        slack = self.slack(v) if slack is None else slack
+        allowance, rel = self.judge(expected, numeric, error + slack, terms)
         if not np.isfinite(numeric):
             status = "kink"  # the forward failed along this direction: treated as unusable
         elif k[0]:
@@ -111,27 +137,33 @@ class _Search:
             status = "fail" if abs(expected - numeric) > allowance else "pass"
         return _Probe(status, expected, numeric, error, float(left[0]), float(right[0]), rel, allowance)
 
-    def quick_probe(self, v: np.ndarray) -> _Probe:
+    def quick_probe(self, v: np.ndarray, terms: float | None = None, contributions: float | None = None,
+                    slack: float | None = None) -> _Probe:
         """Two evaluations; a direction that is not clearly fine gets the full ``probe``.
 
         Clearly fine: the central difference matches ``a . v`` within the allowance with the
         output's rounding as noise, and its second difference is small (a kink crossed within
-        ``+-h`` shows there, or moves the central difference)."""
+        ``+-h`` shows there, or moves the central difference). ``terms`` (``sum |v_i|``),
+        ``contributions`` (``sum |a_i v_i|``) and ``slack`` (``sum |b_i v_i|``) are computed here
+        unless given."""
         h = self.h
         first = self._values(v, [h, -h])
         numeric = float((first[0] - first[1]) / (2 * h))
         jump = float((first[0] - 2 * self.f0 + first[1]) / h)
         expected = float(np.dot(self.a, v))
         error = noise_error(self.sigma_model, h)
-        allowance, rel = self.judge(expected, numeric, error, float(np.sum(np.abs(v))))
-        contributions = float(np.sum(np.abs(self.a * v)))
+        terms = float(np.sum(np.abs(v))) if terms is None else terms
+        slack = self.slack(v) if slack is None else slack
+        allowance, rel = self.judge(expected, numeric, error + slack, terms)
+        if contributions is None:
+            contributions = float(np.sum(np.abs(self.a * v)))
         clearly_fine = (
             np.isfinite(numeric)
             and abs(expected - numeric) <= allowance
             and abs(jump) <= jump_limit(contributions, self.sigma_model, h)
         )
         if not clearly_fine:
-            return self.probe(v, first)
+            return self.probe(v, first, terms, slack)
         self.probes += 1
         return _Probe("pass", expected, numeric, error, numeric, numeric, rel, allowance)
 
@@ -222,25 +254,39 @@ def check_input_directional(
     exact_grad: np.ndarray | None,
     tol: Tolerance,
     rng: np.random.Generator,
+    signs: Signs,
     directions: int = DIRECTIONS,
     exact_name: str = "",
-) -> tuple[InputComparison, int, list[str]]:
-    """Directional check of one input; returns the comparison, directions checked, notes.
+    budget: np.ndarray | float = 0.0,
+    known_noise: Callable[[], float] | None = None,
+) -> tuple[InputComparison, int, list[str], Detection | None]:
+    """Directional check of one input; returns the comparison, directions checked, notes and
+    the smallest single-element error the directions would have caught (None without any).
 
     ``sigma_model`` is the rounding expected of the output (``eps * |L|``), used for the first,
     two-evaluation test of each direction; ``measure_noise()`` returns the forward's measured
-    noise (evaluated on first use) for the directions that need a closer look.
+    noise (evaluated on first use) for the directions that need a closer look, and
+    ``known_noise()`` the noise known without evaluating (measured where it was, else the model),
+    which the statement of what could have been missed uses.
     ``exact_grad`` is the gradient of the exact oracle called ``exact_name`` (the first that ran;
     None when none did) and ``exact_rounding(sigma, xscale)`` the per-element rounding allowed
-    against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat)."""
-    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, exact_rounding, analytic, exact_grad,
-                        exact_name, tol, rng, directions)
+    against it, for a noise level and the elements' scale ``max(|x_i|, rms(x))`` (flat).
+    ``budget`` is the per-element allowance of a gradient computed below float64 (flat, or 0),
+    added to every comparison of the analytic gradient. ``signs`` gives the directions' random
+    signs; ``rng`` every other random choice."""
+    def rounding(sigma: float, xscale: np.ndarray) -> np.ndarray:
+        return exact_rounding(sigma, xscale) + budget
+
+    check = _InputCheck(ev, name, f0, eps, sigma_model, measure_noise, rounding, analytic, exact_grad,
+                        exact_name, tol, rng, signs, directions)
+    check.search.budget = budget
     check.draw()
     if check.passed + len(check.failing) == 0 and check.kink_directions:
         check.isolate_kink_at_point()
     check.verify_exact_suspects()
     check.explain_failures()
-    return check.finish(), check.passed + len(check.failing), check.notes
+    detectable = check.detectable((known_noise or (lambda: sigma_model))())
+    return check.finish(), check.passed + len(check.failing), check.notes, detectable
 
 
 class _InputCheck:
@@ -250,19 +296,21 @@ class _InputCheck:
         self, ev: Evaluator, name: str, f0: float, eps: float, sigma_model: float,
         measure_noise: Callable[[], float], exact_rounding: Callable[[float, np.ndarray], np.ndarray],
         analytic: np.ndarray, exact_grad: np.ndarray | None, exact_name: str, tol: Tolerance,
-        rng: np.random.Generator, directions: int,
+        rng: np.random.Generator, signs: Signs, directions: int,
     ) -> None:
         self.ev, self.name, self.tol, self.rng, self.directions = ev, name, tol, rng, directions
+        self.signs = signs
         self.exact_name = exact_name
         self.shape = analytic.shape
-        a = self.a = analytic.reshape(-1).astype(np.float64)
+        # Read only: no float64 copy of a float64 gradient.
+        a = self.a = np.asarray(analytic, dtype=np.float64).reshape(-1)
         t = self.t = None if exact_grad is None else exact_grad.reshape(-1)
         self.weights = element_scale(ev.work[name].reshape(-1))
         self.scale = float(max(np.max(np.abs(a), initial=0.0), 0.0 if t is None else np.max(np.abs(t), initial=0.0)))
         self.search = _Search(ev, name, f0, STEP_FACTOR * eps ** (1.0 / 3.0), sigma_model, measure_noise, a,
                               self.weights, tol, self.scale)
         self.notes: list[str] = []
-        self.order = rng.permutation(a.size)
+        self._order: np.ndarray | None = None
         self.exact_err = np.zeros(a.size)
         self.exact_bad = np.zeros(a.size, dtype=bool)
         if t is not None:
@@ -275,6 +323,8 @@ class _InputCheck:
                 self.exact_bad &= np.abs(a - t) > allowed(a, t, self.exact_err, tol, self.scale)
         self.passed = self.crossed = self.disagreeing = 0
         self.failing: list[np.ndarray] = []  # directions that failed, to explain or localize
+        self.compared: list[tuple[float, float, float]] = []  # (a . v, sum |v_i|, slack) of each compared
+        self.drawn = 0  # sign vectors used
         self.worst = 0.0
         self.kink_directions: list[np.ndarray] = []
         self.excluded = np.zeros(a.size, dtype=bool)  # slices at a kink, left out of the directions
@@ -284,6 +334,28 @@ class _InputCheck:
         self.wrong_elements: set[int] = set()
         self.exact_only = np.zeros(0, dtype=np.int64)  # exact-bad elements listed unverified
         self.extra = 0
+
+    @property
+    def order(self) -> np.ndarray:
+        """A random order of the elements, for the bisection (drawn when first needed: a
+        permutation of a million elements costs more than a forward call)."""
+        if self._order is None:
+            self._order = self.rng.permutation(self.a.size)
+        return self._order
+
+    def detectable(self, sigma: float) -> Detection | None:
+        """The smallest error in a single element (relative to the largest gradient) that one of
+        the directions compared would have caught, with probability ``1 - POWER_DELTA``, for the
+        forward's noise ``sigma`` (``tolerance.detectable_error``); None when no direction was
+        compared or the gradient is all zeros."""
+        moved = self.weights[~self.excluded] if self.excluded.any() else self.weights
+        if not self.compared or not moved.size or not self.scale > 0:
+            return None
+        noise = noise_error(sigma, self.search.h)
+        weight = float(np.min(moved))
+        smallest = min(detectable_error(self.tol, self.scale, d, terms, noise, weight, slack=slack)
+                       for d, terms, slack in self.compared)
+        return Detection(smallest / self.scale, 1.0 - POWER_DELTA)
 
     # -- stage 1: random directions -----------------------------------------------------------
 
@@ -300,12 +372,20 @@ class _InputCheck:
     def draw(self) -> None:
         """Random directions (avoiding excluded slices) until ``directions`` were usable."""
         self.ev.tracker.stage("directions", self.name, 2 * self.directions)
+        moved = ~self.excluded if self.excluded.any() else None
+        # Every direction moves each coordinate by its whole scale: sum |v_i|, sum |a_i v_i| and
+        # the budget along it, sum |b_i v_i|, are the same for all of them.
+        w = self.weights if moved is None else np.where(moved, self.weights, 0.0)
+        terms = float(np.sum(w))
+        contributions = float(np.dot(np.abs(self.a), w))
+        slack = self.search.slack(w)
         draws = 0
         while self.passed + len(self.failing) < self.directions and draws < 3 * self.directions:
             draws += 1
-            v = self.rng.standard_normal(self.a.size) * self.weights
-            v[self.excluded] = 0.0
-            p = self.search.quick_probe(v)
+            v = self.signs.vector(self.drawn, self.a.size)
+            self.drawn += 1
+            v *= w
+            p = self.search.quick_probe(v, terms, contributions, slack)
             if p.status == "kink":
                 self.crossed += 1
                 self.kink_directions.append(v)
@@ -314,6 +394,7 @@ class _InputCheck:
                 self.passed += 1
             else:
                 self.worst = max(self.worst, p.rel)
+                self.compared.append((p.expected, terms, slack))
                 if p.status == "fail":
                     self.failing.append(v)
                 else:
@@ -537,20 +618,23 @@ def check_input(
     weighed against the first exact oracle, the others compared element by element."""
     point = ctx.point
     first = next(iter(exact), None)
-    comparison, checked, notes = check_input_directional(
+    comparison, checked, notes, detectable = check_input_directional(
         point.evaluator, name, point.value, point.eps,
         sigma_model=ctx.noise.model,
         measure_noise=ctx.noise.measured,
+        known_noise=ctx.noise.known,
+        signs=ctx.signs,
         exact_rounding=lambda sigma, xscale: exact_rounding(point, ctx.sensitivity, sigma, xscale),
         analytic=analytic,
         exact_grad=None if first is None else exact[first],
         exact_name=first or "",
         tol=tol,
         rng=ctx.rng,
+        budget=ctx.budgets.get(name, 0.0),
     )
     if len(exact) > 1:
         xscale = element_scale(point.evaluator.work[name]).reshape(-1)
         # The noise the first oracle's comparison was allowed (measured, where it needed that).
-        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale)
+        rounding = exact_rounding(point, ctx.sensitivity, ctx.noise.known(), xscale) + ctx.budgets.get(name, 0.0)
         comparison = with_other_exact(comparison, name, analytic, exact, tol, rounding)
-    return InputOutcome(comparison, checked, checked, notes=tuple(notes))
+    return InputOutcome(comparison, checked, checked, notes=tuple(notes), detectable=detectable)

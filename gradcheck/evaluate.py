@@ -187,32 +187,34 @@ class Evaluator:
             return self.work
         return {name: self.convert(a) for name, a in self.work.items()}
 
-    def output(self) -> np.ndarray:
-        """``forward(**inputs)`` at the current working point, as a float64-compatible array.
+    def output(self, args: dict[str, Any] | None = None) -> np.ndarray:
+        """``forward(**inputs)`` at the current working point (or at ``args``, the forward's
+        arguments), as a float64-compatible array.
 
         Raises:
             ForwardFailure: the forward raised or returned a non-numeric value.
         """
         try:
-            return self._output()
+            return self._output(self._args if args is None else args)
         finally:
             self.tracker.tick()  # outside the forward's try: a progress callback may abort
 
-    def _output(self) -> np.ndarray:
-        out = self.call()
+    def _output(self, args: dict[str, Any]) -> np.ndarray:
+        out = self.call(args)
         if isinstance(out, tuple | list | dict):
             raise MultipleOutputs(out)
         return as_float_array(out)
 
-    def call(self) -> Any:
-        """``forward(**inputs)`` at the current working point, as the forward returns it.
+    def call(self, args: dict[str, Any] | None = None) -> Any:
+        """``forward(**inputs)`` at the current working point (or at ``args``, the forward's
+        arguments), as the forward returns it.
 
         Raises:
             ForwardFailure: the forward raised (a ``ForwardFailure`` it raised goes on as it is).
         """
         self.evaluations += 1
         try:
-            return self.forward(**self._args)
+            return self.forward(**(self._args if args is None else args))
         except ForwardFailure:  # a wrapper of the forward found its value unusable (``outputs``)
             raise
         except Exception as exc:  # the code under test failed: a finding, not a harness error
@@ -280,18 +282,35 @@ class Evaluator:
 
     def direction_values(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> np.ndarray:
         """``L(x + t * direction)`` for each t in ``steps``; NaN where the forward failed."""
-        originals = {name: self.work[name].copy() for name in direction}
-        values = np.empty(len(steps), dtype=np.float64)
-        for k, t in enumerate(steps.tolist()):
+        outputs = self.direction_outputs(direction, steps)
+        return np.array([np.nan if out is None else self.contract(out) for out in outputs], dtype=np.float64)
+
+    def direction_outputs(self, direction: dict[str, np.ndarray], steps: np.ndarray) -> list[np.ndarray | None]:
+        """``forward(x + t * direction)`` for each t in ``steps`` (one evaluation each); None
+        where the forward failed.
+
+        The moved inputs are formed in a scratch array per input, in place (``t v``, then ``x``
+        added), and handed to the forward instead of the working copy, which is never touched:
+        nothing to copy or restore, one allocation per input whatever the number of steps."""
+        scratch = {name: np.empty_like(self.work[name]) for name in direction}
+        # ``t v`` is rounded to float64 before x is added, whatever the working dtype.
+        moved = {name: buf if buf.dtype == np.float64 else np.empty(buf.shape) for name, buf in scratch.items()}
+        args = dict(self._args)
+        for name, buf in scratch.items():
+            args[name] = buf if self.convert is None else self.convert(buf)
+        outputs: list[np.ndarray | None] = []
+        for t in np.asarray(steps).tolist():
             for name, v in direction.items():
-                np.add(originals[name], t * v, out=self.work[name])
+                np.multiply(v, t, out=moved[name])
+                np.add(moved[name], self.work[name], out=scratch[name], casting="same_kind")
             try:
-                values[k] = self.value()
+                out = self.output(args)
             except ForwardFailure:
-                values[k] = np.nan
-        for name, a in originals.items():
-            self.work[name][...] = a
-        return values
+                outputs.append(None)
+                continue
+            # The next step overwrites the scratch arrays: an output that is a view of one is copied.
+            outputs.append(out.copy() if any(np.may_share_memory(out, buf) for buf in scratch.values()) else out)
+        return outputs
 
 
 @dataclass(frozen=True)

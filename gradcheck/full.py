@@ -50,12 +50,13 @@ def check_input_full(
     ``ctx.sensitivity`` is ``sum_j |dL/dx_j x_j|`` over every checked input (from an exact
     oracle when one ran): with the forward's noise it sets the rounding allowed against it."""
     point, noise, sensitivity = ctx.point, ctx.noise, ctx.sensitivity
+    budget = ctx.budgets.get(name, 0.0)  # a gradient computed below float64: its allowance
     ev = point.evaluator
     if point.output.size == 0 or analytic.size == 0:
         # Nothing to difference: an empty output makes L identically 0 (every gradient is 0).
         zeros = NumericEstimate.exact(np.zeros(analytic.size))
         comparison = compare_input(name, analytic.shape, analytic.reshape(-1).astype(np.float64), zeros,
-                                   {o: g.reshape(-1) for o, g in exact.items()}, tol)
+                                   {o: g.reshape(-1) for o, g in exact.items()}, tol, budget=budget)
         return InputOutcome(comparison, int(analytic.size), comparison.compared,
                             measured=Differenced(zeros, np.zeros(analytic.size), 0.0))
     ev.tracker.stage("central differences", name, 2 * analytic.size)
@@ -75,10 +76,10 @@ def check_input_full(
     def suspects(sigma: float) -> np.ndarray:
         err = np.maximum(noise_error(sigma, h), rounding(sigma))
         with np.errstate(invalid="ignore"):
-            s = finite & (np.abs(a - d) > allowed(a, d, err, tol, scale))
+            s = finite & (np.abs(a - d) > allowed(a, d, err + budget, tol, scale))
             s |= finite & (np.abs(central.jump) > jump_limit(scale, sigma, h))
             for t in flat_exact.values():
-                s |= np.abs(a - t) > allowed(a, t, rounding(sigma), tol, scale)
+                s |= np.abs(a - t) > allowed(a, t, rounding(sigma) + budget, tol, scale)
                 s |= finite & (np.abs(d - t) > allowed(d, t, err, tol, scale))
         return s
 
@@ -112,6 +113,7 @@ def check_input_full(
     # precision has a numeric gradient of exactly 0 with no spread to measure).
     error = np.maximum(error, rounding(sigma))
     estimate = NumericEstimate(numeric, error, kink, left, right, low, high)
-    comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma))
+    comparison = compare_input(name, analytic.shape, a, estimate, flat_exact, tol, exact_error=rounding(sigma),
+                               budget=budget)
     return InputOutcome(comparison, int(analytic.size), comparison.compared, tuple(faults),
                         measured=Differenced(estimate, h, sigma))

@@ -1,11 +1,13 @@
 """Validate and copy the caller's inputs once, where they enter the harness.
 
-Everything downstream works on private float64 (or integer) numpy copies, so nothing the caller
-passed is ever mutated. Numbers become 0-d arrays; torch tensors are detached and copied. Every
+Everything downstream works on private numpy copies, so nothing the caller passed is ever
+mutated: ``values`` in the caller's dtypes (what the forward at the point and the backward get)
+and ``widened`` float64 copies of the same, already rounded, values (what the numeric oracle
+and the float64 references get). A bfloat16 tensor, which numpy cannot hold, is kept as
+float32 values (each exactly a bfloat16) and remembered as bfloat16 in ``dtype_names``.
+Numbers become 0-d arrays; torch tensors are detached and copied. Every
 copy is row-major (C-contiguous) whatever the caller's layout (Fortran order, a transpose, a
-slice): the numeric oracle perturbs elements through flat views of these copies. A bfloat16
-tensor becomes a float32 copy (exactly its values); its dtype is recorded as ``"bfloat16"`` in
-``PreparedInputs.labels``.
+slice): the numeric oracle perturbs elements through flat views of these copies.
 """
 
 from __future__ import annotations
@@ -34,19 +36,25 @@ class PreparedInputs:
         widened: name -> numpy array where floating inputs are widened to float64; the
             numeric oracle perturbs these.
         floating: names of floating inputs, in the caller's order.
-        dtypes: name -> the caller's dtype (numpy; float32 for bfloat16 tensors).
-        labels: name -> the caller's dtype in words where numpy has none (``"bfloat16"``).
+        dtypes: name -> the dtype of ``values`` (numpy; float32 for a bfloat16 tensor).
+        dtype_names: name -> the caller's dtype by name ("float32", "bfloat16", "int64").
+        tensors: names of the inputs the caller gave as torch tensors.
     """
 
     values: dict[str, np.ndarray]
     widened: dict[str, np.ndarray]
     floating: tuple[str, ...]
     dtypes: dict[str, np.dtype]
-    labels: dict[str, str] = field(default_factory=dict)
+    dtype_names: dict[str, str] = field(default_factory=dict)
+    tensors: frozenset[str] = frozenset()
 
-    def dtype_name(self, name: str) -> str:
-        """The caller's dtype of input ``name`` in words: ``"float32"``, ``"bfloat16"``."""
-        return self.labels.get(name, str(self.dtypes[name]))
+    def __post_init__(self) -> None:
+        for name, dtype in self.dtypes.items():
+            self.dtype_names.setdefault(name, dtype.name)
+
+    def native(self, name: str) -> str:
+        """The caller's dtype of input ``name``, by name."""
+        return self.dtype_names[name]
 
 
 def _to_array(name: str, value: Any) -> np.ndarray:
@@ -67,10 +75,10 @@ def _to_array(name: str, value: Any) -> np.ndarray:
                     f"input {name!r} is a {value.layout} tensor; only dense (strided) tensors "
                     f"can be checked: pass {name}.to_dense()"
                 )
-            if value.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
-                value = value.to(torch.float32)
             # Row-major, whatever the caller's strides: perturbations go through flat views.
             dense = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+            if dense.dtype == torch.bfloat16:  # numpy has no bfloat16: float32 holds it exactly
+                dense = dense.to(torch.float32)
             return dense.resolve_conj().resolve_neg().numpy()
     if isinstance(value, np.ndarray | np.generic):
         return np.array(value, copy=True, order="C")
@@ -98,13 +106,12 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
     widened: dict[str, np.ndarray] = {}
     floating: list[str] = []
     dtypes: dict[str, np.dtype] = {}
-    labels: dict[str, str] = {}
+    names: dict[str, str] = {}
+    tensors: set[str] = set()
     for name, value in inputs.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise GradcheckError(f"input names must be identifiers (they become keyword arguments), got {name!r}")
         array = _to_array(name, value)
-        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
-            labels[name] = "bfloat16"
         kind = array.dtype.kind
         if kind == "f":
             require_finite(name, array)
@@ -123,7 +130,18 @@ def prepare_inputs(inputs: Any) -> PreparedInputs:
             )
         values[name] = array
         dtypes[name] = array.dtype
-    return PreparedInputs(values, widened, tuple(floating), dtypes, labels)
+        names[name] = _dtype_name(value, array)
+        if type(value).__module__.startswith("torch"):
+            tensors.add(name)
+    return PreparedInputs(values, widened, tuple(floating), dtypes, names, frozenset(tensors))
+
+
+def _dtype_name(value: Any, array: np.ndarray) -> str:
+    """The dtype the caller gave, by name: a torch tensor's own ("bfloat16"), else the copy's."""
+    dtype = getattr(value, "dtype", None)
+    if type(value).__module__.startswith("torch") and dtype is not None:
+        return str(dtype).removeprefix("torch.")
+    return array.dtype.name
 
 
 def require_finite(name: str, array: np.ndarray) -> None:

@@ -38,9 +38,11 @@ class JaxOracle:
 
     def gradients(
         self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
-        dout: np.ndarray | float,
+        dout: np.ndarray | float, *, dtypes: Mapping[str, str] | None = None,
     ) -> Estimate | Unavailable:
-        """Gradients of ``sum(dout * forward(**inputs))`` by ``jax.vjp``, in float64.
+        """Gradients of ``sum(dout * forward(**inputs))`` by ``jax.vjp``, in float64 (or, given
+        ``dtypes``, name -> dtype name, the floating inputs in those dtypes; the gradients are
+        returned as float64 copies).
 
         Args:
             forward: the forward under test, called with JAX arrays as keywords.
@@ -56,14 +58,21 @@ class JaxOracle:
             import jax.numpy as jnp
         except ImportError:
             return Unavailable(self.name, "jax is not installed (pip install gradcheck[jax])")
+        dtypes = dtypes or {}
+
+        def array(name: str) -> Any:
+            a = inputs[name]
+            return jnp.asarray(a, dtype=getattr(jnp, dtypes.get(name, "float64"))) if a.dtype.kind == "f" else \
+                jnp.asarray(a)
+
         with _x64(jax):
-            held = {n: jnp.asarray(a) for n, a in inputs.items() if n not in wrt}
+            held = {n: array(n) for n in inputs if n not in wrt}
 
             def of_checked(*checked: Any) -> Any:
                 return forward(**held, **dict(zip(wrt, checked, strict=True)))
 
             try:
-                out, vjp = jax.vjp(of_checked, *(jnp.asarray(inputs[n], dtype=jnp.float64) for n in wrt))
+                out, vjp = jax.vjp(of_checked, *(array(n) for n in wrt))
             except Exception as exc:  # the forward is numpy- or torch-only, or failed on JAX
                 return Unavailable(self.name, _not_on_jax(exc), describe_exception(exc))
             if not isinstance(out, jax.Array):
@@ -77,9 +86,36 @@ class JaxOracle:
                 return Unavailable(self.name, f"jax.vjp could not differentiate the forward ({type(exc).__name__})",
                                    describe_exception(exc))
             gradients = {
-                n: np.asarray(g, dtype=np.float64).reshape(inputs[n].shape) for n, g in zip(wrt, grads, strict=True)
+                n: np.asarray(g.astype(jnp.float64)).reshape(inputs[n].shape) for n, g in zip(wrt, grads, strict=True)
             }
-            return Estimate(self.name, gradients, np.asarray(out, dtype=np.float64))
+            return Estimate(self.name, gradients, np.asarray(out.astype(jnp.float64)))
+
+    def jvp(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
+    ) -> Estimate | Unavailable:
+        """The Jacobian-vector product of ``forward`` along ``tangents`` by ``jax.jvp`` in
+        float64 (as ``TorchOracle.jvp``: under the key ``"jvp"``, with the output)."""
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError:
+            return Unavailable(self.name, "jax is not installed (pip install gradcheck[jax])")
+        names = tuple(tangents)
+        with _x64(jax):
+            held = {n: jnp.asarray(a) for n, a in inputs.items() if n not in tangents}
+
+            def of_checked(*checked: Any) -> Any:
+                return forward(**held, **dict(zip(names, checked, strict=True)))
+
+            try:
+                out, tangent = jax.jvp(of_checked, tuple(jnp.asarray(inputs[n], dtype=jnp.float64) for n in names),
+                                       tuple(jnp.asarray(tangents[n], dtype=jnp.float64) for n in names))
+            except Exception as exc:  # the forward is numpy- or torch-only, or failed on JAX
+                return Unavailable(self.name, _not_on_jax(exc), describe_exception(exc))
+            if not isinstance(out, jax.Array):
+                return Unavailable(self.name, f"forward returned {type(out).__name__} on JAX arrays, not an array")
+            return Estimate(self.name, {"jvp": np.asarray(tangent, dtype=np.float64)},
+                            np.asarray(out, dtype=np.float64))
 
 
 def _not_on_jax(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ import numpy as np
 
 from gradcheck.evaluate import ForwardFailure, as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
+from gradcheck.precision import native_arguments
 from gradcheck.render import fmt, index_str
 from gradcheck.reruns import Findings, torch_given
 from gradcheck.result import Diagnosis, Mismatch
@@ -134,8 +135,8 @@ class _Caller:
     names: tuple[str, ...]
 
     def tensors(self, torch: Any) -> dict[str, Any]:
-        if self.backward is None:  # autograd in float64, as the check's own gradient
-            return {n: torch.tensor(a) for n, a in self.prepared.widened.items()}
+        if self.backward is None:  # autograd in the caller's dtypes, as the check's own gradient
+            return native_arguments(self.prepared, on_torch=True)
         return {n: torch.tensor(a) for n, a in self.prepared.values.items()}
 
     def run(self, torch: Any, dout: np.ndarray | float, targets: tuple[_Target, ...], layout: str

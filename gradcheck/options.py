@@ -42,6 +42,8 @@ class CheckOptions:
             registry to say.
         deterministic: True makes any difference between repeated runs of the forward or the
             backward at the point a fault; False allows rounding-level differences (reported).
+        jvp: forward mode: None or False (not checked), True (torch's forward-mode AD, with
+            ``backward=None``) or a hand-written ``jvp(tangents, **inputs)``.
         reference: a differentiable torch function of the same inputs, the slow and obviously
             right version of the forward (``gradcheck.reference_oracle``), or None.
         reference_factor: how many times the reference's own error in a low dtype the forward
@@ -58,6 +60,7 @@ class CheckOptions:
     progress: bool | Callable[[Progress], Any] | None = None
     oracles: Iterable[str] | None = None
     deterministic: bool = False
+    jvp: Callable[..., Any] | bool | None = None
     reference: Callable[..., Any] | None = None
     reference_factor: float | None = None
     paths: Iterable[str] | None = None
@@ -71,6 +74,7 @@ class CheckOptions:
         validation.progress(self.progress)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
         validation.flag("deterministic", self.deterministic)
+        validation.jvp(self.jvp)
         validation.function("reference", self.reference, none_ok=True)
         validation.factor("reference_factor", self.reference_factor)
         if self.reference_factor is not None and self.reference is None:
@@ -146,6 +150,7 @@ def run_options(
     progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
+    jvp: Callable[..., Any] | bool | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -161,6 +166,7 @@ def run_options(
         progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
         deterministic=deterministic,
+        jvp=jvp,
         reference=reference,
         reference_factor=reference_factor,
         paths=paths,

@@ -26,7 +26,8 @@ from gradcheck.jax_oracle import JAX
 from gradcheck.tolerance import outputs_differ
 from gradcheck.torch_oracle import TORCH
 
-__all__ = ["DEFAULT_ORACLES", "ORACLES", "ExactFound", "Oracle", "choose_oracles", "oracle_named", "run_exact_oracles"]
+__all__ = ["DEFAULT_ORACLES", "ORACLES", "ExactFound", "Oracle", "choose_oracles", "oracle_named", "run_exact_jvps",
+           "run_exact_oracles"]
 
 
 class Oracle(Protocol):
@@ -37,7 +38,11 @@ class Oracle(Protocol):
 
     def gradients(
         self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
-        dout: np.ndarray | float,
+        dout: np.ndarray | float, *, dtypes: Mapping[str, str] | None = None,
+    ) -> Estimate | Unavailable: ...
+
+    def jvp(
+        self, forward: Callable[..., Any], inputs: Mapping[str, np.ndarray], tangents: Mapping[str, np.ndarray],
     ) -> Estimate | Unavailable: ...
 
 
@@ -118,3 +123,32 @@ def run_exact_oracles(
     notes = [f"{' and '.join(who)} oracle{'s' if len(who) > 1 else ''} not used: {reason}"
              for reason, who in reasons.items()]
     return ExactFound(gradients, notes, errors)
+
+
+def _usable(found: Estimate | Unavailable, oracle: Oracle, output: np.ndarray, scale: float) -> Estimate | Unavailable:
+    """``found``, or why it cannot serve: the forward's output on the oracle's arrays differs from
+    its own ``output`` (beyond ``tolerance.outputs_differ`` at ``scale``)."""
+    if not isinstance(found, Estimate):
+        return found
+    gap = np.max(np.abs(found.output - output), initial=0.0) if found.output.shape == output.shape else np.inf
+    if not outputs_differ(gap, scale):
+        return found
+    return Unavailable(oracle.name, f"the forward gives different values on {oracle.arrays} and "
+                       f"numpy arrays (largest difference {gap:.3g})")
+
+
+def run_exact_jvps(
+    chosen: tuple[Oracle, ...], forward: Callable[..., Any], inputs: Mapping[str, np.ndarray],
+    tangents: Mapping[str, np.ndarray], output: np.ndarray, scale: float,
+) -> tuple[dict[str, np.ndarray], dict[str, Unavailable]]:
+    """Each chosen oracle's Jacobian-vector product along ``tangents`` (name -> float64 array),
+    flat, by oracle name; and why the others did not run."""
+    found: dict[str, np.ndarray] = {}
+    missing: dict[str, Unavailable] = {}
+    for oracle in chosen:
+        estimate = _usable(oracle.jvp(forward, inputs, tangents), oracle, output, scale)
+        if isinstance(estimate, Estimate):
+            found[oracle.name] = np.asarray(estimate.gradients["jvp"], dtype=np.float64).reshape(-1)
+        else:
+            missing[oracle.name] = estimate
+    return found, missing

@@ -9,17 +9,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gradcheck.compare import InputComparison
+from gradcheck.directions import Signs
 from gradcheck.estimates import NumericEstimate
 from gradcheck.evaluate import Evaluator, ForwardFailure, MultipleOutputs, vmap_evaluator, without_graph
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import estimate_noise, machine_eps, step_sizes
 from gradcheck.parallel import choose_workers
+from gradcheck.result import Detection
 from gradcheck.tolerance import batch_agreement_limit, batching_pays, determinism_limit, torch_rounding
 
 __all__ = ["BATCH_MIN_ELEMENTS", "Context", "Differenced", "Fault", "InputOutcome", "Noise", "Point", "batched_point",
@@ -38,6 +40,7 @@ class Point:
     dout: np.ndarray | float
     notes: list[str]
     seconds: float  # one evaluation of the forward at the point
+    repeat: np.ndarray | None = None  # forward(x0) computed again (the determinism check's second call)
 
 
 class Fault(Exception):
@@ -95,7 +98,7 @@ def evaluate_point(
     except Exception as exc:
         raise Fault(f"forward returned an unusable value at the given point: {exc}") from None
     for name in prepared.values:
-        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype)):
+        if not np.array_equal(ev.work[name], prepared.widened[name].astype(ev.work[name].dtype, copy=False)):
             raise Fault(
                 f"forward mutates its input {name!r} in place; a forward must not change its inputs"
             )
@@ -109,7 +112,8 @@ def evaluate_point(
     ev = ev.derived(dout=upstream)
     value = ev.contract(out)
     start = time.perf_counter()
-    again = ev.value()
+    repeat = ev.output()
+    again = ev.contract(repeat)
     seconds = time.perf_counter() - start
     eps = machine_eps(out.dtype)
     scale = float(np.sum(np.abs(np.asarray(upstream) * out.astype(np.float64))))
@@ -117,7 +121,7 @@ def evaluate_point(
         raise Fault(
             f"forward is nondeterministic: two calls at the same point gave {value!r} and {again!r}"
         )
-    return Point(ev, value, max(abs(value), scale), eps, out, upstream, notes, seconds)
+    return Point(ev, value, max(abs(value), scale), eps, out, upstream, notes, seconds, repeat)
 
 
 def draw_dout(shape: tuple[int, ...], seed: int) -> np.ndarray | float:
@@ -208,12 +212,18 @@ class Noise:
 class Context:
     """What every input's check shares, in either mode: the point, the forward's noise, the
     sum of ``|dL/dx_j x_j|`` over the checked inputs (with the noise it sets the rounding allowed
-    against an exact oracle) and the generator of random directions."""
+    against an exact oracle), the generator of random choices, the random signs of the
+    directions (directional mode; drawn once, shared by the inputs) and the low-precision
+    budgets."""
 
     point: Point
     noise: Noise
     sensitivity: float
     rng: np.random.Generator
+    signs: Signs
+    # input name -> flat per-element allowance of a gradient computed below float64 against the
+    # float64 truth (``gradcheck.precision``); absent for float64 gradients.
+    budgets: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,8 @@ class Differenced:
 class InputOutcome:
     """One input's check, in either mode (``full.check_input_full``,
     ``directional.check_input``): the comparison, elements or directions checked and compared,
-    faults and notes, and (full mode) what was measured for the tie test."""
+    faults and notes, (full mode) what was measured for the tie test and (directional mode)
+    the smallest single-element error its directions would have caught."""
 
     comparison: InputComparison
     checked: int
@@ -237,6 +248,7 @@ class InputOutcome:
     faults: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     measured: Differenced | None = None
+    detectable: Detection | None = None
 
 
 def reference_scales(

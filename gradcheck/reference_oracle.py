@@ -232,7 +232,7 @@ _LOW = {"float32", "float16", "bfloat16"}
 def low_dtypes(prepared: PreparedInputs) -> dict[str, str]:
     """Floating inputs given in a low dtype: name -> ``"float32"``, ``"float16"`` or
     ``"bfloat16"``."""
-    return {n: prepared.dtype_name(n) for n in prepared.floating if prepared.dtype_name(n) in _LOW}
+    return {n: prepared.native(n) for n in prepared.floating if prepared.native(n) in _LOW}
 
 
 def _copy(torch: Any, value: Any, fallback: np.ndarray) -> Any:

@@ -11,9 +11,17 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradcheck.result import CheckResult, InputSummary, Mismatch
+    from gradcheck.result import (
+        CheckResult,
+        Consistency,
+        Detection,
+        ForwardSummary,
+        InputSummary,
+        Mismatch,
+        TaylorEvidence,
+    )
 
-__all__ = ["MAX_ELEMENTS_SHOWN", "fmt", "index_str", "result_lines", "through_text"]
+__all__ = ["MAX_ELEMENTS_SHOWN", "detectable_text", "fmt", "index_str", "result_lines", "taylor_text", "through_text"]
 
 MAX_ELEMENTS_SHOWN = 5
 
@@ -38,6 +46,12 @@ def through_text(names: tuple[str, ...]) -> str:
     if len(quoted) == 1:
         return f"through output {quoted[0]}"
     return f"through outputs {', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def detectable_text(name: str, detection: Detection) -> str:
+    """What directional mode could have missed in input ``name``, in a sentence."""
+    return (f"a single element wrong by {fmt(detection.relative_error, 2)} or more (relative to {name}'s "
+            f"largest gradient) would have been caught with probability >= {detection.probability:g}")
 
 
 def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_output: bool) -> str:
@@ -70,7 +84,50 @@ def _input_line(s: InputSummary, oracles: tuple[str, ...], mode: str, empty_outp
     return " ".join(parts).replace(" ;", ";")
 
 
+def _forward_line(f: ForwardSummary, oracles: tuple[str, ...]) -> str:
+    verdict = "FAIL" if not f.ok else ("ok  " if f.compared or f.kinks else "--  ")
+    randoms = sum(t.startswith("random") for t in f.tangents)
+    kinds = f"{randoms} random" + (f", {len(f.tangents) - randoms} basis" if len(f.tangents) > randoms else "")
+    source = "torch forward-mode AD" if f.source == "torch" else "jvp"
+    per = f" ({f.checked // len(f.tangents)} per tangent)" if f.tangents else ""
+    counts = (f"{f.mismatches}/{f.checked} output elements mismatch{per}" if f.mismatches
+              else f"{f.compared} output element{' matches' if f.compared == 1 else 's match'}{per}")
+    if f.kinks:
+        counts += f", {f.kinks} at kinks"
+    worst = ", ".join(f"{o} {fmt(f.worst.get(o), 2)}" for o in oracles if o in f.worst or o == "numeric")
+    return (f"  {verdict} forward mode ({source}) along {len(f.tangents)} tangents ({kinds}): {counts}; "
+            f"worst rel. error {worst}")
+
+
+def _consistency_line(c: Consistency, source: str) -> str:
+    refs = ", ".join(f"{o} {fmt(v, 6)}" + (f" (+-{fmt(c.errors[o], 1)})" if o in c.errors else "")
+                     for o, v in c.references.items())
+    side = {"jvp": f"the {source} (forward-mode side) is wrong",
+            "backward": "the backward (reverse-mode side) is wrong",
+            "both": "both sides are wrong", "undetermined": "the oracles cannot tell which side is wrong"}[c.wrong]
+    return (f"  FAIL {source} vs backward along {c.tangent}: <dout, J u> is {fmt(c.by_jvp, 6)} by the {source}, "
+            f"{fmt(c.by_backward, 6)} by the backward (allowed apart {fmt(c.tolerance, 2)}); "
+            f"{refs or 'no oracle value'}: {side}")
+
+
+def taylor_text(e: TaylorEvidence) -> str:
+    """``x[1, 2]: remainder order 1.00 (wrong)`` (``x along random: ...`` for a random direction)."""
+    where = f"{e.input} along a random direction" if e.direction == "random" else e.direction
+    if e.order is None:
+        return f"{where}: remainder at the noise floor ({e.verdict})"
+    return f"{where}: remainder order {e.order:.2f} ({e.verdict})" + ("; cleared" if e.cleared else "")
+
+
 def _mismatch_line(m: Mismatch, oracles: tuple[str, ...]) -> str:
+    if m.mode == "forward":
+        values = [f"{o} {fmt(m.references[o], 6)}" + (f" (+-{fmt(m.errors[o], 1)})" if o in m.errors else "")
+                  if o in m.references else f"{o} -" for o in oracles or ("numeric",)]
+        where = index_str("output", m.index) if m.index else "output"
+        why = ("outside the one-sided slopes" if m.slopes is not None
+               else f"disagrees with {' and '.join(m.against)}")
+        return (f"      along {m.tangent} (moves {m.input}), {where}: jvp {fmt(m.analytic, 6)}, {', '.join(values)}; "
+                f"off by {fmt(m.difference, 3)} (rel. {fmt(m.relative_error, 2)}), allowed {fmt(m.tolerance, 2)} "
+                f"({why})")
     if m.tied:
         low, high = m.slopes or (float("nan"), float("nan"))
         return (
@@ -111,8 +168,9 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
     kinks, faults and notes."""
     verdict = result.verdict.upper()
     oracles = ", ".join(result.oracles) if result.oracles else "none"
+    modes = "" if result.modes == ("reverse",) else f"modes {'+'.join(result.modes)}; "
     lines = [
-        f"gradcheck {verdict}: oracles {oracles}; mode {result.mode}; "
+        f"gradcheck {verdict}: oracles {oracles}; mode {result.mode}; {modes}"
         f"{result.evaluations} forward evaluations; seed {result.seed}"
     ]
     for fault in result.faults:
@@ -128,16 +186,37 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         lines.append(_input_line(summary, result.oracles, result.mode, empty_output))
         if summary.outputs:
             lines.append(f"      wrt {summary.name}, {through_text(summary.outputs)}")
+        if summary.budget:
+            caught = "" if summary.smallest_caught is None else \
+                f"; smallest relative error caught {fmt(summary.smallest_caught, 2)}"
+            lines.append(f"      budget: {summary.budget}{caught}")
+        if summary.detectable is not None:
+            lines.append(f"      {detectable_text(summary.name, summary.detectable)}")
         if summary.diagnosis is not None:
             found = summary.diagnosis
             label = "" if found.kind == "undetermined" else f"likely bug ({found.kind}): "
             lines.append(f"      {label}{found.summary}" + (f" [{found.evidence}]" if found.evidence else ""))
-        listed = [m for m in result.mismatches if m.input == summary.name][:max_elements]
+        listed = [m for m in result.mismatches if m.input == summary.name and m.mode == "reverse"][:max_elements]
         if summary.diagnosis is None and any(not m.tied for m in listed):
             lines.append("      likely bug: no simple pattern")
         lines.extend(_mismatch_line(m, result.oracles) for m in listed)
         if summary.mismatches > len(listed):
             lines.append(f"      ... and {summary.mismatches - len(listed)} more")
+        evidence = [e for e in result.taylor if e.input == summary.name]
+        if evidence:
+            lines.append("      Taylor test: " + "; ".join(taylor_text(e) for e in evidence))
+    if result.forward is not None:
+        lines.append(_forward_line(result.forward, result.oracles))
+        listed = [m for m in result.mismatches if m.mode == "forward"][:max_elements]
+        lines.extend(_mismatch_line(m, result.oracles) for m in listed)
+        if result.forward.mismatches > len(listed):
+            lines.append(f"      ... and {result.forward.mismatches - len(listed)} more")
+    wrong = [c for c in result.consistency if not c.ok]
+    if wrong:
+        source = "torch forward-mode AD" if result.forward is not None and result.forward.source == "torch" else "jvp"
+        lines.append(_consistency_line(wrong[0], source))
+        if len(wrong) > 1:
+            lines.append(f"      ... and along {len(wrong) - 1} more tangent(s)")
     if result.kinks:
         kinks = result.kinks[:MAX_ELEMENTS_SHOWN]
         lines.append(

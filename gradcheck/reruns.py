@@ -21,8 +21,9 @@ from gradcheck.estimates import Unavailable
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import element_scale
 from gradcheck.point import Fault, Point, exact_rounding, reference_scales
+from gradcheck.precision import gradient_dtype
 from gradcheck.result import Diagnosis, Mismatch
-from gradcheck.tolerance import precision, reorder_limit
+from gradcheck.tolerance import dtype_eps, reorder_limit
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["Backprop", "Findings", "gradient_eps", "reordering", "torch_given"]
@@ -33,7 +34,7 @@ class Backprop:
     """The analytic gradient of a check, computable at any upstream gradient.
 
     ``backward`` is the numpy-API backward (called as the check calls it), or None for torch
-    autograd of ``forward`` on float64 tensors."""
+    autograd of ``forward`` on tensors in the caller's dtypes (as the check's own gradient)."""
 
     forward: Callable[..., Any]
     backward: Callable[..., Any] | None
@@ -50,7 +51,8 @@ class Backprop:
             if new:
                 raise Fault(new[0])
             return gradients
-        found = TORCH.gradients(self.forward, self.prepared.widened, self.names, dout)
+        found = TORCH.gradients(self.forward, self.prepared.values, self.names, dout,
+                                dtypes=self.prepared.dtype_names)
         if isinstance(found, Unavailable):
             raise Fault(f"autograd failed: {found.error or found.reason}")
         return {n: np.asarray(g, dtype=np.float64) for n, g in found.gradients.items()}
@@ -74,12 +76,9 @@ class Findings:
 
 
 def gradient_eps(prepared: PreparedInputs, name: str, gradient: np.ndarray, *, on_torch: bool) -> float:
-    """The roundoff of a gradient's computation: float64 for autograd's (``on_torch``), else the
-    lower precision of the input and the gradient the backward returned."""
-    if on_torch:
-        return precision(8).eps
-    dtype = gradient.dtype if gradient.dtype.kind == "f" else np.dtype(np.float64)
-    return precision(min(prepared.dtypes[name].itemsize, dtype.itemsize)).eps
+    """The roundoff of a gradient's computation: autograd's (``on_torch``) in the input's dtype,
+    else the lower precision of the input and the gradient the backward returned."""
+    return dtype_eps(gradient_dtype(prepared, name, gradient, autograd=on_torch))
 
 
 def reordering(

@@ -15,12 +15,16 @@ from gradcheck.render import result_lines
 
 __all__ = [
     "CheckResult",
+    "Consistency",
+    "Detection",
     "Diagnosis",
     "Disagreement",
+    "ForwardSummary",
     "InputSummary",
     "Kink",
     "Mismatch",
     "OutputSummary",
+    "TaylorEvidence",
     "Tolerance",
 ]
 
@@ -104,6 +108,10 @@ class Mismatch:
     ``gradcheck.ties``): then ``analytic`` is the sum of their gradients and ``slopes`` the
     one-sided slopes along the move; ``index`` is the first. For a complex input ``index`` is the
     complex element's and ``part`` says which part of it ("real" or "imag"; "" for a real input).
+
+    In forward mode (``mode="forward"``) the element is one of the output's tangent: ``input``
+    names the inputs the tangent moves, ``tangent`` describes it (``"random 2"``,
+    ``"basis x[1]"``), ``index`` is the output element and ``analytic`` the ``jvp``'s value there.
     """
 
     input: str
@@ -119,6 +127,8 @@ class Mismatch:
     tied: tuple[str, ...] = ()
     part: str = ""
     outputs: tuple[str, ...] = ()
+    mode: str = "reverse"
+    tangent: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,17 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """What directional mode could have missed in one input: any single element wrong by
+    ``relative_error`` or more (relative to the input's largest gradient) would have been caught
+    with probability at least ``probability``, along the directions the check used (see
+    ``tolerance.detectable_error``)."""
+
+    relative_error: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class InputSummary:
     """The verdict for one checked input.
 
@@ -174,6 +195,15 @@ class InputSummary:
         diagnosis: the likely bug, when there are mismatches and a pattern fits.
         outputs: for a forward with several outputs, those the gradient is wrong through (each
             checked on its own, ``dout`` zero on the others); empty otherwise.
+        budget: for a gradient computed below float64, how its allowance against the float64
+            truth was set (``gradcheck.precision``); empty for a float64 one.
+        smallest_caught: the smallest relative error in one element that this check would
+            have flagged (its most sensitive element; None where nothing was compared element by
+            element). A low-precision budget measured at the point alone is widened by its
+            neighbours' before a gradient just past it is flagged (``gradcheck.precision``).
+        detectable: directional mode: the smallest error in a single element its directions
+            would have caught (``Detection``); None in full mode, which compares every element,
+            or when no direction could be used.
     """
 
     name: str
@@ -189,6 +219,9 @@ class InputSummary:
     compared: int = 0
     worst_at: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    budget: str = ""
+    smallest_caught: float | None = None
+    detectable: Detection | None = None
 
     @property
     def ok(self) -> bool:
@@ -210,6 +243,94 @@ class OutputSummary:
     shape: tuple[int, ...]
     dtype: str
     differentiable: bool = True
+
+
+@dataclass(frozen=True)
+class ForwardSummary:
+    """The verdict of forward mode (the ``jvp`` checked along tangents).
+
+    Attributes:
+        source: what gave the checked JVPs: ``"jvp"`` (hand-written) or ``"torch"`` (torch's
+            forward-mode AD, ``jvp=True``).
+        tangents: the tangents checked, described (``"random 1"``, ``"basis x[0]"``).
+        checked: output elements checked over all tangents; ``compared``, of those, the ones
+            compared with an oracle's value (kinks and failed evaluations aside).
+        mismatches, kinks: counts.
+        worst: the largest relative error against each oracle, by name; ``worst_at`` the tangent
+            and output element of each, e.g. ``{"numeric": "random 2 [3]"}``.
+        tolerance: the tolerance used.
+        evaluations: forward evaluations spent on the numeric JVPs (four per tangent at most).
+    """
+
+    source: str
+    tangents: tuple[str, ...]
+    checked: int
+    compared: int
+    mismatches: int
+    kinks: int
+    worst: Mapping[str, float | None]
+    tolerance: Tolerance
+    evaluations: int = 0
+    worst_at: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """``<v, J u>`` computed by the jvp (``v . jvp(u)``) and by the backward (``backward(v) . u``)
+    along one tangent ``u``, with ``v`` the check's ``dout``.
+
+    Attributes:
+        tangent: the tangent, described.
+        by_jvp, by_backward: the two values; ``references`` the oracles' (numeric: the directional
+            derivative of ``L`` along ``u``; an exact oracle's gradient dotted with ``u``) and
+            ``errors`` their error estimates.
+        tolerance: how far apart the two may be.
+        ok: they agree.
+        wrong: which side the oracles say is wrong: ``"jvp"``, ``"backward"``, ``"both"``, or
+            ``"undetermined"`` (no oracle value, or it agrees with neither side clearly).
+    """
+
+    tangent: str
+    by_jvp: float
+    by_backward: float
+    references: Mapping[str, float]
+    errors: Mapping[str, float]
+    tolerance: float
+    ok: bool
+    wrong: str = ""
+
+
+@dataclass(frozen=True)
+class TaylorEvidence:
+    """The Taylor test of one input along one direction ``v``: the remainder
+    ``r(h) = |L(x + h v) - L(x) - h <g, v>|`` at halving steps ``h`` shrinks as ``h^2`` when the
+    gradient ``g`` is right and as ``h`` when it is wrong.
+
+    Attributes:
+        input: the input moved; ``direction``: ``"random"`` or the mismatch's element
+            (``"x[1, 2]"``), or in forward mode the tangent (``"jvp random 1"``).
+        order: the observed order (slope of log r against log h over the smallest steps above
+            the noise floor); None when too few remainders rose above it.
+        verdict: ``"right"`` (order near 2), ``"wrong"`` (near 1), ``"noise"`` (the remainder
+            stays at the noise floor, at every step but one at most: no first-order error shows)
+            or ``"unclear"``.
+        steps, remainders: the measurements; ``noise`` the floor below which a remainder is
+            rounding.
+        cleared: this evidence cleared a mismatch that only the numeric oracle saw.
+    """
+
+    input: str
+    direction: str
+    order: float | None
+    verdict: str
+    steps: tuple[float, ...] = ()
+    remainders: tuple[float, ...] = ()
+    noise: float = 0.0
+    cleared: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +358,11 @@ class CheckResult:
             say why in one line; this is the full message, with file and line).
         outputs: a forward with several outputs: each one's name, shape and dtype, in order;
             empty for a forward that returns one array.
+        modes: the modes checked: ``"reverse"`` (the backward's vector-Jacobian product),
+            ``"forward"`` (the ``jvp``'s Jacobian-vector products).
+        forward: forward mode's verdict, when it was checked.
+        consistency: the jvp against the backward along each tangent (both modes checked).
+        taylor: the Taylor test's evidence next to failures and marginal passes.
     """
 
     ok: bool
@@ -253,6 +379,10 @@ class CheckResult:
     output_shape: tuple[int, ...] = ()
     oracle_errors: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[OutputSummary, ...] = ()
+    modes: tuple[str, ...] = ("reverse",)
+    forward: ForwardSummary | None = None
+    consistency: tuple[Consistency, ...] = ()
+    taylor: tuple[TaylorEvidence, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -266,7 +396,8 @@ class CheckResult:
         say that nothing was checked."""
         if not self.ok:
             return "fail"
-        if math.prod(self.output_shape) == 0 or not any(s.compared or s.kinks for s in self.inputs):
+        forward = self.forward is not None and bool(self.forward.compared or self.forward.kinks)
+        if math.prod(self.output_shape) == 0 or not (forward or any(s.compared or s.kinks for s in self.inputs)):
             return "inconclusive"
         return "pass"
 

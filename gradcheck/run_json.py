@@ -26,7 +26,7 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
     CASE = {"name", "description", "family": str, "bug": str | null,
             "expected_diagnosis": str | null, "verdict": "pass" | "FAIL" | "caught" | "MISSED"
             | "error" | "inconclusive", "ok": bool, "seed": int, "examples": int (drawn), "points": int (fixed),
-            "oracles": [str],
+            "oracles": [str], "modes": [str],  # modes: "reverse", "forward"
             "kinks": int, "inconclusive": int (checks that compared nothing), "failures": int, "seconds": float,
             "error": str | null,
             "worst_relative_error": {ORACLE: float | null},   # one key per oracle that ran
@@ -34,6 +34,10 @@ Schema (``schema_version`` 2; keys are stable, new keys may be added):
             "worst_at": {"numeric": WORST | null, "torch": WORST | null},
             "diagnoses": [{"input": str, "kind": str, "summary": str, "params": {...},
                            "evidence": str}],
+            "detectable": {INPUT_NAME: {"relative_error": float, "probability": float}},
+                # inputs checked in directional mode: any single element wrong by relative_error
+                # or more (of the input's largest gradient) would have been caught with at least
+                # that probability, in every check of the case (the weakest over them); {} if none
             "minimal_example": EXAMPLE | null, "at_point": EXAMPLE | null}
 
     EXAMPLE = {"source": "drawn" | "point", "inputs": [INPUT], "result": CheckResult.to_dict()}
@@ -78,6 +82,10 @@ SCHEMA_VERSION = 2
 # ``output_shape`` is then ``[n]``, the differentiable elements raveled together), empty for a
 # forward that returns one array; each input and mismatch carries ``outputs``, the names of the
 # outputs its gradient is wrong through.
+# Added keys (same version): a case's ``modes``; a result's ``modes``, ``forward``, ``consistency``
+# and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
+# Each case and each input of a result carries ``detectable``, directional mode's statement of
+# what it could have missed.
 
 
 def versions() -> dict[str, str | None]:
@@ -149,6 +157,7 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "points": run.points,
         "inconclusive": run.inconclusive,
         "oracles": list(run.oracles),
+        "modes": list(run.modes),
         "kinks": run.kinks,
         "failures": run.failures,
         "seconds": round(run.seconds, 4),
@@ -157,6 +166,8 @@ def case_to_dict(run: CaseRun) -> dict[str, Any]:
         "worst_input": {oracle: run.worst_input.get(oracle) for oracle in run.oracles},
         "worst_at": {oracle: _worst(run.worst_at.get(oracle)) for oracle in run.oracles},
         "diagnoses": diagnoses(run),
+        "detectable": {name: {"relative_error": d.relative_error, "probability": d.probability}
+                       for name, d in run.detectable.items()},
         "minimal_example": _example(run.minimal),
         "at_point": _example(run.at_point),
     }

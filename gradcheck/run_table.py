@@ -8,7 +8,8 @@ terminal's width, else 80, as when piped). A number or a verdict is never cut: w
 is too wide, these steps are taken in order until it fits:
 
 1. the ``worst vs ...`` headers go on two lines;
-2. ``oracles`` is dropped (a ``-`` in a ``worst vs`` column says that oracle did not run);
+2. ``modes`` is dropped (the details under the table name each failing check's modes), then
+   ``oracles`` (a ``-`` in a ``worst vs`` column says that oracle did not run);
 3. ``examples`` is dropped (the summary line gives the total);
 4. ``note`` is dropped (until then it is cut with an ellipsis to the room left, down to
    ``NOTE_MIN_WIDTH`` characters; the details under the table give it in full);
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.render import detectable_text
 from gradcheck.report import fmt, index_str, result_lines
 from gradcheck.runner import CaseRun, InputShown, MinimalExample, RunReport, shown_inputs
 
@@ -37,6 +39,7 @@ __all__ = [
     "DROP_ORDER",
     "columns",
     "details_lines",
+    "detectable_lines",
     "drop_order",
     "fit_table",
     "markdown",
@@ -61,14 +64,14 @@ def report_oracles(report: RunReport) -> tuple[str, ...]:
 
 def columns(oracles: tuple[str, ...] = DEFAULT_ORACLES) -> tuple[str, ...]:
     """The table's columns for a run whose checks used ``oracles``."""
-    return ("case", "examples", "oracles", "kinks", *(f"worst vs {o}" for o in oracles), "verdict", "note")
+    return ("case", "examples", "oracles", "modes", "kinks", *(f"worst vs {o}" for o in oracles), "verdict", "note")
 
 
 def drop_order(oracles: tuple[str, ...] = DEFAULT_ORACLES) -> tuple[str, ...]:
     """Dropped from the terminal table in this order while it is too wide; case, verdict and
     the first exact oracle's worst error stay."""
     later = tuple(f"worst vs {o}" for o in reversed(oracles[2:]))
-    return ("oracles", "examples", "note", "kinks", *later, "worst vs numeric")
+    return ("modes", "oracles", "examples", "note", "kinks", *later, "worst vs numeric")
 
 
 COLUMNS = columns()
@@ -110,6 +113,10 @@ def note(run: CaseRun) -> str:
         return _short(f"{d.kind} in {names}: {headline}")
     if result.faults:
         return _short(f"fault: {result.faults[0]}")
+    if result.forward is not None and not result.forward.ok:
+        side = next((c.wrong for c in result.consistency if not c.ok), "")
+        named = f"; the {side} is wrong" if side in ("jvp", "backward") else ""
+        return _short(f"forward mode: {result.forward.mismatches} jvp output element(s) mismatch{named}")
     wrong = [s.name for s in result.inputs if not s.ok]
     return _short(f"mismatch in {', '.join(wrong)}; no simple pattern") if wrong else ""
 
@@ -122,6 +129,7 @@ def rows(report: RunReport) -> list[tuple[str, ...]]:
             run.case.name,
             str(run.examples),
             "+".join(run.oracles) or "-",
+            "+".join(run.modes) or "-",
             str(run.kinks),
             *(fmt(run.worst.get(o), 2) if o in run.oracles else "-" for o in report_oracles(report)),
             run.verdict,
@@ -231,7 +239,15 @@ def details_lines(report: RunReport) -> list[str]:
         if report.gallery and not run.caught and run.error is None:
             lines.append(f"    MISSED: {run.examples} examples passed although the backward is buggy")
         lines.append("")
-    return lines
+    return lines + detectable_lines(report)
+
+
+def detectable_lines(report: RunReport) -> list[str]:
+    """A note per case that ran directional checks: what they could have missed, per input
+    (the weakest statement over the case's checks)."""
+    lines = [f"{run.case.name} (directional): {detectable_text(name, d)}"
+             for run in report.runs for name, d in run.detectable.items()]
+    return [*lines, ""] if lines else []
 
 
 def terminal_width() -> int:

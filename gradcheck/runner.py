@@ -35,7 +35,7 @@ from gradcheck.evaluate import describe_exception
 from gradcheck.layouts import draw as draw_layout
 from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
 from gradcheck.progress import Progress
-from gradcheck.result import CheckResult, Kink, Mismatch
+from gradcheck.result import CheckResult, Detection, Kink, Mismatch
 from gradcheck.worst import WorstAt, track_worst
 
 __all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
@@ -95,6 +95,7 @@ class CaseRun:
             re-checks Hypothesis makes while shrinking.
         points: fixed points (``case.points``) checked, before the drawn examples.
         oracles: oracles that ran in any check, e.g. ("numeric", "torch").
+        modes: the modes checked in any check, e.g. ("reverse", "forward").
         kinks: kinks met over all checks (elements held to their one-sided slopes).
         inconclusive: checks that compared nothing (empty inputs or output).
         worst: the largest relative error against each oracle over all checks, by oracle name
@@ -109,6 +110,8 @@ class CaseRun:
         error: a case error (its strategy raised, or a misuse found while checking), if any.
         seconds: wall time.
         samples: the inputs of the first ``MAX_SAMPLES`` examples checked (for plots).
+        detectable: per input checked in directional mode, the weakest statement of what its
+            checks could have missed (the largest ``Detection.relative_error`` over them).
     """
 
     case: Case
@@ -116,6 +119,7 @@ class CaseRun:
     examples: int = 0
     points: int = 0
     oracles: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
     kinks: int = 0
     inconclusive: int = 0
     worst: dict[str, float | None] = field(default_factory=dict)
@@ -127,6 +131,7 @@ class CaseRun:
     error: str | None = None
     seconds: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    detectable: dict[str, Detection] = field(default_factory=dict)
 
     @property
     def caught(self) -> bool:
@@ -156,10 +161,15 @@ class CaseRun:
             example: int | None = None) -> None:
         """Count one check's findings (of example number ``example`` with ``inputs``)."""
         self.oracles = (*self.oracles, *(o for o in result.oracles if o not in self.oracles))
+        self.modes = (*self.modes, *(m for m in result.modes if m not in self.modes))
         self.kinks += len(result.kinks)
         self.failures += not result.ok
         self.inconclusive += result.verdict == "inconclusive"
         track_worst(self, result, example=example, inputs=inputs)
+        for s in result.inputs:
+            known = self.detectable.get(s.name)
+            if s.detectable is not None and (known is None or s.detectable.relative_error > known.relative_error):
+                self.detectable[s.name] = s.detectable
 
 
 @dataclass
@@ -385,7 +395,7 @@ def run_case(
     run = CaseRun(case=case, seed=seed)
     # The report draws its own progress (no stderr line from each check).
     options = run_options(settings, wrt=case.wrt, seed=seed,
-                          progress=check_progress if check_progress is not None else False)
+                          progress=check_progress if check_progress is not None else False, jvp=case.jvp)
     start = time.perf_counter()
 
     def count(checked: Checked) -> None:

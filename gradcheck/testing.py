@@ -122,6 +122,7 @@ class GradcheckFixture:
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
+        jvp: Callable[..., Any] | bool | None = None,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
@@ -134,7 +135,7 @@ class GradcheckFixture:
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic, reference=reference,
+                              oracles=oracles, deterministic=deterministic, jvp=jvp, reference=reference,
                               reference_factor=reference_factor, paths=paths)
         return self._check(forward, backward, inputs, options)
 
@@ -161,6 +162,7 @@ class GradcheckFixture:
         progress: bool | Callable[[Progress], Any] | None = None,
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
+        jvp: Callable[..., Any] | bool | None = None,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
@@ -169,7 +171,7 @@ class GradcheckFixture:
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic, reference=reference,
+                              oracles=oracles, deterministic=deterministic, jvp=jvp, reference=reference,
                               reference_factor=reference_factor, paths=paths)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
@@ -178,15 +180,15 @@ class GradcheckFixture:
 
 
 def _as_case(
-    forward: Any, backward: Any, inputs: Any, wrt: str | Sequence[str] | None
+    forward: Any, backward: Any, inputs: Any, wrt: str | Sequence[str] | None, jvp: Any = None,
 ) -> Case:
     """The case a ``gradient_test`` checks, validated where the arguments enter."""
     if isinstance(forward, Case):
-        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt))
+        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt), ("jvp", jvp))
         given = [n for n, v in extra if v is not _MISSING and v is not None]
         if given:
             raise GradcheckError(
-                f"gradient_test(case) takes the case's own backward, inputs and wrt; got {given} as well"
+                f"gradient_test(case) takes the case's own backward, inputs, wrt and jvp; got {given} as well"
             )
         return forward
     if backward is _MISSING:
@@ -199,7 +201,7 @@ def _as_case(
             "(or a dict of strategies)"
         )
     name = getattr(forward, "__qualname__", None) or type(forward).__name__
-    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt)
+    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt, jvp=jvp)
 
 
 def gradient_test(
@@ -212,6 +214,7 @@ def gradient_test(
     mode: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
+    jvp: Callable[..., Any] | bool | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., None]]:
     """Decorate a function into a Hypothesis-driven pytest test of a backward pass.
 
@@ -231,6 +234,7 @@ def gradient_test(
             addition.
         mode, rtol, atol: as for ``check_gradients``; None tolerances use ``--gradcheck-rtol``
             and ``--gradcheck-atol``, then the per-dtype defaults.
+        jvp: forward mode, as for ``check_gradients`` (a ``Case`` carries its own ``jvp``).
 
     A gallery case (``case.bug`` set) is expected to fail: its test passes when some example
     catches the bug and fails when none does.
@@ -240,10 +244,10 @@ def gradient_test(
             strategy nor a dict of strategies, bad ``examples``/``mode``/tolerances), when the
             decorator is applied, with the messages of ``gradcheck.validation``.
     """
-    case = _as_case(forward, backward, inputs, wrt)
+    case = _as_case(forward, backward, inputs, wrt, jvp)
     if examples is not None:
         examples = validation.examples(examples)
-    run_options(Settings(), wrt=case.wrt, rtol=rtol, atol=atol, mode=mode)  # validated here, made per run
+    run_options(Settings(), wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp)  # validated here, made per run
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., None]:
         if not callable(fn):
@@ -277,7 +281,7 @@ def gradient_test(
 
             settings = run.settings
             count = settings.examples if examples is None else examples
-            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode)
+            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp)
             try:
                 # A gallery case stops at its first failure: its test passes.
                 drive(case, options, examples=count, on_check=on_check, shrink=not case.is_gallery, quiet=False,

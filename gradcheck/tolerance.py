@@ -14,11 +14,17 @@ limits say when a measured difference is noise and when it is a finding:
 * the kink test on one-sided slopes (``kink_found``, ``one_sided_noise``) and the coupling of
   kinks moved together (``coupling_limit``);
 * the directional allowance, summed over the coordinates a direction moves
-  (``directional_allowance``);
+  (``directional_allowance``), and the smallest single-element error a direction catches
+  (``detectable_error``, with probability ``1 - POWER_DELTA``);
 * the checks on the forward at the point: determinism (``determinism_limit``), vmap-batched
   values (``batch_agreement_limit``, ``batching_pays``) and torch against numpy outputs
   (``outputs_differ``);
 * the fit tolerance of the diagnosis (``fit_rtol``);
+* forward mode: the rounding allowed between a JVP and an exact oracle's (``jvp_rounding``) and
+  between ``<v, J u>`` computed by the jvp and by the backward (``consistency_allowance``);
+* the Taylor test: its steps, the remainder's noise floor (``taylor_floor``), the observed
+  order's verdict (``taylor_verdict``), which passes are marginal (``marginal``) and when its
+  evidence clears a numeric-only mismatch (``taylor_clears``);
 * the same gradient computed again, under other strides (``layouts``) or in a repeated run
   (``repeats``): how far a reordered sum may move it (``reorder_limit``), and the repeats a
   backward gets (``REPEATS``, ``MAX_REPEATS``).
@@ -41,8 +47,14 @@ __all__ = [
     "BATCH_AGREEMENT_ULPS",
     "BATCH_MAX_COST",
     "CENTRAL_NOISE",
+    "CONDITION_ROUNDINGS",
+    "CONSISTENCY_ULPS",
     "COUPLING_RTOL",
+    "DETECTION_NOISE",
     "DETERMINISM_ULPS",
+    "DTYPE_EPS",
+    "FORWARD_DIGITS_KEPT",
+    "JITTER_POINTS",
     "JUMP_NOISE",
     "JUMP_RTOL",
     "KINK_MOVED",
@@ -52,11 +64,20 @@ __all__ = [
     "MAX_REPEATS",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
+    "POWER_DELTA",
     "PRECISIONS",
     "RELATIVE_FLOOR",
     "REORDER_ULPS",
     "REPEATS",
     "ROUNDING_ULPS",
+    "TAYLOR_CLEAR_MARGIN",
+    "TAYLOR_FIT_POINTS",
+    "TAYLOR_MARGINAL",
+    "TAYLOR_NOISE",
+    "TAYLOR_RIGHT_ORDER",
+    "TAYLOR_START",
+    "TAYLOR_STEPS",
+    "TAYLOR_WRONG_ORDER",
     "TORCH_ROUNDING",
     "Precision",
     "Tolerance",
@@ -64,20 +85,32 @@ __all__ = [
     "allowed",
     "batch_agreement_limit",
     "batching_pays",
+    "condition_allowance",
+    "condition_magnitude",
+    "consistency_allowance",
     "coupling_limit",
     "default_tolerance",
+    "detectable_error",
     "determinism_limit",
     "directional_allowance",
+    "dtype_eps",
     "fit_rtol",
+    "forward_precision_lost",
     "jump_limit",
+    "jvp_rounding",
     "kink_found",
     "low_precision_allowance",
+    "low_precision_tolerance",
+    "marginal",
     "noise_error",
     "one_sided_noise",
     "outputs_differ",
     "precision",
     "relative_error",
     "reorder_limit",
+    "taylor_clears",
+    "taylor_floor",
+    "taylor_verdict",
     "torch_rounding",
 ]
 
@@ -304,6 +337,70 @@ def low_precision_allowance(
     return k * np.maximum(err, rms) + LOW_PRECISION_ULPS * eps * np.abs(magnitude)
 
 
+# The roundoff unit (machine epsilon) of each dtype a check runs code in, by the name the caller
+# gave it (numpy has no bfloat16: 8 bits of mantissa, 2**-7).
+DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+# The magnitudes summed into a gradient element (the floor of ``low_precision_allowance``) are
+# not known for arbitrary code; they are estimated as CONDITION_ROUNDINGS times the element's
+# magnitude plus the input's rms gradient (the condition estimate: an element far below the rms
+# is a sum of terms that cancel, and its rounding is of the rms' size). Two: a sigmoid chain's
+# gradient, where a - y cancels, carried 9 float32 ulps of |g| in a correct numpy backward (its
+# exp rounds less well than torch's), under the 4 * 2 * 2 = 16 this allows.
+CONDITION_ROUNDINGS = 2
+# A trusted computation's error at one point may be small by luck (its roundings cancel where the
+# terms of an element cancel, or an element rounds exactly): it is measured at the point and at
+# this many neighbours (every input moved by one unit in its last place, which re-draws the
+# roundings), against the truth at the point, and the largest distance is used. Two: each
+# costs one more autograd call, and a float32 check is to cost at most 1.3 times a float64 one.
+JITTER_POINTS = 2
+# A forward run in a low dtype may lose some digits to rounding (long sums, a difference of near
+# values); past half of them (a relative error above sqrt(eps) against the float64 forward at
+# the same rounded inputs) it computes something else than it means to: precision loss.
+FORWARD_DIGITS_KEPT = 0.5
+
+
+def dtype_eps(name: str) -> float:
+    """The roundoff unit of the dtype called ``name`` ("float32", "bfloat16", ...); any other
+    name is held to float64's."""
+    return DTYPE_EPS.get(name, DTYPE_EPS["float64"])
+
+
+def condition_magnitude(reference: np.ndarray) -> np.ndarray:
+    """The magnitudes summed into each element of a gradient near ``reference`` (flat), as
+    estimated where they are not known: ``CONDITION_ROUNDINGS * (|ref_j| + rms(ref))``."""
+    ref = np.abs(np.asarray(reference, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(ref**2))) if ref.size else 0.0
+    return CONDITION_ROUNDINGS * (ref + rms)
+
+
+def condition_allowance(
+    reference: np.ndarray, jitter: np.ndarray, *, eps: float, factor: float | None = None
+) -> np.ndarray:
+    """Per-element allowance of a low-precision gradient when no trusted computation in its dtype
+    ran: the shared rule (``low_precision_allowance``) with the gradient's own largest change
+    ``jitter`` over ``JITTER_POINTS`` neighbouring points (its rounding and its condition) in
+    place of a trusted error, floored at ``LOW_PRECISION_ULPS`` of ``condition_magnitude``."""
+    return low_precision_allowance(jitter, condition_magnitude(reference), eps=eps, factor=factor)
+
+
+def low_precision_tolerance(
+    eps: float, *, rtol: float | None = None, atol: float | None = None, global_scale: float = 0.0
+) -> Tolerance:
+    """The tolerance of a gradient computed in a dtype of roundoff ``eps`` below float64, beside
+    its per-element allowance (``low_precision_allowance``, ``condition_allowance``): no rtol or
+    scaled floor of its own (the allowance replaces them; ``rtol``/``atol`` given by the caller
+    still apply), and a rounding floor of ``LOW_PRECISION_ULPS`` units of the largest reference
+    gradient over all inputs, for an element whose exact gradient is 0."""
+    rounding = LOW_PRECISION_ULPS * eps * global_scale if np.isfinite(global_scale) else 0.0
+    return Tolerance(rtol=0.0 if rtol is None else rtol, atol=atol, floor=0.0, rounding=rounding)
+
+
+def forward_precision_lost(relative: float, eps: float) -> bool:
+    """True when a forward's output in a dtype of roundoff ``eps`` is ``relative`` off its float64
+    value at the same inputs, beyond ``eps ** FORWARD_DIGITS_KEPT`` (half its digits lost)."""
+    return bool(relative > eps**FORWARD_DIGITS_KEPT)
+
+
 # -- directional derivatives ------------------------------------------------------------------
 
 def directional_allowance(
@@ -319,6 +416,54 @@ def directional_allowance(
     allowance = float(tol.rtol * max(abs(expected), abs(numeric)) + absolute_floor(tol, scale) * terms + error)
     rel = float(relative_error(np.array([expected]), np.array([numeric]), scale * terms)[0])
     return allowance, rel
+
+
+# What directional mode could have missed is stated with this probability of failure: any single
+# element wrong by the stated amount or more is caught with probability at least 1 - POWER_DELTA.
+POWER_DELTA = 1e-3
+# Units of ``noise_error`` in a single-element error that a direction is sure to see: the numeric
+# derivative's own rounding, the noise term of its error estimate, and the difference of the two
+# central differences in the Richardson error estimate (``numeric.richardson``), each at most one
+# unit. A unit is CENTRAL_NOISE = 4 sigma/h, over four standard deviations of the rounding in each
+# (0.95, 0.79 and 0.71 sigma/h): all three stay within it except with probability below 1e-4, under
+# POWER_DELTA.
+DETECTION_NOISE = 3
+
+
+def detectable_error(
+    tol: Tolerance, scale: float, derivative: float, terms: float, noise: float, weight: float, *,
+    slack: float = 0.0,
+) -> float:
+    """The smallest error in a single element that one random +-1 direction catches, in the
+    gradient's units, with probability at least ``1 - POWER_DELTA``.
+
+    The direction is ``v_i = s_i w_i`` with random signs ``s_i`` and the per-element scales
+    ``w_i`` (``weight`` is the smallest ``w_i`` of the coordinates it moves, ``terms`` their sum
+    ``sum |v_i|``); ``derivative`` is ``a . v`` for the analytic gradient ``a``, ``noise`` is
+    ``noise_error(sigma, h)`` for the forward's noise ``sigma`` and the direction's step ``h``,
+    ``scale`` the input's largest gradient, and ``slack`` what the direction's allowance adds for
+    a gradient computed below float64 (``sum |b_i v_i|``, 0 for float64).
+
+    Why: with element ``j`` wrong by ``e`` the analytic derivative along ``v`` is ``a . v + e v_j``
+    while the numeric one is ``a . v + n`` with ``|n| <= noise``, so the two differ by at least
+    ``|e| w_j - noise``: ``|v_j| = w_j`` in every +-1 direction, whatever its signs. The
+    direction fails when that exceeds its allowance (``directional_allowance``), which is at most
+    ``rtol (|a . v| + |e| w_j + noise) + floor * terms + slack + 2 noise`` (the correct rest of the
+    gradient enters through ``rtol |a . v|``; the Richardson error estimate of a suspect
+    direction adds up to one more unit of noise). So any ``|e|`` above
+
+        (rtol (|a . v| + noise) + floor * terms + slack + DETECTION_NOISE * noise) / ((1 - rtol) w_j)
+
+    fails the direction (and a failed direction fails the check, localized or not); the largest
+    over elements is at the smallest ``w_j``. The probability is the noise's: the three noise
+    terms stay within ``noise`` (``DETECTION_NOISE``). Gaussian directions would leave it to
+    ``|v_j|``, near 0 with fair odds: caught with probability ``1 - POWER_DELTA`` by three of
+    them only above about eight times this size. The truncation of the differences is taken to be
+    below the noise (the step is chosen so), and ``sigma`` to be the forward's noise.
+    """
+    floor = absolute_floor(tol, scale)
+    allowance = tol.rtol * (abs(derivative) + noise) + floor * terms + slack + DETECTION_NOISE * noise
+    return float(allowance / ((1.0 - tol.rtol) * weight))
 
 
 # -- the forward at the point -----------------------------------------------------------------
@@ -361,6 +506,99 @@ def outputs_differ(gap: float, size: float) -> bool:
     """True when the forward's outputs on torch and numpy, ``gap`` apart at most, differ by more
     than rounding for an output of size ``size``."""
     return gap > OUTPUT_RTOL * max(size, 1.0)
+
+
+# -- forward mode -----------------------------------------------------------------------------
+
+
+def jvp_rounding(sigma: Any, terms: float, eps: float) -> Any:
+    """Rounding allowed between a JVP and an exact oracle's, per output element: the element's
+    noise ``sigma`` (array or float), at least ``eps``, times ``terms``, the sum of the tangent's
+    moves relative to each coordinate's scale (a JVP adds up one term per coordinate moved, each
+    with the rounding a gradient element is allowed against torch over its scale: as
+    ``directional_allowance`` sums the floor over ``|v_i|``), ``TORCH_ROUNDING`` times. The ``eps`` floor is
+    ``torch_rounding``'s upstream-gradient term: a JVP that moves the output by less than one
+    rounding unit of 1 over a full relative move of the inputs is crumbs (a saturated softmax's
+    loss rounds to exactly 0), on which two correct computations may disagree entirely."""
+    return TORCH_ROUNDING * np.maximum(np.asarray(sigma), eps) * terms
+
+
+# ``<v, J u>`` by the jvp (``v . jvp(u)``) and by the backward (``backward(v) . u``) add the
+# same products in other orders: each may carry a few roundoff units of the terms it adds up
+# (``ROUNDING_ULPS``'s reasoning), on top of the comparison's ``rtol``.
+CONSISTENCY_ULPS = 64
+
+
+def consistency_allowance(
+    tol: Tolerance, first: float, second: float, terms: float, eps: float, floors: float = 0.0,
+) -> float:
+    """How far ``<v, J u>`` computed two ways may differ: ``rtol`` of the larger, plus ``atol``
+    (when given) or ``CONSISTENCY_ULPS`` roundoff units of ``terms`` (the summed magnitudes of
+    the products on both sides) and ``floors``, the absolute floors the elements on both sides
+    were allowed, weighted by how much of each enters (``sum_j floor_j |u_j|`` for the gradient,
+    ``sum_i floor_i |v_i|`` for the JVP): as in ``directional_allowance``, an element that should
+    be 0 may carry rounding up to its floor."""
+    floor = tol.atol if tol.atol is not None else CONSISTENCY_ULPS * eps * terms + floors
+    return float(tol.rtol * max(abs(first), abs(second)) + floor)
+
+
+# -- the Taylor test --------------------------------------------------------------------------
+
+# The remainder r(h) = |L(x + h v) - L(x) - h <g, v>| is measured at TAYLOR_STEPS steps, halving
+# from TAYLOR_START (a move of that fraction of each element's scale): eight steps span a factor
+# of 128, room for three points on a slope after the larger steps where curvature dominates; the
+# smallest, 1/128 of the first (8e-6 of the scale), stays above the numeric oracle's step
+# (6e-6 in float64), so the remainder is far above rounding for a smooth L.
+TAYLOR_STEPS = 8
+TAYLOR_START = 1e-3
+# The order is the slope over the smallest TAYLOR_FIT_POINTS steps whose remainder is above the
+# floor: the asymptotic order, where a first-order error (if any) has taken over from curvature.
+TAYLOR_FIT_POINTS = 3
+# A remainder below TAYLOR_NOISE times the rounding of its three terms is noise: 2 sigma for
+# the two values of L, and roundoff units of h <g, v>.
+TAYLOR_NOISE = 16
+# An order of 2 is a right gradient, 1 a wrong one; between the thresholds the evidence is
+# unclear (a wrong gradient whose error is as large as the curvature's term over the range).
+TAYLOR_RIGHT_ORDER = 1.75
+TAYLOR_WRONG_ORDER = 1.25
+# A pass is marginal (and the Taylor test runs beside it) when its worst relative error is
+# within this factor of rtol.
+TAYLOR_MARGINAL = 10
+# A numeric-only mismatch is cleared when the gradient, off by what the numeric oracle claims,
+# would have left a remainder at the smallest step at least this many times the one observed.
+TAYLOR_CLEAR_MARGIN = 10
+
+
+def taylor_floor(sigma: float, eps: float, linear: Any) -> Any:
+    """The remainder's noise floor at each step: ``TAYLOR_NOISE`` times ``2 sigma`` plus the
+    roundoff of the linear terms ``h <g, v>`` (array or float)."""
+    return TAYLOR_NOISE * (2 * sigma + eps * np.abs(linear))
+
+
+def taylor_verdict(order: float | None) -> str:
+    """``"right"`` for an observed order of at least ``TAYLOR_RIGHT_ORDER``, ``"wrong"`` for at
+    most ``TAYLOR_WRONG_ORDER``, ``"unclear"`` between them, ``"noise"`` for None (no remainder
+    rose above the floor)."""
+    if order is None:
+        return "noise"
+    if order >= TAYLOR_RIGHT_ORDER:
+        return "right"
+    if order <= TAYLOR_WRONG_ORDER:
+        return "wrong"
+    return "unclear"
+
+
+def marginal(relative: float | None, rtol: float) -> bool:
+    """A passing relative error within ``TAYLOR_MARGINAL`` of ``rtol`` (None: nothing measured)."""
+    return relative is not None and relative * TAYLOR_MARGINAL >= rtol
+
+
+def taylor_clears(verdict: str, remainder: float, step: float, claimed: float) -> bool:
+    """Whether a Taylor test with ``verdict`` clears a mismatch that the numeric oracle alone
+    saw: the order is not a wrong gradient's (``"right"`` or ``"noise"``), and a gradient off by
+    the ``claimed`` directional error would leave ``step * |claimed|`` at the smallest ``step``,
+    at least ``TAYLOR_CLEAR_MARGIN`` times the ``remainder`` observed there."""
+    return verdict in ("right", "noise") and step * abs(claimed) >= TAYLOR_CLEAR_MARGIN * remainder
 
 
 # -- the same gradient computed again -----------------------------------------------------------

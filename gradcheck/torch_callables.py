@@ -10,8 +10,11 @@ checked inputs::
 
 Parameters become inputs named after the parameter with dots as underscores (``"0.weight"`` ->
 ``"_0_weight"``, ``"block.proj.bias"`` -> ``"block_proj_bias"``); ``parameter_inputs`` lists
-the mapping. Everything runs in float64: floating inputs, parameters and buffers are float64
-copies, so the module and the caller's tensors are never changed. The module runs in the mode
+the mapping. Parameters and inputs are copies in their own dtypes (a float32 module is checked in
+float32: its forward at the point and autograd's gradient run in float32), so the module and the
+caller's tensors are never changed. The module runs in the dtype its floating inputs promote to,
+its other floating state (frozen parameters, buffers) included, so the numeric oracle and the
+float64 references run the whole module in float64. The module runs in the mode
 it is in: dropout in training mode makes the forward nondeterministic, which the check reports
 as a fault; call ``module.eval()`` first.
 """
@@ -60,37 +63,59 @@ def parameter_inputs(module: Any) -> dict[str, str]:
     return names
 
 
-def _float64(value: Any) -> Any:
-    """Floating tensors and arrays as float64 tensor copies; anything else unchanged."""
+def _copy(value: Any) -> Any:
+    """Floating tensors and arrays as tensor copies in their own dtype; anything else unchanged."""
     import numpy as np
     import torch
 
     if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.detach().to(device="cpu", dtype=torch.float64, copy=True)
+        return value.detach().to(device="cpu", copy=True)
     if isinstance(value, np.ndarray | np.generic) and np.asarray(value).dtype.kind == "f":
-        return torch.tensor(np.asarray(value, dtype=np.float64))
+        return torch.tensor(np.asarray(value))
     return value
 
 
+def _working_dtype(inputs: Mapping[str, Any]) -> Any:
+    """The dtype the floating tensors among ``inputs`` promote to (None without any)."""
+    import torch
+
+    floating = [v for v in inputs.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not floating:
+        return None
+    dtype = floating[0].dtype
+    for v in floating[1:]:
+        dtype = torch.promote_types(dtype, v.dtype)
+    return dtype
+
+
 def _functional(module: Any, parameters: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """The module as ``forward(**inputs, **parameters)`` and its parameters as float64 inputs."""
+    """The module as ``forward(**inputs, **parameters)`` and its parameters as inputs (copies in
+    their own dtypes)."""
     import torch
 
     _require_module(module)
     renamed = parameter_inputs(module) if parameters else {}
     held = dict(module.named_parameters()) | dict(module.named_buffers())
-    held = {k: _float64(v) for k, v in held.items() if k not in renamed.values()}
+    held = {k: _copy(v) for k, v in held.items() if k not in renamed.values()}
 
     def forward(**inputs: Any) -> Any:
-        state = dict(held)
-        state.update({renamed[n]: inputs[n] for n in renamed})
-        kwargs = {n: v for n, v in inputs.items() if n not in renamed}
+        # The module runs in the dtype its floating inputs promote to (float64 for the oracles),
+        # held state included.
+        dtype = _working_dtype(inputs)
+
+        def cast(v: Any) -> Any:
+            floating = dtype is not None and isinstance(v, torch.Tensor) and v.is_floating_point()
+            return v.to(dtype) if floating else v
+
+        state = {k: cast(v) for k, v in held.items()}
+        state.update({renamed[n]: cast(inputs[n]) for n in renamed})
+        kwargs = {n: cast(v) for n, v in inputs.items() if n not in renamed}
         return torch.func.functional_call(module, state, args=(), kwargs=kwargs)
 
     forward.__name__ = "forward"
     forward.__qualname__ = f"{type(module).__name__}.forward"
     values = dict(module.named_parameters())
-    return forward, {n: _float64(values[p]) for n, p in renamed.items()}
+    return forward, {n: _copy(values[p]) for n, p in renamed.items()}
 
 
 def _merge(inputs: Any, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,7 +130,7 @@ def _merge(inputs: Any, parameters: Mapping[str, Any]) -> dict[str, Any]:
             f"inputs {clash} have the names of parameters; rename the module's arguments or "
             f"pass parameters=False (parameter inputs: {sorted(parameters)})"
         )
-    return {n: _float64(v) for n, v in inputs.items()} | dict(parameters)
+    return {n: _copy(v) for n, v in inputs.items()} | dict(parameters)
 
 
 def module_forward(
@@ -121,8 +146,8 @@ def module_forward(
         parameters: add the parameters that require gradients as checked inputs; False holds
             them constant.
     Returns:
-        ``(forward, all_inputs)``: ``all_inputs`` holds float64 copies of the floating inputs
-        and parameters (see ``parameter_inputs`` for the names).
+        ``(forward, all_inputs)``: ``all_inputs`` holds copies of the floating inputs and
+        parameters in their own dtypes (see ``parameter_inputs`` for the names).
     Raises:
         GradcheckError: ``module`` is not a module, ``inputs`` is not a mapping, or an input
             has the name a parameter takes.

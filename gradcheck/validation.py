@@ -34,6 +34,7 @@ __all__ = [
     "function",
     "input_strategy",
     "integer",
+    "jvp",
     "layouts",
     "mode",
     "ordered",
@@ -157,6 +158,16 @@ def function(name: str, value: Any, *, none_ok: bool = False) -> Callable[..., A
         wanted = "callable or None" if none_ok else "callable"
         raise GradcheckError(f"{name} must be {wanted}, got {name}={value!r}")
     return value
+
+
+def jvp(value: Any) -> Callable[..., Any] | bool | None:
+    """A check's ``jvp``: None or False (forward mode not checked), True (torch's forward-mode AD
+    of a torch forward) or a callable ``jvp(tangents, **inputs)``."""
+    if value is None or isinstance(value, bool) or callable(value):
+        return value
+    raise GradcheckError(
+        f"jvp must be None, True, False or a callable jvp(tangents, **inputs), got jvp={value!r}"
+    )
 
 
 def wrt(value: Any) -> tuple[str, ...] | None:

@@ -40,9 +40,9 @@ def softmax_np(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def onehot_np(y: np.ndarray, k: int) -> np.ndarray:
-    """``I_y``: (m, k) with a one at ``(i, y_i)``."""
-    out = np.zeros((len(y), k))
+def onehot_np(y: np.ndarray, k: int, dtype: Any = np.float64) -> np.ndarray:
+    """``I_y``: (m, k) with a one at ``(i, y_i)``, in ``dtype``."""
+    out = np.zeros((len(y), k), dtype=dtype)
     out[np.arange(len(y)), y] = 1.0
     return out
 

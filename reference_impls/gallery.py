@@ -1,7 +1,9 @@
 """Known-buggy backward passes: realistic mistakes the harness must catch.
 
-Each variant reuses a correct forward and changes only the backward; ``bug`` says what is wrong
-and ``expected_diagnosis`` the kind of wrong the harness should name (None: no simple pattern).
+Each variant reuses a correct forward and changes only the backward (or, for a bug that shows
+only in a low dtype, the forward; for forward mode, only the ``jvp``); ``bug`` says what is wrong
+and ``expected_diagnosis`` the kind of wrong the harness should name (None: no simple pattern, or
+a fault).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from gradcheck.strategies import float_arrays
 
 from . import complex as complex_cases
 from . import gates, matmul, multi, regression, staged, twolayer
-from ._common import onehot_np, sigmoid_np, softmax_np
+from ._common import onehot_np, relu, sigmoid_np, softmax_np, xp_of
 
 
 def _published_batch_gradients(X, y, W1, W2, batch):
@@ -99,6 +101,19 @@ def reciprocal_missing_sign(dout, x):
     return {"x": dout / (x * x)}
 
 
+def staged_jvp_without_sigmoid_term(tangents, x, y):
+    """The staged f's forward mode with the sigmoid(x) stage's tangent left out of den's:
+    dden = dxpysqr (the term (1 - sigx) sigx dx forgotten)."""
+    dx, dy = tangents["x"], tangents["y"]
+    sigy = sigmoid_np(y)
+    num = x + sigy
+    dnum = dx + (1 - sigy) * sigy * dy
+    xpy = x + y
+    den = sigmoid_np(x) + xpy**2
+    dden = 2 * xpy * (dx + dy)
+    return dnum / den - num * dden / den**2
+
+
 def lstm_dh_not_through_c(dout, x, h0, c0, Wx, Wh, b):
     """The cell state's gradient taken as the upstream dc alone: dh's path into c (through
     h = o tanh(c)) is dropped at the fork, so only the gradient through output h is wrong."""
@@ -137,6 +152,30 @@ def overflowing_logits(draw):
     return inputs
 
 
+def softmax_net_max_free(X, y, W1, W2):
+    """The notes' softmax as published, as a loss: ``exp`` of the logits without subtracting
+    their maximum, normalized, and the log of the true class' probability. In float32 ``exp``
+    overflows past logits of ~88.7 and the loss is NaN (inf / inf); in float64 it is finite up to
+    ~709, so checked on float64 copies alone the bug never shows."""
+    xp = xp_of(X, W1, W2)
+    logits = relu(xp, X @ W1) @ W2
+    e = xp.exp(logits)
+    probs = e / xp.sum(e, axis=-1, keepdims=True)
+    onehot = xp.astype(y[:, None] == xp.arange(logits.shape[-1])[None, :], logits.dtype)
+    return -xp.mean(xp.log(xp.sum(probs * onehot, axis=-1)))
+
+
+@st.composite
+def logits_near_100(draw, dtype=np.float32):
+    """Two-layer net inputs in ``dtype`` scaled so that the largest logit is 90..110: a trained
+    classifier's confident logits, past float32's exp overflow at ~88.7."""
+    inputs = draw(twolayer.net_inputs(kinks=False).filter(
+        lambda d: np.max(np.maximum(d["X"] @ d["W1"], 0) @ d["W2"]) > 0.1))
+    top = np.max(np.maximum(inputs["X"] @ inputs["W1"], 0) @ inputs["W2"])
+    inputs["W2"] = inputs["W2"] * (draw(st.floats(90.0, 110.0)) / top)
+    return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+
+
 def max_to_both_at_ties(dout, x, y):
     """The notes' local gradients of max written literally: 1(x >= y) and 1(y >= x). Where x == y
     both inputs take the whole upstream gradient, so moving both together, which moves max by
@@ -167,6 +206,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
         m = 5 if family == "short" else 6
         W2 = a(5, 3) * (400.0 if family == "overflow" else 1.0)
         return {"X": a(m, 4), "y": rng.integers(0, 3, m), "W1": a(4, 5), "W2": W2}
+    if family == "logits100":  # float32, the largest logit 100
+        X, W1, W2 = a(6, 4), a(4, 5), a(5, 3)
+        W2 *= 100.0 / np.max(np.maximum(X @ W1, 0) @ W2)
+        return {"X": X.astype(np.float32), "y": rng.integers(0, 3, 6), "W1": W1.astype(np.float32),
+                "W2": W2.astype(np.float32)}
     if family == "square":
         return {"W": a(3, 3), "X": a(3, 3)}
     if family == "single":
@@ -189,11 +233,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": a(2, 3, low=0.3), "y": a(2, 3, low=0.3)}
 
 
-def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None):
+def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None, jvp=None):
     return Case(name=f"gallery.{name}", forward=base.forward, backward=backward,
                 inputs=inputs if inputs is not None else base.inputs, wrt=wrt or base.wrt, bug=bug,
                 expected_diagnosis=expected, family="gallery", description=bug,
-                points=(representative(point),))
+                points=(representative(point),), jvp=jvp)
 
 
 _by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
@@ -213,6 +257,9 @@ CASES = (
     _bug("relu_mask_left_out", _net, relu_mask_left_out, "G1 = G2 W2^T without the ReLU mask 1{Z1 > 0}", None, "net"),
     _bug("staged_assign_at_fork", _by_name["staged.f_xy"], staged_assign_at_fork,
          "dx = ... instead of dx += ... where x forks in the staged f", None, "pair"),
+    _bug("staged_jvp_missing_term", _by_name["staged.f_xy"], staged.f_xy_backward,
+         "the staged f's jvp leaves sigmoid(x)'s tangent out of the denominator's (forward mode)", None, "pair",
+         jvp=staged_jvp_without_sigmoid_term),
     _bug("transposed_dW", _by_name["matmul.dW_dX"], transposed_dW, "dW computed as X dD^T (the transpose)",
          "transpose", "square", inputs=square_matmul()),
     _bug("sigmoid_s_not_s1ms", _by_name["gates.sigmoid"], sigmoid_s_not_s1ms,
@@ -239,4 +286,8 @@ CASES = (
     _bug("complex_linear_not_conjugated", _by_name["complex.linear"], linear_not_conjugated,
          "complex linear layer's backward without the conjugate: conj(g) x^T instead of g x^H", "conjugated",
          "complex_linear", inputs=complex_cases.linear_inputs(min_side=2)),
+    Case(name="gallery.softmax_max_free_float32", forward=softmax_net_max_free, backward=twolayer.softmax_net_backward,
+         inputs=logits_near_100(), wrt=_net.wrt, family="gallery", points=(representative("logits100"),),
+         bug="the notes' softmax without subtracting the max, run in float32 at logits ~100: exp overflows (NaN)",
+         description="the notes' max-free softmax in float32 (its float64 twin passes)"),
 )

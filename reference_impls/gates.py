@@ -135,6 +135,15 @@ def neuron_backward(dout, w, x):
     return {"w": np.array([x[0], x[1], 1.0]) * ddot, "x": w[:2] * ddot}
 
 
+def neuron_jvp(tangents, w, x):
+    """Forward mode: ddot = dw0 x0 + dw1 x1 + dw2 + w0 dx0 + w1 dx1; df = (1 - f) f ddot."""
+    dw, dx = tangents["w"], tangents["x"]
+    dot = w[0] * x[0] + w[1] * x[1] + w[2]
+    f = sigmoid_np(dot)
+    ddot = dw[0] * x[0] + dw[1] * x[1] + dw[2] + w[0] * dx[0] + w[1] * dx[1]
+    return (1 - f) * f * ddot
+
+
 def _case(name, forward, backward, inputs, description, **kw):
     return Case(name=name, forward=forward, backward=backward, inputs=inputs,
                 description=description, family=name.split(".")[0], **kw)
@@ -157,5 +166,5 @@ CASES = (
     _case("circuits.sigmoid_neuron", neuron, neuron_backward,
           st.fixed_dictionaries({"w": float_arrays((3,), max_magnitude=4.0),
                                  "x": float_arrays((2,), max_magnitude=4.0)}),
-          "sigmoid(w0 x0 + w1 x1 + w2)", points=(PUBLISHED_NEURON,)),
+          "sigmoid(w0 x0 + w1 x1 + w2)", points=(PUBLISHED_NEURON,), jvp=neuron_jvp),
 )

@@ -5,6 +5,7 @@ dC0/dw_L = a_{L-1} s'(z_L) 2 (a_L - y), dC0/db_L = s'(z_L) 2 (a_L - y),
 dC0/da_{L-1} = w_L s'(z_L) 2 (a_L - y), iterated backwards.
 Several neurons per layer: the same with W_l (n_{l-1}, n_l): a neuron's gradient sums over all
 paths, dC0/da_{l-1} = W_l (delta_l). Deep chains show vanishing gradients.
+The float32 cases run the same chains in float32 (the backward keeps its inputs' dtype).
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def one_per_layer_backward(dout, a0, y, **params):
     return grads
 
 
+def one_per_layer_jvp(tangents, a0, y, **params):
+    """Forward mode, layer by layer: dz = dw a_prev + w da_prev + db, da = s'(z) dz; the cost's
+    tangent is 2 (a_L - y) da_L."""
+    a, da = a0, tangents["a0"]
+    for l in range(1, DEPTH + 1):
+        w, b = params[f"w{l}"], params[f"b{l}"]
+        z = w * a + b
+        dz = tangents[f"w{l}"] * a + w * da + tangents[f"b{l}"]
+        a = sigmoid_np(z)
+        da = a * (1 - a) * dz
+    return 2 * (a - y) * da
+
+
 def wide(a0, y, W1, b1, W2, b2, W3, b3):
     """a0 (n0,), W_l (n_{l-1}, n_l), b_l (n_l,), y (n3,): sum_j (a_j - y_j)^2."""
     xp = xp_of(a0, W1)
@@ -80,32 +94,57 @@ def wide_backward(dout, a0, y, **params):
     return grads
 
 
-def scalar():
-    return float_arrays((), max_magnitude=3.0)
+def wide_jvp(tangents, a0, y, **params):
+    """Forward mode: dz_l = da_{l-1} W_l + a_{l-1} dW_l + db_l, da_l = s'(z_l) dz_l; the cost's
+    tangent is sum_j 2 (a_j - y_j) da_j."""
+    a, da = a0, tangents["a0"]
+    for l in range(1, WIDE + 1):
+        W, b = params[f"W{l}"], params[f"b{l}"]
+        z = a @ W + b
+        dz = da @ W + a @ tangents[f"W{l}"] + tangents[f"b{l}"]
+        a = sigmoid_np(z)
+        da = a * (1 - a) * dz
+    return np.sum(2 * (a - y) * da)
+
+
+def scalar(dtype=np.float64):
+    return float_arrays((), max_magnitude=3.0, dtype=dtype)
 
 
 ONE_NAMES = [f"{p}{l}" for l in range(1, DEPTH + 1) for p in ("w", "b")]
 
 
 @st.composite
-def wide_inputs(draw):
+def wide_inputs(draw, dtype=np.float64):
     sizes = [draw(st.integers(1, 4)) for _ in range(WIDE + 1)]
-    out = {"a0": draw(float_arrays((sizes[0],), max_magnitude=2.0)),
-           "y": draw(float_arrays((sizes[-1],), min_magnitude=0.05, max_magnitude=0.95))}
+    out = {"a0": draw(float_arrays((sizes[0],), max_magnitude=2.0, dtype=dtype)),
+           "y": draw(float_arrays((sizes[-1],), min_magnitude=0.05, max_magnitude=0.95, dtype=dtype))}
     for l in range(1, WIDE + 1):
-        out[f"W{l}"] = draw(float_arrays((sizes[l - 1], sizes[l]), max_magnitude=3.0))
-        out[f"b{l}"] = draw(float_arrays((sizes[l],), max_magnitude=2.0, zeros=True))
+        out[f"W{l}"] = draw(float_arrays((sizes[l - 1], sizes[l]), max_magnitude=3.0, dtype=dtype))
+        out[f"b{l}"] = draw(float_arrays((sizes[l],), max_magnitude=2.0, zeros=True, dtype=dtype))
     return out
+
+
+def one_inputs(dtype=np.float64):
+    return st.fixed_dictionaries({"a0": scalar(dtype), "y": float_arrays((), min_magnitude=0.05, max_magnitude=0.95,
+                                                                          dtype=dtype),
+                                  **{n: scalar(dtype) for n in ONE_NAMES}})
 
 
 CASES = (
     Case(name="sigmoid_chain.one_per_layer", forward=one_per_layer, backward=one_per_layer_backward,
-         inputs=st.fixed_dictionaries({"a0": scalar(), "y": float_arrays((), min_magnitude=0.05, max_magnitude=0.95),
-                                       **{n: scalar() for n in ONE_NAMES}}),
+         inputs=one_inputs(),
          wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)), family="sigmoid_chain",
-         description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2"),
+         description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2", jvp=one_per_layer_jvp),
+    Case(name="sigmoid_chain.one_per_layer_float32", forward=one_per_layer, backward=one_per_layer_backward,
+         inputs=one_inputs(np.float32), wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)),
+         family="sigmoid_chain", description=f"{DEPTH} sigmoid neurons in a chain, run in float32"),
     Case(name="sigmoid_chain.wide", forward=wide, backward=wide_backward, inputs=wide_inputs(),
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
-         description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2"),
+         description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2", jvp=wide_jvp),
+    Case(name="sigmoid_chain.wide_float32", forward=wide, backward=wide_backward, inputs=wide_inputs(np.float32),
+         wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
+         layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
+         description=f"{WIDE} sigmoid layers of several neurons, run in float32"),
 )

@@ -1,8 +1,9 @@
 """Staged computation (seed 001, "Backprop in practice: Staged computation").
 
 f(x, y) = (x + sigmoid(y)) / (sigmoid(x) + (x + y)^2), forward in the notes' stages and backward
-stage by stage in reverse, accumulating with ``+=`` where x and y fork into several stages.
-Elementwise on arrays.
+stage by stage in reverse, accumulating with ``+=`` where x and y fork into several stages; the
+forward mode (``f_xy_jvp``) carries each stage's tangent right after its value. Elementwise on
+arrays.
 """
 
 from __future__ import annotations
@@ -61,6 +62,27 @@ def f_xy_backward(dout, x, y):
     return {"x": dx, "y": dy}
 
 
+def f_xy_jvp(tangents, x, y):
+    """Forward mode through the same stages: each stage's tangent (d...) after its value."""
+    dx, dy = tangents["x"], tangents["y"]
+    sigy = sigmoid_np(y)
+    dsigy = (1 - sigy) * sigy * dy
+    num = x + sigy
+    dnum = dx + dsigy
+    sigx = sigmoid_np(x)
+    dsigx = (1 - sigx) * sigx * dx
+    xpy = x + y
+    dxpy = dx + dy
+    xpysqr = xpy**2
+    dxpysqr = 2 * xpy * dxpy
+    den = sigx + xpysqr
+    dden = dsigx + dxpysqr
+    invden = 1.0 / den
+    dinvden = (-1.0 / den**2) * dden
+    # f = num * invden
+    return dnum * invden + num * dinvden
+
+
 def inputs_away_from_the_pole():
     """x, y of one shape; (x + y)^2 + sigmoid(x) > 0 always, so any values do."""
     return pair("x", "y")
@@ -69,5 +91,5 @@ def inputs_away_from_the_pole():
 CASES = (
     Case(name="staged.f_xy", forward=f_xy, backward=f_xy_backward, inputs=inputs_away_from_the_pole(),
          description="(x + sigmoid(y)) / (sigmoid(x) + (x + y)^2), staged", family="staged",
-         points=(PUBLISHED,)),
+         points=(PUBLISHED,), jvp=f_xy_jvp),
 )

@@ -4,6 +4,8 @@ general L-layer form ("Backpropagation in general").
 loss = mean_i softmax_xent(ReLU(X W1) W2, y) with X (m, n), W1 (n, d), W2 (d, k), y (m,) ints.
 Backward: Z1 = ReLU(X W1), G2 = softmax(Z1 W2) - I_y, G1 = 1{Z1 > 0} * (G2 W2^T),
 dW1 = X^T G1 / m, dW2 = Z1^T G2 / m.
+
+The backward keeps its inputs' dtype: the float32 cases run forward and backward in float32.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ def softmax_net(X, y, W1, W2):
 
 
 def batch_gradients(X, y, W1, W2, divisor):
-    """The notes' gradients on one (mini)batch, divided by ``divisor``: (dW1, dW2)."""
+    """The notes' gradients on one (mini)batch, divided by ``divisor``: (dW1, dW2), in the
+    inputs' dtype."""
     Z1 = np.maximum(X @ W1, 0)
-    G2 = softmax_np(Z1 @ W2) - onehot_np(y, W2.shape[1])
+    logits = Z1 @ W2
+    G2 = softmax_np(logits) - onehot_np(y, W2.shape[1], logits.dtype)
     G1 = (Z1 > 0) * (G2 @ W2.T)
     return X.T @ G1 / divisor, Z1.T @ G2 / divisor
 
@@ -35,6 +39,18 @@ def softmax_net_backward(dout, X, y, W1, W2):
     """dW1 = X^T G1 / m (n, d); dW2 = Z1^T G2 / m (d, k)."""
     dW1, dW2 = batch_gradients(X, y, W1, W2, X.shape[0])
     return {"W1": dout * dW1, "W2": dout * dW2}
+
+
+def softmax_net_jvp(tangents, X, y, W1, W2):
+    """Forward mode along dW1, dW2: dZ1 = 1{X W1 > 0} * (X dW1); dlogits = dZ1 W2 + Z1 dW2;
+    dloss = sum((softmax(logits) - I_y) * dlogits) / m."""
+    dW1, dW2 = tangents["W1"], tangents["W2"]
+    A = X @ W1
+    Z1 = np.maximum(A, 0)
+    dZ1 = (A > 0) * (X @ dW1)
+    dlogits = dZ1 @ W2 + Z1 @ dW2
+    G2 = softmax_np(Z1 @ W2) - onehot_np(y, W2.shape[1])
+    return np.sum(G2 * dlogits) / X.shape[0]
 
 
 def nn_epoch(X, y, W1, W2, lr=0.1, batch=100):
@@ -67,15 +83,15 @@ def nn_epoch_published(X, y, W1, W2, lr=0.1, batch=100):
 
 
 @st.composite
-def net_inputs(draw, max_m=6, kinks=True, logit_scale=1.0, min_m=1):
+def net_inputs(draw, max_m=6, kinks=True, logit_scale=1.0, min_m=1, dtype=np.float64):
     """X (m, n), y (m,), W1 (n, d), W2 (d, k) with m in min_m..max_m, n, d in 1..5, k in 2..4. Some W1 have a
     zero column and some X rows are zero (ReLU exactly at its kink); ``logit_scale`` makes
-    logits large (a naive softmax overflows at ~1e3)."""
+    logits large (a naive softmax overflows at ~1e3, in float32 at ~90). Floats in ``dtype``."""
     m, n, d = draw(st.integers(min_m, max_m)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     k = draw(st.integers(2, 4))
-    X = draw(float_arrays((m, n), max_magnitude=3.0))
-    W1 = draw(float_arrays((n, d), max_magnitude=2.0))
-    W2 = draw(float_arrays((d, k), max_magnitude=2.0)) * logit_scale
+    X = draw(float_arrays((m, n), max_magnitude=3.0, dtype=dtype))
+    W1 = draw(float_arrays((n, d), max_magnitude=2.0, dtype=dtype))
+    W2 = (draw(float_arrays((d, k), max_magnitude=2.0, dtype=dtype)) * logit_scale).astype(dtype)
     if kinks and draw(st.booleans()):
         W1[:, draw(st.integers(0, d - 1))] = 0.0
     return {"X": X, "y": draw(labels(m, k)), "W1": W1, "W2": W2}
@@ -137,7 +153,12 @@ def short_batch_inputs(draw):
 CASES = (
     Case(name="twolayer.softmax_net", forward=softmax_net, backward=softmax_net_backward,
          inputs=st.one_of(net_inputs(), net_inputs(logit_scale=400.0)), wrt=("W1", "W2"),
-         description="mean softmax xent of ReLU(X W1) W2 (large logits too)", family="twolayer"),
+         description="mean softmax xent of ReLU(X W1) W2 (large logits too)", family="twolayer",
+         jvp=softmax_net_jvp),
+    Case(name="twolayer.softmax_net_float32", forward=softmax_net, backward=softmax_net_backward,
+         inputs=st.one_of(net_inputs(dtype=np.float32), net_inputs(logit_scale=50.0, dtype=np.float32)),
+         wrt=("W1", "W2"), family="twolayer",
+         description="the same net run in float32, held to float64 with twice float32 autograd's error"),
     Case(name="twolayer.nn_epoch_batch", forward=softmax_net, backward=minibatch_backward,
          inputs=short_batch_inputs(), wrt=("W1", "W2"),
          description=f"nn_epoch's step on a final minibatch shorter than batch={NOMINAL_BATCH}",

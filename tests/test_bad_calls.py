@@ -84,6 +84,24 @@ MISUSE = [
      "dout has shape (3,), but forward returns shape ()"),
     ("assert_gradients misused like check_gradients", lambda: gradcheck.assert_gradients(forward, backward, None),
      "inputs must be a mapping of name -> array, got NoneType"),
+    ("jvp=True beside a hand-written backward",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=True),
+     "jvp=True checks torch's forward-mode AD of a torch forward, with backward=None"),
+    ("a jvp that cannot take the inputs",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda tangents, y: y),
+     "(tangents, y) cannot take the inputs as keywords (missing a required argument: 'y'); "
+     "called as jvp(tangents, x=...)"),
+    ("a jvp of complex inputs",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": np.array([1j])}, jvp=lambda tangents, x: x),
+     "jvp checks real inputs only; ['x'] are complex (forward mode of complex inputs is not supported yet)"),
+    ("a jvp of a forward with several outputs",
+     lambda: gradcheck.check_gradients(lambda x: (x, 2 * x), lambda dout, x: {"x": dout[0] + 2 * dout[1]}, {"x": X},
+                                       jvp=lambda tangents, x: (tangents["x"], 2 * tangents["x"])),
+     "jvp checks a forward with one output; this one returns several (forward mode of several outputs is not "
+     "supported yet)"),
+    ("a jvp without the tangents",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda x: x),
+     "(x) cannot take the inputs as keywords"),
     ("reference_factor without a reference",
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, reference_factor=3),
      "reference_factor=3 scales a reference's error: pass reference= too"),
@@ -303,11 +321,69 @@ def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
     assert inputs["n"] == 3
 
 
+# --- bugs in a hand-written jvp: failed checks with a reason ------------------------------------
+
+
+def matmul_jvp(tangents, x, W):
+    return (tangents["x"] @ W + x @ tangents["W"]).sum()
+
+
+def mutating_jvp(tangents, x, W):
+    tangents["x"][0, 0] = 7.0
+    return matmul_jvp(tangents, x, W)
+
+
+def labelled_matmul(x, W, labels):
+    return (x @ W).sum() + 0.0 * labels.sum()
+
+
+def labelled_backward(dout, x, W, labels):
+    return matmul_backward(dout, x, W)
+
+
+def jvp_with_a_label_tangent(tangents, x, W, labels):
+    return matmul_jvp(tangents, x, W) + tangents["labels"].sum()
+
+
+JVP_FAULTS = [
+    ("jvp raises", lambda t, x, W: 1 / 0, "jvp raised ZeroDivisionError: division by zero"),
+    ("jvp returns a tuple", lambda t, x, W: (np.ones(2), np.ones(2)),
+     "jvp returned a tuple of 2 arrays, but the forward returns one array of shape ()"),
+    ("jvp returns None", lambda t, x, W: None, "jvp returned None, not the output's tangent (shape ())"),
+    ("jvp returns the wrong shape", lambda t, x, W: np.ones(3), "jvp returned shape (3,), but the forward's output "
+                                                                "has shape ()"),
+    ("jvp returns integers", lambda t, x, W: np.int64(3),
+     "jvp returned int64 values; the output's tangent is floating"),
+    ("jvp returns a string", lambda t, x, W: "a", "jvp returned str"),
+    ("jvp returns complex values", lambda t, x, W: np.complex128(1j), "dtype complex128, not a real array or number"),
+    ("jvp returns NaN", lambda t, x, W: np.float64(np.nan), "jvp returned 1 non-finite value(s)"),
+    ("jvp mutates its tangent", mutating_jvp, "jvp mutates its tangent for 'x' in place"),
+]
+
+
+@pytest.mark.parametrize(("what", "jvp", "reason"), JVP_FAULTS, ids=[f[0] for f in JVP_FAULTS])
+def test_bugs_in_a_jvp_fail_the_check_with_a_reason(what, jvp, reason):
+    inputs = {k: v.copy() for k, v in INPUTS.items()}
+    result = gradcheck.check_gradients(matmul_sum, matmul_backward, inputs, jvp=jvp)
+    assert not result.ok
+    assert any(reason in fault for fault in result.faults), result.faults
+    assert "FAULT" in str(result) and all(np.array_equal(inputs[k], INPUTS[k]) for k in INPUTS)
+    assert result.inputs and all(s.ok for s in result.inputs)  # reverse mode was checked all the same
+
+
+def test_a_jvp_asking_for_an_integer_inputs_tangent_is_told_it_has_none():
+    inputs = {**INPUTS, "labels": np.array([0, 1])}
+    result = gradcheck.check_gradients(labelled_matmul, labelled_backward, inputs, jvp=jvp_with_a_label_tangent)
+    assert not result.ok
+    (fault,) = result.faults
+    assert "'labels' is an integer input (int64), held constant: it has no tangent; tangents hold ['x', 'W']" in fault
+
+
 # --- one rule, one message, at every entry point -----------------------------------------------
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "reference",
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp", "reference",
                  "reference_factor", "paths"}
 
 
@@ -339,8 +415,9 @@ ENTRY_POINTS = {
                                  {"forward", "backward", *CHECK_OPTIONS}),
     "numeric_gradient": (lambda forward=forward, **kw: gradcheck.numeric_gradient(forward, {"x": X}, **kw),
                          {"forward", "wrt"}),
-    "gradient_test": (_decorator, {"forward", "backward", "inputs", "wrt", "examples", "mode", "rtol", "atol"}),
-    "Case": (_case, {"forward", "backward", "inputs", "wrt"}),
+    "gradient_test": (_decorator, {"forward", "backward", "inputs", "wrt", "examples", "mode", "rtol", "atol",
+                                   "jvp"}),
+    "Case": (_case, {"forward", "backward", "inputs", "wrt", "jvp"}),
     "CheckOptions": (CheckOptions, CHECK_OPTIONS),
     "Settings": (Settings, {"seed", "examples", "rtol", "atol"}),
 }

@@ -125,7 +125,7 @@ def test_wrt_restricts_the_check_and_integers_are_held():
     assert result.ok and [s.name for s in result.inputs] == ["W"]
 
 
-def test_float32_inputs_get_float32_tolerances():
+def test_float32_inputs_get_the_low_precision_budget():
     inputs = {"x": np.array([[0.5, -0.2]], dtype=np.float32), "W": np.array([[0.3], [0.9]], dtype=np.float32),
               "b": np.array([0.1], dtype=np.float32)}
 
@@ -134,7 +134,8 @@ def test_float32_inputs_get_float32_tolerances():
 
     result = gradcheck.check_gradients(layer, backward32, inputs)
     assert result.ok, str(result)
-    assert all(s.tolerance.rtol == pytest.approx(1e-3) for s in result.inputs)
+    # Held to the float64 truth with twice float32 autograd's own error, not a fixed rtol.
+    assert all(s.tolerance.rtol == 0.0 and "torch autograd's error in float32" in s.budget for s in result.inputs)
     assert not gradcheck.check_gradients(layer, scaled(1.01, "W"), inputs).ok
 
 

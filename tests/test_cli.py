@@ -120,10 +120,11 @@ def test_json_document_has_the_documented_schema(cli_main):
     document = json.loads(run.stdout)
     assert document["schema_version"] == 2 and document["ok"] is True and document["seed"] == 7
     assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
-    assert document["examples"] == 4 * 3 and document["points"] == 1  # staged.f_xy's worked example
+    assert document["examples"] == 5 * 3 and document["points"] == 1  # staged.f_xy's worked example
     names = [c["name"] for c in document["cases"]]
     # In the order of the patterns, then of registration.
-    assert names == ["twolayer.softmax_net", "twolayer.nn_epoch_batch", "twolayer.llayer_relu", "staged.f_xy"]
+    assert names == ["twolayer.softmax_net", "twolayer.softmax_net_float32", "twolayer.nn_epoch_batch",
+                     "twolayer.llayer_relu", "staged.f_xy"]
     for case in document["cases"]:
         assert case["verdict"] == "pass" and case["oracles"] == ["numeric", "torch"]
         assert case["examples"] == 3 and case["minimal_example"] is None  # as asked, fixed points apart
@@ -136,7 +137,7 @@ def test_markdown_is_a_table_for_job_summaries(cli_main):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("### gradcheck report")
-    assert "| case | examples | oracles | kinks | worst vs numeric | worst vs torch | verdict | note |" in lines
+    assert "| case | examples | oracles | modes | kinks | worst vs numeric | worst vs torch | verdict | note |" in lines
     assert any(line.startswith("| `matmul.dW_dX` |") and "pass" in line for line in lines)
 
 

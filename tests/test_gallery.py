@@ -23,7 +23,7 @@ def test_the_gallery_covers_the_mistakes_of_the_notes():
 def test_bug_is_caught_and_named_at_its_representative_point(name):
     case = GALLERY[name]
     (point,) = case.points
-    result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt)
+    result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt, jvp=case.jvp)
     assert not result.ok
     wrong = [s for s in result.inputs if not s.ok]
     if case.expected_diagnosis is None:
@@ -43,7 +43,8 @@ def test_bug_is_caught_on_drawn_examples(name):
     @settings(max_examples=15, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case.inputs)
     def run(inputs):
-        caught.append(not gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt).ok)
+        caught.append(not gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt,
+                                                     jvp=case.jvp).ok)
 
     run()
     # Degenerate draws (a batch of one for a 1/m bug, say) may hide a bug; most must not.

@@ -56,6 +56,11 @@ class Doubled(MatVec):
         return dout[:, None] * w, 2 * (x.T @ dout)
 
 
+def reference_faults(result):
+    """The faults of the low-dtype comparison (the check's other findings aside)."""
+    return [f for f in result.faults if "x the reference's error in" in f]
+
+
 def inputs(dtype=torch.float64, rows=64, cols=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(rows, cols, generator=g, dtype=torch.float64) + 1
@@ -120,7 +125,9 @@ def test_a_summation_order_that_changes_from_call_to_call_is_no_false_alarm(seed
     torch.manual_seed(seed)
     result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(torch.float32, rows=256, seed=seed),
                                        reference=matvec, wrt="w")
-    assert result.ok, str(result)
+    assert not reference_faults(result), str(result)
+    assert any(n.startswith("reference in float32: the forward's gradients and output are within 2 x")
+               for n in result.notes)
 
 
 def test_the_forward_output_is_held_to_the_same_budget():
@@ -133,9 +140,9 @@ def test_the_forward_output_is_held_to_the_same_budget():
     x = (torch.rand(2, 1024, generator=torch.Generator().manual_seed(1)) + 0.5).to(torch.bfloat16)
     given = {"x": x, "s": torch.tensor(1.0, dtype=torch.bfloat16)}
     result = gradcheck.check_gradients(narrow_rowsum, None, given, wrt="s", reference=lambda x, s: s * x.sum(-1))
-    assert [f.split(":")[0] for f in result.faults] == ["output in bfloat16"]
-    assert result.faults[0].startswith("output in bfloat16: 2/2 elements beyond 2 x the reference's error in "
-                                       "bfloat16; worst output[")
+    (fault,) = reference_faults(result)
+    assert fault.startswith("output in bfloat16: 2/2 elements beyond 2 x the reference's error in bfloat16; "
+                            "worst output[")
 
 
 def test_reference_factor_scales_the_budget():
@@ -206,15 +213,21 @@ def test_an_input_the_forward_does_not_use_has_a_zero_gradient_in_each_dtype():
 
 
 def test_the_forward_failing_in_a_low_dtype_is_a_fault():
+    from gradcheck.inputs import prepare_inputs
+    from gradcheck.reference_oracle import low_precision
+
     def float64_only(x):
         if x.dtype != torch.float64:
             raise TypeError("needs float64")
         return (x * x).sum()
 
-    result = gradcheck.check_gradients(float64_only, None, {"x": torch.ones(3)}, reference=lambda x: (x * x).sum())
-    assert result.faults == ("forward raised on low-dtype torch tensors of the inputs: TypeError: needs float64 "
-                             f"(at {__file__.rsplit('/', 1)[-1]}:{float64_only.__code__.co_firstlineno + 2} in "
-                             "float64_only)",)
+    given = {"x": torch.ones(3)}
+    found = low_precision(float64_only, lambda x: (x * x).sum(), given, prepare_inputs(given), ("x",), 1.0, ())
+    assert found.faults == ("forward raised on low-dtype torch tensors of the inputs: TypeError: needs float64 "
+                            f"(at {__file__.rsplit('/', 1)[-1]}:{float64_only.__code__.co_firstlineno + 2} in "
+                            "float64_only)",)
+    # The check itself stops earlier: the forward fails at the point in the inputs' own dtype.
+    assert not gradcheck.check_gradients(float64_only, None, given, reference=lambda x: (x * x).sum()).ok
 
 
 def test_with_a_hand_written_backward_the_reference_is_a_float64_oracle():
@@ -250,7 +263,7 @@ def test_beyond_the_jacobian_limit_the_gradient_magnitudes_are_estimated(monkeyp
     torch.manual_seed(0)
     result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(torch.float32, rows=256), reference=matvec,
                                        wrt="w")
-    assert result.ok
+    assert not reference_faults(result), str(result)
     assert any(n.startswith("reference: the Jacobian is too large to sum the magnitudes") for n in result.notes)
 
 

@@ -124,3 +124,25 @@ def test_complex_inputs_are_carried_as_real_imaginary_pairs():
     assert (s["dtype"], s["values"]) == ("complex128", [0.5, -1.0])
     (mismatch,) = document["cases"][0]["minimal_example"]["result"]["mismatches"]
     assert (mismatch["input"], mismatch["index"], mismatch["part"]) == ("z", [1, 2], "imag")
+
+
+def test_a_case_states_what_its_directional_checks_could_have_missed():
+    from gradcheck.run_table import details_lines
+
+    run = CaseRun(case=Case(name="mine.cube", forward=cube, backward=cube_backward_off_at_max,
+                            inputs=st.just({"x": POINT})), seed=0)
+    stated = []
+    for scale in (1.0, 3.0, 2.0):
+        result = gradcheck.check_gradients(cube, cube_backward_off_at_max, {"x": POINT * scale}, mode="directional")
+        stated.append(result.inputs[0].detectable)
+        run.add(result)
+    weakest = max(stated, key=lambda d: d.relative_error)
+    assert run.detectable == {"x": weakest}
+    report = RunReport(Settings(examples=3), False, [run], 1.0)
+    (case,) = run_json.run_to_dict(report)["cases"]
+    assert case["detectable"] == {"x": {"relative_error": weakest.relative_error, "probability": 0.999}}
+    assert (f"mine.cube (directional): a single element wrong by {weakest.relative_error:.1e} or more (relative "
+            "to x's largest gradient) would have been caught with probability >= 0.999") in details_lines(report)
+    full = CaseRun(case=run.case, seed=0)
+    full.add(gradcheck.check_gradients(cube, cube_backward_off_at_max, {"x": POINT}, mode="full"))
+    assert run_json.case_to_dict(full)["detectable"] == {}

@@ -18,15 +18,22 @@ def test_shapes_respect_their_bounds(data, min_dims, min_side):
     assert all(min_side <= side <= min_side + 2 for side in shape)
 
 
-@given(st.data(), st.sampled_from([np.float64, np.float32, np.float16]), st.booleans())
+@given(st.data(), st.sampled_from([np.float64, np.float32, np.float16, "bfloat16"]), st.booleans())
 def test_float_arrays_are_well_scaled(data, dtype, zeros):
     array = data.draw(gs.float_arrays((3, 2), dtype=dtype, min_magnitude=0.1, max_magnitude=5.0, zeros=zeros))
-    assert array.shape == (3, 2) and array.dtype == dtype
+    assert array.shape == (3, 2) and array.dtype == (np.float32 if dtype == "bfloat16" else dtype)
+    if dtype == "bfloat16":  # float32 values, each exactly a bfloat16
+        assert np.array_equal(gs.to_bfloat16(array), array)
     magnitude = np.abs(array.astype(np.float64))
     nonzero = magnitude[magnitude != 0]
     assert np.all((nonzero >= 0.1 * (1 - 1e-3)) & (nonzero <= 5.0 * (1 + 1e-3)))
     if not zeros:
         assert nonzero.size == array.size
+
+
+def test_to_bfloat16_rounds_to_nearest_ties_to_even():
+    got = gs.to_bfloat16(np.array([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0 + 2.0**-8 + 2.0**-20, -3.3], dtype=np.float32))
+    assert got.tolist() == [1.0, 1.0 + 2.0**-6, 1.0 + 2.0**-7, -3.296875]
 
 
 @given(st.data(), st.sampled_from([np.complex128, np.complex64]), st.booleans())
