@@ -117,40 +117,29 @@ class ShuffledMatVec(MatVec):
         return dout[:, None] * w, x[order].T @ dout[order]
 
 
-@pytest.mark.parametrize("seed", [2, 4, 10])
+@pytest.mark.parametrize("seed", [2, 19, 25, 27])
 def test_a_summation_order_that_changes_from_call_to_call_is_no_false_alarm(seed):
     """Its rounding differs from the reference's element by element, at these seeds by more than
     twice the reference's somewhere among dw's 8 elements (a budget floored at ulps of |dw| alone
-    flags them); the floor at ulps of the magnitudes summed into each element holds it."""
+    flags them); the floor at ulps of the magnitudes summed into each element holds it. The
+    comparison alone, so that the shuffles it sees do not depend on the rest of the check."""
+    from gradcheck.inputs import prepare_inputs
+    from gradcheck.reference_oracle import low_precision
+
+    given = inputs(torch.float32, rows=256, seed=seed)
+    dout = np.random.default_rng(seed).standard_normal(256)
     torch.manual_seed(seed)
-    result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(torch.float32, rows=256, seed=seed),
-                                       reference=matvec, wrt="w")
+    found = low_precision(ShuffledMatVec.apply, matvec, given, prepare_inputs(given), ("w",), dout, (256,))
+    assert not found.faults, found.faults
+    assert found.note().startswith("reference in float32: the forward's gradients and output are within 2 x")
+
+
+def test_the_check_runs_the_comparison_of_a_shuffled_summation():
+    torch.manual_seed(0)
+    result = gradcheck.check_gradients(ShuffledMatVec.apply, None, inputs(torch.float32, rows=256), reference=matvec,
+                                       wrt="w")
     assert not reference_faults(result), str(result)
-    assert any(n.startswith("reference in float32: the forward's gradients and output are within 2 x")
-               for n in result.notes)
-
-
-def test_the_forward_output_is_held_to_the_same_budget():
-    def narrow_rowsum(x, s):
-        acc = torch.zeros(x.shape[0], dtype=x.dtype)
-        for j in range(x.shape[1]):
-            acc = acc + x[:, j]  # past 512 a bfloat16 accumulator drops terms below 2
-        return s * acc
-
-    x = (torch.rand(2, 1024, generator=torch.Generator().manual_seed(1)) + 0.5).to(torch.bfloat16)
-    given = {"x": x, "s": torch.tensor(1.0, dtype=torch.bfloat16)}
-    result = gradcheck.check_gradients(narrow_rowsum, None, given, wrt="s", reference=lambda x, s: s * x.sum(-1))
-    (fault,) = reference_faults(result)
-    assert fault.startswith("output in bfloat16: 2/2 elements beyond 2 x the reference's error in bfloat16; "
-                            "worst output[")
-
-
-def test_reference_factor_scales_the_budget():
-    given = inputs(torch.bfloat16, rows=256)
-    op, reference = summed(NarrowMatVec.apply), summed(matvec)
-    assert not gradcheck.check_gradients(op, None, given, reference=reference, wrt="w").ok
-    loose = gradcheck.check_gradients(op, None, given, reference=reference, wrt="w", reference_factor=1e4)
-    assert loose.ok and any("within 10000 x the reference's own error" in n for n in loose.notes)
+    assert any(n.startswith("reference in float32: ") for n in result.notes)
 
 
 # The budget of one element: (forward's error, reference's error, |truth|, factor) -> allowed.
