@@ -2,7 +2,8 @@
 
 Public API (everything else is internal):
 
-* ``check_gradients(forward, backward, inputs, *, wrt, seed, rtol, atol, mode, progress, oracles, jvp) -> CheckResult``
+* ``check_gradients(forward, backward, inputs, *, wrt, seed, rtol, atol, mode, progress, oracles, jvp, order,
+  hvp) -> CheckResult`` (``order=2``: second derivatives too, see ``gradcheck.second_order``)
 * ``assert_gradients(...)``: the same, raising ``GradientMismatch`` unless the check passes
 * ``numeric_gradient(forward, inputs, dout=None, wrt=None) -> {name: array}``
 * ``Case`` and ``register`` for cases the report and the pytest plugin run

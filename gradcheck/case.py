@@ -15,6 +15,9 @@ A case bundles everything needed to check a backward pass on many inputs:
   (``True`` with ``backward=None``: torch's forward-mode AD).
 * ``inputs`` is a Hypothesis strategy drawing a dict ``name -> array or number``, or a dict
   ``name -> strategy`` (drawn as ``st.fixed_dictionaries``).
+* ``hvp(vectors, **inputs)`` (optional, with ``order=2``) returns the Hessian-vector product of
+  a scalar forward: ``vectors`` maps each checked input to an array shaped like it, and the
+  result maps each checked input to ``(H v)`` for it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class Case:
             gradient size per layer is worth plotting (vanishing/exploding gradients).
         jvp: the forward mode to check beside the backward (see ``check_gradients``'s
             ``jvp``): a hand-written ``jvp(tangents, **inputs)``, ``True`` or None.
+        order: the derivative order the case is checked at (1 or 2; a run with a higher
+            ``--order`` checks the second order too where it can, see ``options.order_of``).
+        hvp: ``hvp(vectors, **inputs) -> {name: H v}``, the Hessian-vector product of a scalar
+            forward, checked at ``order=2`` (which it needs), or None.
 
     Raises:
         GradcheckError: a field that breaks its rule in ``gradcheck.validation``; the message
@@ -70,6 +77,8 @@ class Case:
     points: tuple[Mapping[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
     jvp: Callable[..., Any] | bool | None = None
+    order: int = 1
+    hvp: Callable[..., Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -81,6 +90,9 @@ class Case:
             object.__setattr__(self, "wrt", validation.wrt(self.wrt))
             object.__setattr__(self, "points", validation.points(self.points))
             validation.jvp(self.jvp)
+            object.__setattr__(self, "order", validation.order(self.order))
+            validation.function("hvp", self.hvp, none_ok=True)
+            validation.second_order_needs(self.order, self.hvp)
         except GradcheckError as exc:
             raise GradcheckError(f"Case {self.name!r}: {exc}") from None
         object.__setattr__(self, "layers", tuple(self.layers))

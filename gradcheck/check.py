@@ -21,7 +21,9 @@ This module orchestrates; each step is a module of its own:
 7. next to failures and marginal passes the Taylor test gives a second opinion on each gradient
    (``taylor``), and clears a mismatch only the numeric oracle saw where it shows that oracle
    wrong;
-8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected.
+8. the likely bug is named (``diagnose``) and a ``CheckResult`` collected;
+9. with ``order=2``, the first-order gradient is checked as a forward of its own
+   (``second_order``), by this same engine.
 
 Custom ops get three more checks, each rerunning the backward at the point (``reruns``): the
 forward and the backward repeated, their nondeterminism measured (``repeats``, before step 5: a
@@ -77,6 +79,7 @@ from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precisio
 from gradcheck.repeats import Repeated
 from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
+from gradcheck.second_order import check_second_order, require_second_order
 from gradcheck.tolerance import absolute_floor, default_tolerance, dtype_eps, low_precision_tolerance
 from gradcheck.torch_oracle import TORCH
 
@@ -99,6 +102,8 @@ def check_gradients(
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
     jvp: Callable[..., Any] | bool | None = None,
+    order: int = 1,
+    hvp: Callable[..., Mapping[str, Any]] | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -154,6 +159,15 @@ def check_gradients(
             torch's forward-mode AD of a torch forward (a custom ``autograd.Function``'s
             ``jvp``) against the numeric oracle and against reverse mode. ``None`` or ``False``:
             not checked. Forwards with one real output and real inputs.
+        order: 1 checks first derivatives; 2 checks second derivatives as well (see
+            ``gradcheck.second_order``): with ``backward=None``, autograd's double backward
+            (``create_graph=True``), with respect to the inputs and ``dout``, against central
+            differences of autograd's gradient; with a hand-written backward, ``hvp``.
+        hvp: with ``order=2`` and a scalar forward, ``hvp(vectors, **inputs) -> {name: H v}``:
+            the Hessian-vector product, ``vectors`` one array per checked input, shaped like
+            it. Checked against central differences of the backward (itself checked at the
+            first order) and torch's double backward; the backward's Jacobian must be
+            symmetric.
         reference: a plain differentiable torch function of the same inputs, the slow and
             obviously right version of ``forward`` (``gradcheck.reference_oracle``). Its float64
             autograd gradient is an exact oracle named "reference"; ``forward``'s float64 output
@@ -170,17 +184,19 @@ def check_gradients(
             aot_eager); see ``gradcheck.paths``. A disagreement is a fault naming the path.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
-        ``forward``, ``consistency``, ``taylor``, ...
+        ``forward``, ``consistency``, ``taylor``, ``second_order``, ...
     Raises:
         GradcheckError: misuse: bad arguments, inputs that are not a mapping of finite numbers
-            or arrays, ``wrt`` naming a missing or integer input (the messages are
-            ``gradcheck.validation``'s), a complex output among several (not supported yet); a
-            ``reference`` that fails on the inputs, is not differentiable or returns another shape;
-            ``paths`` naming an unknown path or given with a backward. Bugs in ``forward`` or
-            ``backward`` never raise; they are reported in the result.
+            or arrays, ``wrt`` naming a missing or integer input, ``order`` not 1 or 2, ``hvp``
+            without ``order=2``, ``order=2`` with a hand-written backward and no ``hvp``, with
+            complex inputs or several outputs (the messages are ``gradcheck.validation``'s), a
+            complex output among several (not supported yet); a ``reference`` that fails on the
+            inputs, is not differentiable or returns another shape; ``paths`` naming an unknown
+            path or given with a backward. Bugs in ``forward`` or ``backward`` never raise; they
+            are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, jvp=jvp, reference=reference,
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp, reference=reference,
                            reference_factor=reference_factor, paths=paths)
     return run_check(forward, backward, inputs, options)
 
@@ -197,7 +213,14 @@ def run_check(
     ``gradient_test`` and the runner call). ``layouts`` names the layouts a torch callable's
     backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
     custom = _Custom(validation.layouts(layouts), torch_given(inputs))
+    given = (forward, backward)
     forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
+    if options.order == 2:
+        if boundary.dtypes:
+            raise GradcheckError(f"order=2 with complex inputs is not supported yet (complex: {list(boundary.dtypes)})")
+        require_second_order(backward, options.hvp, prepared)
+        first = run_check(*given, inputs, replace(options, order=1, hvp=None), layouts=layouts)
+        return check_second_order(forward, backward, prepared, names, options, first, engine=_gradient_check)
     try:
         point, on_torch = _point(forward, prepared, options.seed, backward=backward, hand=callable(options.jvp))
     except MultipleOutputs as several:
@@ -211,6 +234,23 @@ def run_check(
         return _stopped(fault, options, boundary)
     return _check_at(forward, backward, prepared, names, options, point, boundary, beyond, custom=custom,
                      on_torch=on_torch)
+
+
+def _gradient_check(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
+    options: CheckOptions,
+) -> CheckResult:
+    """The engine on a first-order gradient as a forward (``second_order``): without the
+    custom-op checks (repeats, layouts, structured upstream gradients), which the first order
+    makes of the code under test, and without the reference and the execution paths (which are
+    of the first-order forward)."""
+    options = replace(options, reference=None, reference_factor=None, paths=None)
+    forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
+    try:
+        point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
+    except Fault as fault:
+        return _stopped(fault, options, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond)
 
 
 @dataclass(frozen=True)
@@ -770,6 +810,8 @@ def assert_gradients(
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
     jvp: Callable[..., Any] | bool | None = None,
+    order: int = 1,
+    hvp: Callable[..., Mapping[str, Any]] | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
@@ -780,7 +822,7 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, jvp=jvp, reference=reference,
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp, reference=reference,
                            reference_factor=reference_factor, paths=paths)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:

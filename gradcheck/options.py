@@ -21,7 +21,7 @@ from gradcheck.errors import GradcheckError
 if TYPE_CHECKING:
     from gradcheck.progress import Progress
 
-__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "CheckOptions", "Option", "Settings", "run_options"]
+__all__ = ["DEFAULT_EXAMPLES", "OPTIONS", "CheckOptions", "Option", "Settings", "order_of", "run_options"]
 
 DEFAULT_EXAMPLES = 25
 
@@ -44,6 +44,10 @@ class CheckOptions:
             backward at the point a fault; False allows rounding-level differences (reported).
         jvp: forward mode: None or False (not checked), True (torch's forward-mode AD, with
             ``backward=None``) or a hand-written ``jvp(tangents, **inputs)``.
+        order: 1 checks first derivatives; 2 second derivatives as well (see
+            ``gradcheck.second_order``).
+        hvp: ``hvp(vectors, **inputs) -> {name: H v}``, a hand-written Hessian-vector product
+            checked at ``order=2``, or None.
         reference: a differentiable torch function of the same inputs, the slow and obviously
             right version of the forward (``gradcheck.reference_oracle``), or None.
         reference_factor: how many times the reference's own error in a low dtype the forward
@@ -61,6 +65,8 @@ class CheckOptions:
     oracles: Iterable[str] | None = None
     deterministic: bool = False
     jvp: Callable[..., Any] | bool | None = None
+    order: int = 1
+    hvp: Callable[..., Any] | None = None
     reference: Callable[..., Any] | None = None
     reference_factor: float | None = None
     paths: Iterable[str] | None = None
@@ -75,6 +81,9 @@ class CheckOptions:
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
         validation.flag("deterministic", self.deterministic)
         validation.jvp(self.jvp)
+        object.__setattr__(self, "order", validation.order(self.order))
+        validation.function("hvp", self.hvp, none_ok=True)
+        validation.second_order_needs(self.order, self.hvp)
         validation.function("reference", self.reference, none_ok=True)
         validation.factor("reference_factor", self.reference_factor)
         if self.reference_factor is not None and self.reference is None:
@@ -111,19 +120,22 @@ OPTIONS: tuple[Option, ...] = (
            "largest gradient)", "X"),
     Option("oracles", _names, None, "exact oracles beside the numeric one, comma-separated: torch, "
            "jax (the jax extra); default torch", "NAMES", show=",".join),
+    Option("order", int, 1, "2 checks second derivatives too where a check can (a torch callable's "
+           "double backward, a case with an hvp)", "N"),
 )
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated run settings: seed >= 0, examples >= 1, tolerances None or finite >= 0, the
-    exact oracles by name (None: the default)."""
+    exact oracles by name (None: the default), the derivative order (1 or 2; see ``order_of``)."""
 
     seed: int = 0
     examples: int = DEFAULT_EXAMPLES
     rtol: float | None = None
     atol: float | None = None
     oracles: tuple[str, ...] | None = None
+    order: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seed", validation.seed(self.seed))
@@ -131,6 +143,7 @@ class Settings:
         validation.tolerance("rtol", self.rtol)
         validation.tolerance("atol", self.atol)
         object.__setattr__(self, "oracles", validation.names("oracles", self.oracles, empty_ok=True))
+        object.__setattr__(self, "order", validation.order(self.order))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Settings:
@@ -151,12 +164,15 @@ def run_options(
     oracles: Iterable[str] | None = None,
     deterministic: bool = False,
     jvp: Callable[..., Any] | bool | None = None,
+    order: int = 1,
+    hvp: Callable[..., Any] | None = None,
     reference: Callable[..., Any] | None = None,
     reference_factor: float | None = None,
     paths: Iterable[str] | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
-    for the check (not None) win over the run's setting, which wins over the default."""
+    for the check (not None) win over the run's setting, which wins over the default. The
+    order is the check's own (``order_of`` applies the run's)."""
     return CheckOptions(
         wrt=wrt,
         seed=settings.seed if seed is None else seed,
@@ -167,7 +183,24 @@ def run_options(
         oracles=settings.oracles if oracles is None else oracles,
         deterministic=deterministic,
         jvp=jvp,
+        order=order,
+        hvp=hvp,
         reference=reference,
         reference_factor=reference_factor,
         paths=paths,
     )
+
+
+def order_of(given: int | None, settings: Settings, *, backward: Callable[..., Any] | None,
+             hvp: Callable[..., Any] | None) -> int:
+    """The order a check in a run is made at: ``given`` for the check if not None; else the
+    run's ``settings.order`` where the check can be made at the second order (a torch callable,
+    ``backward=None``, or one with an ``hvp``), and 1 where it cannot (a hand-written backward
+    without its Hessian-vector product).
+
+    Raises:
+        GradcheckError: ``given`` is not an order.
+    """
+    if given is not None:
+        return validation.order(given)
+    return settings.order if backward is None or hvp is not None else 1

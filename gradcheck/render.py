@@ -165,7 +165,8 @@ _INCONCLUSIVE = {
 def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) -> list[str]:
     """The terminal report of one check: a verdict line, a line per input with its worst
     error, the worst ``max_elements`` elements of each mismatching input with the likely bug,
-    kinks, faults and notes."""
+    kinks, faults and notes; with ``order=2``, the second-order check's report after it,
+    indented."""
     verdict = result.verdict.upper()
     oracles = ", ".join(result.oracles) if result.oracles else "none"
     modes = "" if result.modes == ("reverse",) else f"modes {'+'.join(result.modes)}; "
@@ -249,6 +250,11 @@ def result_lines(result: CheckResult, max_elements: int = MAX_ELEMENTS_SHOWN) ->
         )
     for note in result.notes:
         lines.append(f"  note: {note}")
+    if result.second_order is not None:
+        nested = result_lines(result.second_order, max_elements)
+        head = nested[0].removeprefix("gradcheck ")
+        lines.append(f"  second order {head}")
+        lines.extend(f"  {line}" for line in nested[1:])
     return lines
 
 

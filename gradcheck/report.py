@@ -67,9 +67,10 @@ def header_lines(settings: Settings) -> list[str]:
     """The pytest header: the seed first, so that any failure can be replayed."""
     rtol = "per dtype" if settings.rtol is None else f"{settings.rtol:g}"
     atol = "scaled floor" if settings.atol is None else f"{settings.atol:g}"
+    order = "" if settings.order == 1 else f", order {settings.order} where a check can"
     return [
         f"gradcheck: seed {settings.seed} (replay with --gradcheck-seed {settings.seed}), "
-        f"examples {settings.examples}, rtol {rtol}, atol {atol}"
+        f"examples {settings.examples}, rtol {rtol}, atol {atol}{order}"
     ]
 
 

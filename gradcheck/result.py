@@ -359,10 +359,14 @@ class CheckResult:
         outputs: a forward with several outputs: each one's name, shape and dtype, in order;
             empty for a forward that returns one array.
         modes: the modes checked: ``"reverse"`` (the backward's vector-Jacobian product),
-            ``"forward"`` (the ``jvp``'s Jacobian-vector products).
+            ``"forward"`` (the ``jvp``'s Jacobian-vector products), ``"second order"``
+            (``order=2``: see ``second_order``).
         forward: forward mode's verdict, when it was checked.
         consistency: the jvp against the backward along each tangent (both modes checked).
         taylor: the Taylor test's evidence next to failures and marginal passes.
+        second_order: with ``order=2``, the second-order check (``gradcheck.second_order``): a
+            result of its own whose inputs are the first-order gradient's inputs (and ``dout``
+            for a torch callable); ``ok`` above is False when it fails.
     """
 
     ok: bool
@@ -383,6 +387,7 @@ class CheckResult:
     forward: ForwardSummary | None = None
     consistency: tuple[Consistency, ...] = ()
     taylor: tuple[TaylorEvidence, ...] = ()
+    second_order: CheckResult | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -409,4 +414,6 @@ class CheckResult:
         """A JSON-ready dict with the same fields (NaN/inf become null)."""
         data = asdict(self)
         data["verdict"] = self.verdict
+        if self.second_order is not None:
+            data["second_order"] = self.second_order.to_dict()
         return _jsonable(data)

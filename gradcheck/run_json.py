@@ -86,6 +86,8 @@ SCHEMA_VERSION = 2
 # and ``taylor``, and a mismatch's ``mode`` and ``tangent``.
 # Each case and each input of a result carries ``detectable``, directional mode's statement of
 # what it could have missed.
+# And a result's ``second_order`` (``order=2``: the second-order check's result, or null), with
+# "second order" among its ``modes``.
 
 
 def versions() -> dict[str, str | None]:

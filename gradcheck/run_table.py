@@ -104,21 +104,28 @@ def note(run: CaseRun) -> str:
     example = run.at_point or run.minimal
     if example is None:
         return ""
-    result = example.result
+    return _short(_finding(example.result))
+
+
+def _finding(result: Any) -> str:
+    """The likely bug, fault or mismatch of a failing check (its second order's after its own)."""
     found = [(s.name, s.diagnosis) for s in result.inputs if s.diagnosis is not None]
     if found:
         names = ", ".join(dict.fromkeys(name for name, _ in found))
         d = found[0][1]
         headline = d.summary.split(": ")[0].split(" (a ")[0]
-        return _short(f"{d.kind} in {names}: {headline}")
+        return f"{d.kind} in {names}: {headline}"
     if result.faults:
-        return _short(f"fault: {result.faults[0]}")
+        return f"fault: {result.faults[0]}"
     if result.forward is not None and not result.forward.ok:
         side = next((c.wrong for c in result.consistency if not c.ok), "")
         named = f"; the {side} is wrong" if side in ("jvp", "backward") else ""
-        return _short(f"forward mode: {result.forward.mismatches} jvp output element(s) mismatch{named}")
+        return f"forward mode: {result.forward.mismatches} jvp output element(s) mismatch{named}"
     wrong = [s.name for s in result.inputs if not s.ok]
-    return _short(f"mismatch in {', '.join(wrong)}; no simple pattern") if wrong else ""
+    if wrong:
+        return f"mismatch in {', '.join(wrong)}; no simple pattern"
+    second = result.second_order
+    return f"second order: {_finding(second)}" if second is not None and not second.ok else ""
 
 
 def rows(report: RunReport) -> list[tuple[str, ...]]:

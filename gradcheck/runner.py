@@ -33,13 +33,13 @@ from gradcheck.check import run_check
 from gradcheck.errors import GradcheckError
 from gradcheck.evaluate import describe_exception
 from gradcheck.layouts import draw as draw_layout
-from gradcheck.options import OPTIONS, CheckOptions, Settings, run_options
+from gradcheck.options import OPTIONS, CheckOptions, Settings, order_of, run_options
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult, Detection, Kink, Mismatch
 from gradcheck.worst import WorstAt, track_worst
 
 __all__ = ["CaseRun", "CaseSelectionError", "Checked", "InputShown", "MinimalExample", "RunReport",
-           "case_seed", "drive", "run_case", "run_cases", "select_cases", "shown_inputs"]
+           "case_order", "case_seed", "drive", "run_case", "run_cases", "select_cases", "shown_inputs"]
 
 MAX_VALUES_SHOWN = 16  # an input with at most this many elements is shown in full
 MAX_SAMPLES = 20  # example inputs kept per case for plots
@@ -206,6 +206,12 @@ class RunReport:
         if self.gallery:
             words.append("--gallery")
         return shlex.join(words)
+
+
+def case_order(case: Case, settings: Settings) -> int:
+    """The order ``case`` is checked at in a run with ``settings``: its own, or the run's where
+    that is higher and the case can be checked at it (``options.order_of``)."""
+    return max(case.order, order_of(None, settings, backward=case.backward, hvp=case.hvp))
 
 
 def _literal_pattern(name: str) -> str:
@@ -395,7 +401,8 @@ def run_case(
     run = CaseRun(case=case, seed=seed)
     # The report draws its own progress (no stderr line from each check).
     options = run_options(settings, wrt=case.wrt, seed=seed,
-                          progress=check_progress if check_progress is not None else False, jvp=case.jvp)
+                          progress=check_progress if check_progress is not None else False, jvp=case.jvp,
+                          order=case_order(case, settings), hvp=case.hvp)
     start = time.perf_counter()
 
     def count(checked: Checked) -> None:

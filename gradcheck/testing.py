@@ -23,17 +23,17 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gradcheck import validation
 from gradcheck.case import Case
 from gradcheck.check import run_check
 from gradcheck.errors import GradcheckError, GradientMismatch
-from gradcheck.options import CheckOptions, Settings, run_options
+from gradcheck.options import CheckOptions, Settings, order_of, run_options
 from gradcheck.progress import Progress
 from gradcheck.result import CheckResult
-from gradcheck.runner import Checked, drive
+from gradcheck.runner import Checked, case_order, drive
 
 if TYPE_CHECKING:
     import pytest
@@ -123,20 +123,24 @@ class GradcheckFixture:
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
         jvp: Callable[..., Any] | bool | None = None,
+        order: int | None = None,
+        hvp: Callable[..., Mapping[str, Any]] | None = None,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
     ) -> CheckResult:
-        """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol`` and
-        ``atol`` that are not given (None).
+        """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol``,
+        ``atol``, ``oracles`` and ``order`` that are not given (None; the run's order applies
+        where the check can be made at it, see ``options.order_of``).
 
         Raises:
             GradcheckError: misuse, as ``check_gradients`` does.
         """
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic, jvp=jvp, reference=reference,
-                              reference_factor=reference_factor, paths=paths)
+                              oracles=oracles, deterministic=deterministic, jvp=jvp,
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp,
+                              reference=reference, reference_factor=reference_factor, paths=paths)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -163,6 +167,8 @@ class GradcheckFixture:
         oracles: Iterable[str] | None = None,
         deterministic: bool = False,
         jvp: Callable[..., Any] | bool | None = None,
+        order: int | None = None,
+        hvp: Callable[..., Mapping[str, Any]] | None = None,
         reference: Callable[..., Any] | None = None,
         reference_factor: float | None = None,
         paths: Iterable[str] | None = None,
@@ -171,8 +177,9 @@ class GradcheckFixture:
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
-                              oracles=oracles, deterministic=deterministic, jvp=jvp, reference=reference,
-                              reference_factor=reference_factor, paths=paths)
+                              oracles=oracles, deterministic=deterministic, jvp=jvp,
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp,
+                              reference=reference, reference_factor=reference_factor, paths=paths)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)
@@ -181,16 +188,18 @@ class GradcheckFixture:
 
 def _as_case(
     forward: Any, backward: Any, inputs: Any, wrt: str | Sequence[str] | None, jvp: Any = None,
+    order: int | None = None, hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> Case:
     """The case a ``gradient_test`` checks, validated where the arguments enter."""
     if isinstance(forward, Case):
-        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt), ("jvp", jvp))
+        extra = (("backward", backward), ("inputs", inputs), ("wrt", wrt), ("jvp", jvp), ("hvp", hvp))
         given = [n for n, v in extra if v is not _MISSING and v is not None]
         if given:
             raise GradcheckError(
-                f"gradient_test(case) takes the case's own backward, inputs, wrt and jvp; got {given} as well"
+                f"gradient_test(case) takes the case's own backward, inputs, wrt and jvp, and its hvp; got {given} "
+                "as well"
             )
-        return forward
+        return forward if order is None else replace(forward, order=order)
     if backward is _MISSING:
         raise GradcheckError(
             "gradient_test(forward, backward, inputs=...) needs a backward (None checks torch autograd)"
@@ -201,7 +210,8 @@ def _as_case(
             "(or a dict of strategies)"
         )
     name = getattr(forward, "__qualname__", None) or type(forward).__name__
-    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt, jvp=jvp)
+    return Case(name=name, forward=forward, backward=backward, inputs=inputs, wrt=wrt, jvp=jvp,
+                order=1 if order is None else order, hvp=hvp)
 
 
 def gradient_test(
@@ -215,6 +225,8 @@ def gradient_test(
     rtol: float | None = None,
     atol: float | None = None,
     jvp: Callable[..., Any] | bool | None = None,
+    order: int | None = None,
+    hvp: Callable[..., Mapping[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., None]]:
     """Decorate a function into a Hypothesis-driven pytest test of a backward pass.
 
@@ -235,6 +247,8 @@ def gradient_test(
         mode, rtol, atol: as for ``check_gradients``; None tolerances use ``--gradcheck-rtol``
             and ``--gradcheck-atol``, then the per-dtype defaults.
         jvp: forward mode, as for ``check_gradients`` (a ``Case`` carries its own ``jvp``).
+        order, hvp: as for ``check_gradients`` (``order=2`` with an ``hvp``); None keeps the
+            case's order, and ``--gradcheck-order 2`` checks the second order where it can.
 
     A gallery case (``case.bug`` set) is expected to fail: its test passes when some example
     catches the bug and fails when none does.
@@ -244,7 +258,7 @@ def gradient_test(
             strategy nor a dict of strategies, bad ``examples``/``mode``/tolerances), when the
             decorator is applied, with the messages of ``gradcheck.validation``.
     """
-    case = _as_case(forward, backward, inputs, wrt, jvp)
+    case = _as_case(forward, backward, inputs, wrt, jvp, order, hvp)
     if examples is not None:
         examples = validation.examples(examples)
     run_options(Settings(), wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp)  # validated here, made per run
@@ -281,7 +295,8 @@ def gradient_test(
 
             settings = run.settings
             count = settings.examples if examples is None else examples
-            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp)
+            options = run_options(settings, wrt=case.wrt, rtol=rtol, atol=atol, mode=mode, jvp=case.jvp,
+                                  order=case_order(case, settings), hvp=case.hvp)
             try:
                 # A gallery case stops at its first failure: its test passes.
                 drive(case, options, examples=count, on_check=on_check, shrink=not case.is_gallery, quiet=False,

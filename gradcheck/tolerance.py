@@ -27,7 +27,8 @@ limits say when a measured difference is noise and when it is a finding:
   evidence clears a numeric-only mismatch (``taylor_clears``);
 * the same gradient computed again, under other strides (``layouts``) or in a repeated run
   (``repeats``): how far a reordered sum may move it (``reorder_limit``), and the repeats a
-  backward gets (``REPEATS``, ``MAX_REPEATS``).
+  backward gets (``REPEATS``, ``MAX_REPEATS``);
+* the symmetry a backward's Jacobian must have, as a Hessian does (``symmetry_limit``).
 
 ``sigma`` is the noise level of the contracted forward ``L`` (see ``numeric.estimate_noise``)
 and ``h`` a step, so ``sigma / h`` is one unit of rounding in a difference quotient. Every
@@ -70,6 +71,8 @@ __all__ = [
     "REORDER_ULPS",
     "REPEATS",
     "ROUNDING_ULPS",
+    "SYMMETRY_RESOLVED",
+    "SYMMETRY_ULPS",
     "TAYLOR_CLEAR_MARGIN",
     "TAYLOR_FIT_POINTS",
     "TAYLOR_MARGINAL",
@@ -108,6 +111,8 @@ __all__ = [
     "precision",
     "relative_error",
     "reorder_limit",
+    "symmetry_limit",
+    "symmetry_resolved",
     "taylor_clears",
     "taylor_floor",
     "taylor_verdict",
@@ -621,3 +626,23 @@ def reorder_limit(reference: Any, rounding: Any, *, eps: float) -> Any:
     ``reference``, per element: ``REORDER_ULPS * eps * |reference| + rounding``, with ``eps`` the
     roundoff of the gradient's dtype and ``rounding`` what ``torch_rounding`` allows there."""
     return REORDER_ULPS * eps * np.abs(reference) + rounding
+
+
+SYMMETRY_ULPS = 64  # an asymmetry below this many roundoff units of the loss is invisible in it
+# u^T J v is measured when its error estimate is at most this fraction of it: a direction that
+# crosses a kink (a ReLU unit at 0, whose gradient jumps) leaves the difference quotients apart.
+SYMMETRY_RESOLVED = 1e-3
+
+
+def symmetry_resolved(value: float, error: float) -> bool:
+    """Whether a directional derivative of the backward is measured (``SYMMETRY_RESOLVED``)."""
+    return error <= SYMMETRY_RESOLVED * abs(value)
+
+
+def symmetry_limit(ujv: float, vju: float, errors: float, loss: float, eps: float) -> float:
+    """How far ``u^T J v`` and ``v^T J u`` (a backward's Jacobian ``J`` along directions scaled
+    to the inputs, so both are in the loss' units) may differ: the fit tolerance
+    (``PRECISIONS[8].fit_rtol``) of the larger, their Richardson errors, and ``SYMMETRY_ULPS``
+    roundoff units of the loss (a backward computed from intermediates near 1 rounds at that
+    size, however small its own values; a Hessian term below it never shows in the loss)."""
+    return PRECISIONS[8].fit_rtol * max(abs(ujv), abs(vju)) + errors + SYMMETRY_ULPS * eps * abs(loss)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LAYOUTS",
     "MODES",
+    "ORDERS",
     "PATHS",
     "examples",
     "factor",
@@ -37,11 +38,13 @@ __all__ = [
     "jvp",
     "layouts",
     "mode",
+    "order",
     "ordered",
     "paths",
     "points",
     "positive_number",
     "progress",
+    "second_order_needs",
     "seed",
     "shape",
     "tolerance",
@@ -51,6 +54,7 @@ __all__ = [
 MODES = ("auto", "full", "directional")
 # The layouts a torch callable's backward runs under (``gradcheck.layouts``), besides contiguous.
 LAYOUTS = ("transposed", "narrowed", "expanded", "channels_last")
+ORDERS = (1, 2)  # first derivatives (the backward), and second (the double backward or an hvp)
 # Execution paths of a torch callable whose gradients are compared (``gradcheck.paths``).
 PATHS = ("eager", "compile", "aot_eager")
 
@@ -109,6 +113,21 @@ def mode(value: Any) -> str:
     if not isinstance(value, str) or value not in MODES:
         raise GradcheckError(f"mode must be one of {MODES}, got mode={value!r}")
     return value
+
+
+def order(value: Any) -> int:
+    """The derivative order to check: one of ``ORDERS`` (an integral number), as an ``int``."""
+    if not _integral(value) or value not in ORDERS:
+        raise GradcheckError(
+            f"order must be 1 or 2 (first derivatives, or second derivatives as well), got order={value!r}"
+        )
+    return int(value)
+
+
+def second_order_needs(order: int, hvp: Any) -> None:
+    """An ``hvp`` is checked at the second order: given with ``order=1`` it would be ignored."""
+    if hvp is not None and order != 2:
+        raise GradcheckError(f"hvp is checked at the second order: pass order=2 with it, got order={order!r}")
 
 
 def progress(value: Any) -> Any:

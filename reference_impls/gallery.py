@@ -8,6 +8,8 @@ a fault).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -15,7 +17,7 @@ from gradcheck.case import Case
 from gradcheck.strategies import float_arrays
 
 from . import complex as complex_cases
-from . import gates, matmul, multi, regression, staged, twolayer
+from . import gates, matmul, multi, regression, sigmoid_chain, staged, twolayer
 from ._common import onehot_np, relu, sigmoid_np, softmax_np, xp_of
 
 
@@ -194,6 +196,60 @@ def tied_pair(draw):
     return {"x": x, "y": np.where(np.reshape(tied, shape), x, other)}
 
 
+def softmax_net_hvp_missing_term(vectors, X, y, W1, W2):
+    """The two-layer net's H v without the term Z1'^T G2 of dW2' (the mixed W1-W2 block of the
+    Hessian forgotten: W2's gradient differentiated as if Z1 did not move with W1)."""
+    full = twolayer.softmax_net_hvp(vectors, X, y, W1, W2)
+    M = X @ W1 > 0
+    G2 = (softmax_np(np.maximum(X @ W1, 0) @ W2) - onehot_np(y, W2.shape[1])) / X.shape[0]
+    return {"W1": full["W1"], "W2": full["W2"] - (M * (X @ vectors["W1"])).T @ G2}
+
+
+def wide_hvp_transposed(vectors, a0, y, **params):
+    """The wide chain's H v with every weight tangent V_l used transposed (V_l^T where V_l
+    belongs; the shapes agree on square layers, so nothing fails)."""
+    transposed = {k: (v.T if k.startswith("W") else v) for k, v in vectors.items()}
+    return sigmoid_chain.wide_hvp(transposed, a0, y, **params)
+
+
+@st.composite
+def square_wide(draw):
+    """The wide chain with every layer 2 x 2, so that a transposed V_l fits (small: a caught
+    example shrinks in few steps)."""
+    n = 2
+    out = {"a0": draw(float_arrays((n,), max_magnitude=2.0)),
+           "y": draw(float_arrays((n,), min_magnitude=0.05, max_magnitude=0.95))}
+    for l in range(1, sigmoid_chain.WIDE + 1):
+        out[f"W{l}"] = draw(float_arrays((n, n), max_magnitude=3.0))
+        out[f"b{l}"] = draw(float_arrays((n,), max_magnitude=2.0))
+    return out
+
+
+@functools.cache
+def _detaching_softplus():
+    """A custom torch Function softplus whose backward detaches sigmoid(x): its gradient is
+    right, its double backward misses d sigmoid(x) / dx (torch is imported only when it runs)."""
+    import torch
+
+    class DetachingSoftplus(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.nn.functional.softplus(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * torch.sigmoid(x).detach()
+
+    return DetachingSoftplus
+
+
+def softplus_double_backward_detached(x):
+    """softplus(x) by a custom Function whose backward detaches sigmoid(x) (torch tensors)."""
+    return _detaching_softplus().apply(x)
+
+
 def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed, non-degenerate point for a family (every axis >= 2), where a bug's pattern
     shows: the gallery's diagnosis is checked here."""
@@ -226,6 +282,11 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
             return a(*shape) + 1j * a(*shape)
 
         return {"W": c(3, 4), "x": c(4), "b": c(3)}
+    if family == "wide_square":
+        out = {"a0": a(3), "y": rng.uniform(0.1, 0.9, 3)}
+        for l in range(1, sigmoid_chain.WIDE + 1):
+            out[f"W{l}"], out[f"b{l}"] = a(3, 3), a(3)
+        return out
     if family == "tie":
         x, y = a(2, 3), a(2, 3)
         y[0] = x[0]  # the first row tied
@@ -233,15 +294,16 @@ def representative(family: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": a(2, 3, low=0.3), "y": a(2, 3, low=0.3)}
 
 
-def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None, jvp=None):
+def _bug(name, base, backward, bug, expected, point, inputs=None, wrt=None, jvp=None, hvp=None):
     return Case(name=f"gallery.{name}", forward=base.forward, backward=backward,
                 inputs=inputs if inputs is not None else base.inputs, wrt=wrt or base.wrt, bug=bug,
                 expected_diagnosis=expected, family="gallery", description=bug,
-                points=(representative(point),), jvp=jvp)
+                points=(representative(point),), jvp=jvp, order=2 if hvp is not None else 1, hvp=hvp)
 
 
 _by_name = {c.name: c for c in (*gates.CASES, *staged.CASES, *matmul.CASES, *twolayer.CASES, *regression.CASES,
-                                 *complex_cases.CASES, *multi.CASES)}
+                                 *sigmoid_chain.CASES, *complex_cases.CASES, *multi.CASES)}
+_wide = _by_name["sigmoid_chain.wide"]
 _net = _by_name["twolayer.softmax_net"]
 
 CASES = (
@@ -290,4 +352,15 @@ CASES = (
          inputs=logits_near_100(), wrt=_net.wrt, family="gallery", points=(representative("logits100"),),
          bug="the notes' softmax without subtracting the max, run in float32 at logits ~100: exp overflows (NaN)",
          description="the notes' max-free softmax in float32 (its float64 twin passes)"),
+    # Second order: the backward is right, its derivative is not.
+    _bug("hvp_missing_term", _net, _net.backward, "two-layer net's H v without the Z1'^T G2 term of dW2' "
+         "(the mixed W1-W2 block)", None, "net", hvp=softmax_net_hvp_missing_term,
+         inputs=twolayer.net_inputs(kinks=False)),
+    _bug("hvp_transposed", _wide, _wide.backward, "wide sigmoid chain's H v takes each weight tangent V_l "
+         "transposed", None, "wide_square", hvp=wide_hvp_transposed, inputs=square_wide()),
+    Case(name="gallery.double_backward_detached", forward=softplus_double_backward_detached, backward=None,
+         inputs=st.fixed_dictionaries({"x": float_arrays((3,), max_magnitude=3.0)}), order=2,
+         bug="a custom torch Function's backward detaches sigmoid(x): its double backward misses a term",
+         family="gallery", description="softplus whose backward detaches sigmoid(x) (order 2)",
+         points=(representative("one"),)),
 )

@@ -144,6 +144,21 @@ def neuron_jvp(tangents, w, x):
     return (1 - f) * f * ddot
 
 
+def neuron_hvp(vectors, w, x):
+    """The neuron's Hessian times v = (vw, vx), forward over its backward: with a = [x0, x1, 1]
+    and ddot = s'(dot), the tangent of dot is dot' = a . vw + w[:2] . vx and of s'(dot) is
+    s''(dot) dot' (s'' = s'(1 - 2s)); dw = a ddot and dx = w[:2] ddot give
+    (H v)_w = a s'' dot' + [vx0, vx1, 0] s' and (H v)_x = w[:2] s'' dot' + vw[:2] s'."""
+    vw, vx = vectors["w"], vectors["x"]
+    dot = w[0] * x[0] + w[1] * x[1] + w[2]
+    f = sigmoid_np(dot)
+    s1 = (1 - f) * f
+    s2 = s1 * (1 - 2 * f)
+    a = np.array([x[0], x[1], 1.0])
+    ddot_t = s2 * (a @ vw + w[:2] @ vx)
+    return {"w": a * ddot_t + np.array([vx[0], vx[1], 0.0]) * s1, "x": w[:2] * ddot_t + vw[:2] * s1}
+
+
 def _case(name, forward, backward, inputs, description, **kw):
     return Case(name=name, forward=forward, backward=backward, inputs=inputs,
                 description=description, family=name.split(".")[0], **kw)
@@ -166,5 +181,6 @@ CASES = (
     _case("circuits.sigmoid_neuron", neuron, neuron_backward,
           st.fixed_dictionaries({"w": float_arrays((3,), max_magnitude=4.0),
                                  "x": float_arrays((2,), max_magnitude=4.0)}),
-          "sigmoid(w0 x0 + w1 x1 + w2)", points=(PUBLISHED_NEURON,), jvp=neuron_jvp),
+          "sigmoid(w0 x0 + w1 x1 + w2), and its Hessian-vector product", points=(PUBLISHED_NEURON,),
+          jvp=neuron_jvp, order=2, hvp=neuron_hvp),
 )

@@ -64,6 +64,36 @@ def one_per_layer_jvp(tangents, a0, y, **params):
     return 2 * (a - y) * da
 
 
+def one_per_layer_hvp(vectors, a0, y, **params):
+    """H v, forward mode over ``one_per_layer_backward``: the forward's tangents
+    z_l' = v_wl a_{l-1} + w_l a_{l-1}' + v_bl, a_l' = s'(z_l) z_l', then each backward stage's:
+    da_L' = 2 a_L', dz' = s''(z) z' da + s'(z) da', dw' = a_prev' dz + a_prev dz', db' = dz',
+    da_prev' = v_w dz + w dz' (s' = s (1 - s), s'' = s' (1 - 2 s))."""
+    ws = [params[f"w{l}"] for l in range(1, DEPTH + 1)]
+    bs = [params[f"b{l}"] for l in range(1, DEPTH + 1)]
+    vws = [vectors[f"w{l}"] for l in range(1, DEPTH + 1)]
+    vbs = [vectors[f"b{l}"] for l in range(1, DEPTH + 1)]
+    acts, acts_t, zs, zs_t = [a0], [vectors["a0"]], [], []
+    for w, b, vw, vb in zip(ws, bs, vws, vbs, strict=True):
+        zs.append(w * acts[-1] + b)
+        zs_t.append(vw * acts[-1] + w * acts_t[-1] + vb)
+        s = sigmoid_np(zs[-1])
+        acts.append(s)
+        acts_t.append(s * (1 - s) * zs_t[-1])
+    da, da_t = 2 * (acts[-1] - y), 2 * acts_t[-1]
+    out = {}
+    for l in reversed(range(DEPTH)):
+        s = sigmoid_np(zs[l])
+        s1 = s * (1 - s)
+        dz = s1 * da
+        dz_t = s1 * (1 - 2 * s) * zs_t[l] * da + s1 * da_t
+        out[f"w{l + 1}"] = acts_t[l] * dz + acts[l] * dz_t
+        out[f"b{l + 1}"] = dz_t
+        da, da_t = ws[l] * dz, vws[l] * dz + ws[l] * dz_t
+    out["a0"] = da_t
+    return out
+
+
 def wide(a0, y, W1, b1, W2, b2, W3, b3):
     """a0 (n0,), W_l (n_{l-1}, n_l), b_l (n_l,), y (n3,): sum_j (a_j - y_j)^2."""
     xp = xp_of(a0, W1)
@@ -107,6 +137,36 @@ def wide_jvp(tangents, a0, y, **params):
     return np.sum(2 * (a - y) * da)
 
 
+def wide_hvp(vectors, a0, y, **params):
+    """H v, forward mode over ``wide_backward``: z_l' = a_{l-1}' W_l + a_{l-1} V_l + v_bl,
+    a_l' = s'(z_l) z_l'; delta_l' = s''(z_l) z_l' da + s'(z_l) da',
+    dW_l' = outer(a_{l-1}', delta_l) + outer(a_{l-1}, delta_l'), db_l' = delta_l',
+    da_{l-1}' = V_l delta_l + W_l delta_l'."""
+    Ws = [params[f"W{l}"] for l in range(1, WIDE + 1)]
+    bs = [params[f"b{l}"] for l in range(1, WIDE + 1)]
+    Vs = [vectors[f"W{l}"] for l in range(1, WIDE + 1)]
+    vbs = [vectors[f"b{l}"] for l in range(1, WIDE + 1)]
+    acts, acts_t, zs, zs_t = [a0], [vectors["a0"]], [], []
+    for W, b, V, vb in zip(Ws, bs, Vs, vbs, strict=True):
+        zs.append(acts[-1] @ W + b)
+        zs_t.append(acts_t[-1] @ W + acts[-1] @ V + vb)
+        s = sigmoid_np(zs[-1])
+        acts.append(s)
+        acts_t.append(s * (1 - s) * zs_t[-1])
+    da, da_t = 2 * (acts[-1] - y), 2 * acts_t[-1]
+    out = {}
+    for l in reversed(range(WIDE)):
+        s = sigmoid_np(zs[l])
+        s1 = s * (1 - s)
+        delta = s1 * da
+        delta_t = s1 * (1 - 2 * s) * zs_t[l] * da + s1 * da_t
+        out[f"W{l + 1}"] = np.outer(acts_t[l], delta) + np.outer(acts[l], delta_t)
+        out[f"b{l + 1}"] = delta_t
+        da, da_t = Ws[l] @ delta, Vs[l] @ delta + Ws[l] @ delta_t
+    out["a0"] = da_t
+    return out
+
+
 def scalar(dtype=np.float64):
     return float_arrays((), max_magnitude=3.0, dtype=dtype)
 
@@ -135,14 +195,16 @@ CASES = (
     Case(name="sigmoid_chain.one_per_layer", forward=one_per_layer, backward=one_per_layer_backward,
          inputs=one_inputs(),
          wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)), family="sigmoid_chain",
-         description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2", jvp=one_per_layer_jvp),
+         description=f"{DEPTH} sigmoid neurons in a chain, (a_L - y)^2, and its Hessian-vector product",
+         jvp=one_per_layer_jvp, order=2, hvp=one_per_layer_hvp),
     Case(name="sigmoid_chain.one_per_layer_float32", forward=one_per_layer, backward=one_per_layer_backward,
          inputs=one_inputs(np.float32), wrt=("a0", *ONE_NAMES), layers=tuple(f"w{l}" for l in range(1, DEPTH + 1)),
          family="sigmoid_chain", description=f"{DEPTH} sigmoid neurons in a chain, run in float32"),
     Case(name="sigmoid_chain.wide", forward=wide, backward=wide_backward, inputs=wide_inputs(),
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",
-         description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2", jvp=wide_jvp),
+         description=f"{WIDE} sigmoid layers of several neurons, sum_j (a_j - y_j)^2, and its Hessian-vector product",
+         jvp=wide_jvp, order=2, hvp=wide_hvp),
     Case(name="sigmoid_chain.wide_float32", forward=wide, backward=wide_backward, inputs=wide_inputs(np.float32),
          wrt=("a0", *[f"{p}{l}" for l in range(1, WIDE + 1) for p in ("W", "b")]),
          layers=tuple(f"W{l}" for l in range(1, WIDE + 1)), family="sigmoid_chain",

@@ -58,6 +58,28 @@ def ssr_jvp(tangents, x, observed, w1, b1, w2, b2, w3, w4, b3):
     return np.sum(-2 * (observed - (sp1 * w3 + sp2 * w4 + b3)) * dpred)
 
 
+def ssr_hvp(vectors, x, observed, w1, b1, w2, b2, w3, w4, b3):
+    """H v of SSR = sum r^2, r = observed - predicted: forward mode over ``ssr_backward``. With
+    the tangents z1' = x v_w1 + v_b1, z2' = x v_w2 + v_b2 and predicted' (the JVP), the gradient
+    sum -2 r dpred/dtheta has the tangent sum 2 predicted' dpred/dtheta - 2 r (dpred/dtheta)';
+    softplus' = sigmoid, sigmoid' = s (1 - s)."""
+    v = {p: vectors[p] for p in PARAMS}
+    z1, z2 = w1 * x + b1, w2 * x + b2
+    s1, s2 = sigmoid_np(z1), sigmoid_np(z2)
+    sp1, sp2 = np.log1p(np.exp(z1)), np.log1p(np.exp(z2))
+    r = observed - (sp1 * w3 + sp2 * w4 + b3)
+    z1_t, z2_t = x * v["w1"] + v["b1"], x * v["w2"] + v["b2"]
+    s1_t, s2_t = s1 * (1 - s1) * z1_t, s2 * (1 - s2) * z2_t
+    # dpred/dtheta per data point, and its tangent
+    dpred = {"w1": s1 * w3 * x, "b1": s1 * w3, "w2": s2 * w4 * x, "b2": s2 * w4, "w3": sp1, "w4": sp2,
+             "b3": np.ones_like(x)}
+    dpred_t = {"w1": (s1_t * w3 + s1 * v["w3"]) * x, "b1": s1_t * w3 + s1 * v["w3"],
+               "w2": (s2_t * w4 + s2 * v["w4"]) * x, "b2": s2_t * w4 + s2 * v["w4"],
+               "w3": s1 * z1_t, "w4": s2 * z2_t, "b3": np.zeros_like(x)}
+    pred_t = sum(dpred[p] * v[p] for p in PARAMS)
+    return {p: np.sum(2 * pred_t * dpred[p] - 2 * r * dpred_t[p]) for p in PARAMS}
+
+
 def published_point() -> dict[str, np.ndarray]:
     return {"x": DOSAGE.copy(), "observed": OBSERVED.copy(), **{k: np.asarray(v) for k, v in PUBLISHED.items()}}
 
@@ -78,6 +100,6 @@ CASES = (
     Case(name="softplus.squiggle", forward=ssr, backward=ssr_backward,
          inputs=st.fixed_dictionaries({"x": st.just(DOSAGE.copy()), "observed": st.just(OBSERVED.copy()),
                                        **{p: float_arrays((), max_magnitude=4.0, zeros=True) for p in PARAMS}}),
-         wrt=PARAMS, family="softplus", points=(published_point(),),
-         description="SSR of the two-softplus squiggle, all seven parameters", jvp=ssr_jvp),
+         wrt=PARAMS, family="softplus", points=(published_point(),), jvp=ssr_jvp, order=2, hvp=ssr_hvp,
+         description="SSR of the two-softplus squiggle, all seven parameters, and its Hessian-vector product"),
 )

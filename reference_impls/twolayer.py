@@ -53,6 +53,24 @@ def softmax_net_jvp(tangents, X, y, W1, W2):
     return np.sum(G2 * dlogits) / X.shape[0]
 
 
+def softmax_net_hvp(vectors, X, y, W1, W2):
+    """H v for v = (V1, V2), forward mode over the backward: Z1' = M * (X V1) with the ReLU mask
+    M = 1{X W1 > 0} (constant where differentiable), logits' = Z1' W2 + Z1 V2, the softmax's
+    tangent S' = S * (logits' - rowsum(S * logits')), G2' = S' / m; then
+    dW2' = Z1'^T G2 + Z1^T G2' and dW1' = X^T (M * (G2' W2^T + G2 V2^T))."""
+    V1, V2 = vectors["W1"], vectors["W2"]
+    m = X.shape[0]
+    A1 = X @ W1
+    M = A1 > 0
+    Z1 = np.maximum(A1, 0)
+    S = softmax_np(Z1 @ W2)
+    G2 = (S - onehot_np(y, W2.shape[1])) / m
+    Z1_t = M * (X @ V1)
+    logits_t = Z1_t @ W2 + Z1 @ V2
+    G2_t = S * (logits_t - np.sum(S * logits_t, axis=1, keepdims=True)) / m
+    return {"W1": X.T @ (M * (G2_t @ W2.T + G2 @ V2.T)), "W2": Z1_t.T @ G2 + Z1.T @ G2_t}
+
+
 def nn_epoch(X, y, W1, W2, lr=0.1, batch=100):
     """One epoch of SGD over X in order, minibatches of ``batch`` rows, updating W1 and W2 in
     place. Each step divides by the actual size of its minibatch (the last may be shorter);
@@ -152,9 +170,9 @@ def short_batch_inputs(draw):
 
 CASES = (
     Case(name="twolayer.softmax_net", forward=softmax_net, backward=softmax_net_backward,
-         inputs=st.one_of(net_inputs(), net_inputs(logit_scale=400.0)), wrt=("W1", "W2"),
-         description="mean softmax xent of ReLU(X W1) W2 (large logits too)", family="twolayer",
-         jvp=softmax_net_jvp),
+         inputs=st.one_of(net_inputs(), net_inputs(logit_scale=400.0)), wrt=("W1", "W2"), jvp=softmax_net_jvp,
+         order=2, hvp=softmax_net_hvp, family="twolayer",
+         description="mean softmax xent of ReLU(X W1) W2 (large logits too), and its Hessian-vector product"),
     Case(name="twolayer.softmax_net_float32", forward=softmax_net, backward=softmax_net_backward,
          inputs=st.one_of(net_inputs(dtype=np.float32), net_inputs(logit_scale=50.0, dtype=np.float32)),
          wrt=("W1", "W2"), family="twolayer",

@@ -37,6 +37,10 @@ BAD_VALUES = [
     ("wrt", {"x": 1}, "wrt must be a name or a sequence of names, got wrt={'x': 1}"),
     ("jvp", 3, "jvp must be None, True, False or a callable jvp(tangents, **inputs), got jvp=3"),
     ("jvp", "f", "jvp must be None, True, False or a callable jvp(tangents, **inputs), got jvp='f'"),
+    ("order", 3, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
+    ("order", 2.0, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=2.0"),
+    ("order", True, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=True"),
+    ("hvp", 3, "hvp must be callable or None, got hvp=3"),
     ("reference", 3, "reference must be callable or None, got reference=3"),
     ("reference_factor", 0, "reference_factor must be a finite number > 0, got reference_factor=0"),
     ("reference_factor", math.nan, "reference_factor must be a finite number > 0, got reference_factor=nan"),
@@ -56,4 +60,5 @@ FLAG_VALUES = [
     ("rtol", "nan", "rtol must be None or a finite number >= 0, got rtol=nan"),
     ("atol", "-1e-9", "atol must be None or a finite number >= 0, got atol=-1e-09"),
     ("atol", "inf", "atol must be None or a finite number >= 0, got atol=inf"),
+    ("order", "3", "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
 ]

@@ -131,6 +131,29 @@ MISUSE = [
     ("a complex output among several",
      lambda: gradcheck.check_gradients(lambda x: (x * 2, x * 1j), lambda dout, x: {"x": 2 * dout[0]}, {"x": X}),
      "forward returns output `[1]` of complex dtype complex128: complex outputs are not supported yet"),
+    # second order
+    ("order 3", lambda: gradcheck.check_gradients(forward, None, {"x": X}, order=3),
+     "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=3"),
+    ("order 2 with a numpy backward and no hvp",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, order=2),
+     "order=2 with a hand-written backward needs hvp=, its Hessian-vector product"),
+    ("an hvp at order 1", lambda: gradcheck.check_gradients(forward, backward, {"x": X}, hvp=lambda vectors, x: {}),
+     "hvp is checked at the second order: pass order=2 with it, got order=1"),
+    ("order 2 on a forward torch cannot differentiate", lambda: gradcheck.check_gradients(
+        lambda x: float(np.sum(np.asarray(x) ** 2)), None, {"x": X}, order=2),
+     "backward=None needs a forward that torch can differentiate"),
+    ("an hvp of a forward that is not scalar", lambda: gradcheck.check_gradients(
+        lambda x: x**2, lambda dout, x: {"x": 2 * x * dout}, {"x": X}, order=2, hvp=lambda vectors, x: vectors),
+     "hvp needs a scalar forward (its Hessian), but forward returns shape (2,)"),
+    ("order 2 with several outputs", lambda: gradcheck.check_gradients(
+        lambda x: (x * 2, x * 3), None, {"x": X}, order=2),
+     "order=2 with several outputs is not supported yet (forward returns 2)"),
+    ("order 2 with complex inputs", lambda: gradcheck.check_gradients(
+        lambda z: (z * z.conj()).real.sum(), None, {"z": np.array([1 + 2j, 3 - 1j])}, order=2),
+     "order=2 with complex inputs is not supported yet (complex: ['z'])"),
+    ("an hvp that does not take the inputs", lambda: gradcheck.check_gradients(
+        forward, backward, {"x": X}, order=2, hvp=lambda vectors, y: vectors),
+     "cannot take the inputs as keywords"),
 ]
 
 
@@ -309,6 +332,36 @@ def test_bugs_under_test_fail_the_check_with_a_reason(what, fwd, bwd, reason):
     assert reason in str(info.value)
 
 
+def hvp_of_square(vectors, x):
+    return {"x": 2 * vectors["x"]}
+
+
+HVP_FAULTS = [
+    ("hvp raises", lambda vectors, x: vectors["y"], "hvp raised KeyError: 'y'"),
+    ("hvp returns a list", lambda vectors, x: [vectors["x"]],
+     "hvp returned list, not a dict mapping input names to Hessian-vector products"),
+    ("a product is missing", lambda vectors, x: {"z": vectors["x"]}, "hvp returned no product for 'x' (keys: ['z'])"),
+    ("a product of the wrong shape", lambda vectors, x: {"x": np.zeros(3)},
+     "hvp's product for 'x' has shape (3,), but 'x' has shape (2,)"),
+    ("a product of an integer dtype", lambda vectors, x: {"x": (2 * vectors["x"]).astype(int)},
+     "hvp's product for 'x' has dtype int64; a Hessian-vector product is real floating"),
+    ("a complex product", lambda vectors, x: {"x": 2 * vectors["x"] + 0j},
+     "hvp's product for 'x' has dtype complex128"),
+    ("a non-finite product", lambda vectors, x: {"x": vectors["x"] / 0.0},
+     "hvp's product for 'x' has 2 non-finite value(s)"),
+]
+
+
+@pytest.mark.parametrize(("what", "hvp", "reason"), HVP_FAULTS, ids=[f[0] for f in HVP_FAULTS])
+def test_hvp_bugs_fail_the_second_order_with_a_reason(what, hvp, reason):
+    assert gradcheck.check_gradients(forward, backward, {"x": X}, order=2, hvp=hvp_of_square).ok
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = gradcheck.check_gradients(forward, backward, {"x": X}, order=2, hvp=hvp)
+    assert not result.ok and result.second_order is not None
+    assert any(reason in fault for fault in result.second_order.faults), result.second_order.faults
+    assert reason in str(result)
+
+
 def test_callers_arrays_and_dtypes_are_untouched_by_a_passing_check():
     inputs = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "W": np.ones((3, 4)), "n": 3}
     before = {k: np.array(v, copy=True) for k, v in inputs.items()}
@@ -383,8 +436,8 @@ def test_a_jvp_asking_for_an_integer_inputs_tangent_is_told_it_has_none():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp", "reference",
-                 "reference_factor", "paths"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp", "order", "hvp",
+                 "reference", "reference_factor", "paths"}
 
 
 def _fixture() -> GradcheckFixture:
@@ -416,10 +469,10 @@ ENTRY_POINTS = {
     "numeric_gradient": (lambda forward=forward, **kw: gradcheck.numeric_gradient(forward, {"x": X}, **kw),
                          {"forward", "wrt"}),
     "gradient_test": (_decorator, {"forward", "backward", "inputs", "wrt", "examples", "mode", "rtol", "atol",
-                                   "jvp"}),
-    "Case": (_case, {"forward", "backward", "inputs", "wrt", "jvp"}),
+                                   "jvp", "order", "hvp"}),
+    "Case": (_case, {"forward", "backward", "inputs", "wrt", "jvp", "order", "hvp"}),
     "CheckOptions": (CheckOptions, CHECK_OPTIONS),
-    "Settings": (Settings, {"seed", "examples", "rtol", "atol"}),
+    "Settings": (Settings, {"seed", "examples", "rtol", "atol", "order"}),
 }
 CALLS = [(entry, name, value, message) for name, value, message in BAD_VALUES
          for entry, (_, takes) in ENTRY_POINTS.items() if name in takes]

@@ -120,13 +120,15 @@ def test_json_document_has_the_documented_schema(cli_main):
     document = json.loads(run.stdout)
     assert document["schema_version"] == 2 and document["ok"] is True and document["seed"] == 7
     assert {"cases", "examples", "errors", "kinks", "failures", "seed", "versions"} <= set(document)
-    assert document["examples"] == 5 * 3 and document["points"] == 1  # staged.f_xy's worked example
+    assert document["examples"] == 6 * 3 and document["points"] == 2  # the staged f's worked example, twice
     names = [c["name"] for c in document["cases"]]
     # In the order of the patterns, then of registration.
     assert names == ["twolayer.softmax_net", "twolayer.softmax_net_float32", "twolayer.nn_epoch_batch",
-                     "twolayer.llayer_relu", "staged.f_xy"]
+                     "twolayer.llayer_relu", "staged.f_xy", "staged.f_xy_sum"]
     for case in document["cases"]:
         assert case["verdict"] == "pass" and case["oracles"] == ["numeric", "torch"]
+        # The cases with a Hessian-vector product are checked at the second order too.
+        assert ("second order" in case["modes"]) == (case["name"] in ("twolayer.softmax_net", "staged.f_xy_sum"))
         assert case["examples"] == 3 and case["minimal_example"] is None  # as asked, fixed points apart
         assert set(case["worst_relative_error"]) == {"numeric", "torch"}
     assert document["errors"] == [] and document["failures"] == []

@@ -23,7 +23,8 @@ def test_the_gallery_covers_the_mistakes_of_the_notes():
 def test_bug_is_caught_and_named_at_its_representative_point(name):
     case = GALLERY[name]
     (point,) = case.points
-    result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt, jvp=case.jvp)
+    result = gradcheck.check_gradients(case.forward, case.backward, point, wrt=case.wrt, jvp=case.jvp,
+                                       order=case.order, hvp=case.hvp)
     assert not result.ok
     wrong = [s for s in result.inputs if not s.ok]
     if case.expected_diagnosis is None:
@@ -44,7 +45,7 @@ def test_bug_is_caught_on_drawn_examples(name):
     @given(case.inputs)
     def run(inputs):
         caught.append(not gradcheck.check_gradients(case.forward, case.backward, inputs, wrt=case.wrt,
-                                                     jvp=case.jvp).ok)
+                                                    jvp=case.jvp, order=case.order, hvp=case.hvp).ok)
 
     run()
     # Degenerate draws (a batch of one for a 1/m bug, say) may hide a bug; most must not.

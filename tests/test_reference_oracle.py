@@ -269,3 +269,10 @@ def test_a_reference_of_several_outputs_is_flattened_as_the_forward_is():
                                        reference=lambda x: (torch.sin(x), torch.cos(x).sum()))
     assert result.ok and result.oracles == ("numeric", "reference")
     assert any(n.startswith("reference in float32: ") for n in result.notes)
+
+
+def test_at_the_second_order_the_reference_serves_the_first():
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    result = gradcheck.check_gradients(lambda x: (x.sin() ** 2).sum(), None, {"x": x}, order=2,
+                                       reference=lambda x: (torch.sin(x) ** 2).sum())
+    assert result.ok and result.oracles == ("numeric", "reference")
