@@ -60,6 +60,7 @@ from gradcheck.options import CheckOptions
 from gradcheck.oracles import ExactFound, choose_oracles, run_exact_oracles
 from gradcheck.outputs import OutputsFault, describe_outputs, name_outputs
 from gradcheck.parallel import choose_workers
+from gradcheck.paths import compare_paths
 from gradcheck.point import (
     Context,
     Differenced,
@@ -74,6 +75,7 @@ from gradcheck.point import (
 from gradcheck.precision import Budget, below_float64, measure_budgets
 from gradcheck.precision import check_forward as forward_precision
 from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
+from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
 from gradcheck.repeats import Repeated
 from gradcheck.reruns import Backprop, Findings, reordering, torch_given
 from gradcheck.result import CheckResult, InputSummary, Mismatch, Tolerance
@@ -102,6 +104,9 @@ def check_gradients(
     jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Mapping[str, Any]] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckResult:
     """Check a hand-written backward pass against numeric gradients and torch autograd.
 
@@ -163,6 +168,20 @@ def check_gradients(
             it. Checked against central differences of the backward (itself checked at the
             first order) and torch's double backward; the backward's Jacobian must be
             symmetric.
+        reference: a plain differentiable torch function of the same inputs, the slow and
+            obviously right version of ``forward`` (``gradcheck.reference_oracle``). Its float64
+            autograd gradient is an exact oracle named "reference"; ``forward``'s float64 output
+            must equal its output up to rounding (else a fault). With ``backward=None`` and
+            float32, float16 or bfloat16 inputs, ``forward`` and ``reference`` also run in those
+            dtypes: each gradient and the output of ``forward`` may be off the float64 truth by
+            ``reference_factor`` times the reference's own error there, floored at a few
+            roundoff units (``tolerance.low_precision_allowance``); beyond that is a fault naming
+            the element, both errors and the budget.
+        reference_factor: that factor; None means ``tolerance.LOW_PRECISION_FACTOR`` (2).
+        paths: execution paths of a torch callable (``backward=None``) whose gradients and
+            output must agree with eager's: "eager", "aot_eager" (``torch.compile`` with the
+            aot_eager backend), "compile" (inductor where a C++ compiler is found, else
+            aot_eager); see ``gradcheck.paths``. A disagreement is a fault naming the path.
     Returns:
         CheckResult: ``ok``, ``mismatches``, ``kinks``, ``faults``, ``oracles``, ``modes``,
         ``forward``, ``consistency``, ``taylor``, ``second_order``, ...
@@ -171,11 +190,14 @@ def check_gradients(
             or arrays, ``wrt`` naming a missing or integer input, ``order`` not 1 or 2, ``hvp``
             without ``order=2``, ``order=2`` with a hand-written backward and no ``hvp``, with
             complex inputs or several outputs (the messages are ``gradcheck.validation``'s), a
-            complex output among several (not supported yet). Bugs in ``forward`` or
-            ``backward`` never raise; they are reported in the result.
+            complex output among several (not supported yet); a ``reference`` that fails on the
+            inputs, is not differentiable or returns another shape; ``paths`` naming an unknown
+            path or given with a backward. Bugs in ``forward`` or ``backward`` never raise; they
+            are reported in the result.
     """
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp)
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp, reference=reference,
+                           reference_factor=reference_factor, paths=paths)
     return run_check(forward, backward, inputs, options)
 
 
@@ -192,7 +214,7 @@ def run_check(
     backward runs under (``validation.LAYOUTS``; None: all): Hypothesis runs draw one."""
     custom = _Custom(validation.layouts(layouts), torch_given(inputs))
     given = (forward, backward)
-    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
+    forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
     if options.order == 2:
         if boundary.dtypes:
             raise GradcheckError(f"order=2 with complex inputs is not supported yet (complex: {list(boundary.dtypes)})")
@@ -207,10 +229,11 @@ def run_check(
                 "jvp checks a forward with one output; this one returns several (forward mode of several "
                 "outputs is not supported yet)"
             ) from None
-        return _check_outputs(forward, backward, prepared, names, options, several, boundary, custom)
+        return _check_outputs(forward, backward, prepared, names, options, several, boundary, beyond, custom)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary, custom=custom, on_torch=on_torch)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond, custom=custom,
+                     on_torch=on_torch)
 
 
 def _gradient_check(
@@ -219,13 +242,15 @@ def _gradient_check(
 ) -> CheckResult:
     """The engine on a first-order gradient as a forward (``second_order``): without the
     custom-op checks (repeats, layouts, structured upstream gradients), which the first order
-    makes of the code under test."""
-    forward, backward, prepared, names, boundary = _prepare(forward, backward, inputs, options)
+    makes of the code under test, and without the reference and the execution paths (which are
+    of the first-order forward)."""
+    options = replace(options, reference=None, reference_factor=None, paths=None)
+    forward, backward, prepared, names, boundary, beyond = _prepare(forward, backward, inputs, options)
     try:
         point = evaluate_point(forward, prepared, options.seed, on_torch=backward is None)
     except Fault as fault:
         return _stopped(fault, options, boundary)
-    return _check_at(forward, backward, prepared, names, options, point, boundary)
+    return _check_at(forward, backward, prepared, names, options, point, boundary, beyond)
 
 
 @dataclass(frozen=True)
@@ -247,7 +272,7 @@ def _stopped(fault: Fault, options: CheckOptions, boundary: complex_values.Bound
 def _check_outputs(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
     names: tuple[str, ...], options: CheckOptions, several: MultipleOutputs, boundary: complex_values.Boundary,
-    custom: _Custom,
+    beyond: _Beyond, custom: _Custom,
 ) -> CheckResult:
     """A forward with several outputs, checked as one returning them flat (``outputs``), with
     the outputs each failing input's gradient is wrong through named."""
@@ -256,6 +281,8 @@ def _check_outputs(
     except OutputsFault as fault:
         return _stopped(Fault(f"forward {fault}"), options, boundary)
     flat_forward, flat_backward = outputs.flat_forward(forward), outputs.flat_backward(backward)
+    if beyond.reference is not None:  # the reference's outputs flat as the forward's
+        beyond = replace(beyond, reference=outputs.flat_forward(beyond.reference))
 
     def check(dout: np.ndarray, wrt: tuple[str, ...], mode: str, *, batch: bool = True) -> CheckResult:
         try:
@@ -264,7 +291,7 @@ def _check_outputs(
             return _stopped(fault, options, boundary)
         # The custom-op checks run in the main check, not again per output.
         return _check_at(flat_forward, flat_backward, prepared, wrt, replace(options, wrt=wrt, mode=mode), point,
-                         boundary, batch=batch, custom=custom if batch else None)
+                         boundary, beyond, batch=batch, custom=custom if batch else None)
 
     dout = np.asarray(draw_dout((sum(e.size for e in outputs.differentiable),), options.seed))
     result = replace(check(dout, names, options.mode), outputs=outputs.summary)
@@ -275,8 +302,8 @@ def _check_outputs(
 
 def _check_at(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, prepared: PreparedInputs,
-    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary, *,
-    batch: bool = True, custom: _Custom | None = None, on_torch: bool | None = None,
+    names: tuple[str, ...], options: CheckOptions, point: Point, boundary: complex_values.Boundary,
+    beyond: _Beyond, *, batch: bool = True, custom: _Custom | None = None, on_torch: bool | None = None,
 ) -> CheckResult:
     """The check of ``names`` once the forward is evaluated at the point (``batch``: switch to
     vmap batches where they pay; ``custom``: run the custom-op checks, None: not; ``on_torch``: it
@@ -306,6 +333,13 @@ def _check_at(
     chosen = tuple(o for o in choose_oracles(options.oracles) if o.name != source)
     exact = run_exact_oracles(chosen, forward, prepared.widened, names, point.dout, point.output, point.scale)
     notes += exact.notes
+    if beyond.reference is not None:  # the reference implementation: an exact oracle in float64
+        estimate = ReferenceOracle(beyond.reference, beyond.label).gradients(forward, prepared.widened, names,
+                                                                             point.dout, point.output.shape)
+        differs = output_fault(point.output, estimate.output, point.scale)
+        faults = [*faults, differs] if differs else faults
+        used = {} if differs else {estimate.oracle: dict(estimate.gradients)}
+        exact = replace(exact, gradients=exact.gradients | used)
     if batch and ("torch" in exact.gradients or source == TORCH.name):
         point = batched_point(point, forward, names)
         notes += [n for n in point.notes if n not in notes]
@@ -339,7 +373,10 @@ def _check_at(
         forward_found, stopped = _forward_mode(run, forward, prepared, names, point, exact, reverse=True)
         faults += [stopped] if stopped else []
         oracles += tuple(o for o in (forward_found.oracles if forward_found else ()) if o not in oracles)
-    result = run.result(faults + run.faults + found.faults, notes, oracles, exact.errors, found)
+    # The reference in the caller's dtypes and the execution paths, also in the main check only.
+    more_faults, more_notes = ([], []) if custom is None else _beyond_float64(forward, backward, beyond, run, options)
+    result = run.result(faults + run.faults + found.faults + more_faults, notes + more_notes, oracles, exact.errors,
+                        found)
     result = _with_forward(result, forward_found, _modes(True, bool(options.jvp)), run.taylor_found)
     return complex_values.relabel(result, boundary)
 
@@ -437,14 +474,57 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
     return found
 
 
+@dataclass(frozen=True)
+class _Beyond:
+    """What the checks beyond the float64 point need, in the terms of the check on real arrays:
+    the inputs as the caller holds them (dtypes and strides; complex ones as real pairs) and the
+    reference, wrapped as the forward is (``complex_values``, ``outputs``)."""
+
+    inputs: Mapping[str, Any]
+    reference: Callable[..., Any] | None
+    label: str = ""  # the caller's reference by name, for messages
+
+
+def _beyond_float64(
+    forward: Callable[..., Any], backward: Callable[..., Any] | None, beyond: _Beyond, run: _Run,
+    options: CheckOptions,
+) -> tuple[list[str], list[str]]:
+    """The faults and notes of the checks beyond the float64 point: the forward in the caller's
+    low dtypes against a reference (``reference_oracle``), and other execution paths against
+    eager (``paths``)."""
+    faults: list[str] = []
+    notes: list[str] = []
+    point, prepared, names = run.point, run.prepared, run.names
+    if beyond.reference is not None and backward is None:
+        low = low_precision(forward, beyond.reference, beyond.inputs, prepared, names, point.dout,
+                            tuple(point.output.shape), factor=options.reference_factor, label=beyond.label)
+        if low is not None:
+            faults += low.faults
+            notes += [*low.notes, *(n for n in (low.note(),) if n)]
+    elif beyond.reference is not None and low_dtypes(prepared):
+        notes.append("reference: the low-dtype comparison runs a torch callable with backward=None; with a "
+                     "hand-written backward the reference is a float64 oracle only")
+    if options.paths:
+        found = compare_paths(tuple(options.paths), forward, prepared.widened, names, point.dout, point.output,
+                              run.analytic, {n: run.tolerance(n) for n in names}, point.scale)
+        faults += found.faults
+        notes += found.notes
+    return faults, notes
+
+
 def _prepare(
     forward: Callable[..., Any], backward: Callable[..., Any] | None, inputs: Mapping[str, Any],
     options: CheckOptions,
-) -> tuple[Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary]:
+) -> tuple[
+    Callable[..., Any], Callable[..., Any] | None, PreparedInputs, tuple[str, ...], complex_values.Boundary, _Beyond
+]:
     """Validate what a check is given and copy the inputs (misuse raises ``GradcheckError``);
-    complex values become real pairs (``complex_values``)."""
+    complex values become real pairs (``complex_values``), for the reference too."""
     validation.function("forward", forward)
     validation.function("backward", backward, none_ok=True)
+    if backward is not None and set(options.paths or ()) - {"eager"}:
+        raise GradcheckError(f"paths={options.paths!r} compares torch autograd's gradients along execution "
+                             "paths: it needs backward=None (a torch callable)")
     if backward is None and "torch" in sys.modules:  # a module instance means torch is imported
         import torch
 
@@ -477,7 +557,12 @@ def _prepare(
             import torch
         except ImportError:
             raise GradcheckError("backward=None checks torch autograd, but torch is not installed") from None
-    return real.forward, real.backward, prepared, names, real.boundary
+    reference = None
+    if options.reference is not None:
+        require_signature(options.reference, "reference", tuple(prepared.values))
+        reference = complex_values.wrap(options.reference, None, inputs, wrt=options.wrt).forward
+    label = getattr(options.reference, "__name__", None) or type(options.reference).__name__
+    return real.forward, real.backward, prepared, names, real.boundary, _Beyond(real.inputs, reference, label)
 
 
 def _analytic(
@@ -756,6 +841,9 @@ def assert_gradients(
     jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Mapping[str, Any]] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckResult:
     """``check_gradients``, raising ``GradientMismatch`` (an AssertionError) unless ok.
 
@@ -763,7 +851,8 @@ def assert_gradients(
     """
     __tracebackhide__ = True  # pytest shows the mismatch report, not this function
     options = CheckOptions(wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress, oracles=oracles,
-                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp)
+                           deterministic=deterministic, jvp=jvp, order=order, hvp=hvp, reference=reference,
+                           reference_factor=reference_factor, paths=paths)
     result = run_check(forward, backward, inputs, options)
     if not result.ok:
         raise GradientMismatch(result)

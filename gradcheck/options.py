@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from gradcheck import validation
+from gradcheck.errors import GradcheckError
 
 if TYPE_CHECKING:
     from gradcheck.progress import Progress
@@ -47,6 +48,12 @@ class CheckOptions:
             ``gradcheck.second_order``).
         hvp: ``hvp(vectors, **inputs) -> {name: H v}``, a hand-written Hessian-vector product
             checked at ``order=2``, or None.
+        reference: a differentiable torch function of the same inputs, the slow and obviously
+            right version of the forward (``gradcheck.reference_oracle``), or None.
+        reference_factor: how many times the reference's own error in a low dtype the forward
+            may make (None: ``tolerance.LOW_PRECISION_FACTOR``); only with a reference.
+        paths: execution paths whose gradients are compared with eager's
+            (``validation.PATHS``; a tuple), or None.
     """
 
     wrt: str | Iterable[str] | None = None
@@ -60,6 +67,9 @@ class CheckOptions:
     jvp: Callable[..., Any] | bool | None = None
     order: int = 1
     hvp: Callable[..., Any] | None = None
+    reference: Callable[..., Any] | None = None
+    reference_factor: float | None = None
+    paths: Iterable[str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wrt", validation.wrt(self.wrt))
@@ -74,6 +84,13 @@ class CheckOptions:
         object.__setattr__(self, "order", validation.order(self.order))
         validation.function("hvp", self.hvp, none_ok=True)
         validation.second_order_needs(self.order, self.hvp)
+        validation.function("reference", self.reference, none_ok=True)
+        validation.factor("reference_factor", self.reference_factor)
+        if self.reference_factor is not None and self.reference is None:
+            raise GradcheckError(
+                f"reference_factor={self.reference_factor!r} scales a reference's error: pass reference= too"
+            )
+        object.__setattr__(self, "paths", validation.paths(self.paths))
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,9 @@ def run_options(
     jvp: Callable[..., Any] | bool | None = None,
     order: int = 1,
     hvp: Callable[..., Any] | None = None,
+    reference: Callable[..., Any] | None = None,
+    reference_factor: float | None = None,
+    paths: Iterable[str] | None = None,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
     for the check (not None) win over the run's setting, which wins over the default. The
@@ -165,6 +185,9 @@ def run_options(
         jvp=jvp,
         order=order,
         hvp=hvp,
+        reference=reference,
+        reference_factor=reference_factor,
+        paths=paths,
     )
 
 

@@ -345,7 +345,8 @@ class CheckResult:
         disagreements: elements where numeric and torch disagree with each other.
         faults: bugs in the code under test that prevented or spoiled the check (the forward
             or backward raising, a missing key, a wrong shape, non-finite values, mutation of
-            inputs, nondeterminism).
+            inputs, nondeterminism; with ``reference=``, an output or a low-dtype gradient beyond
+            the reference's budget; with ``paths=``, an execution path disagreeing with eager).
         oracles: the oracles that ran, e.g. ("numeric", "torch").
         notes: remarks such as why the torch oracle did not run.
         mode: "full" (every element) or "directional".

@@ -125,6 +125,9 @@ class GradcheckFixture:
         jvp: Callable[..., Any] | bool | None = None,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
+        reference: Callable[..., Any] | None = None,
+        reference_factor: float | None = None,
+        paths: Iterable[str] | None = None,
     ) -> CheckResult:
         """``gradcheck.check_gradients`` with the run's settings for ``seed``, ``rtol``,
         ``atol``, ``oracles`` and ``order`` that are not given (None; the run's order applies
@@ -136,7 +139,8 @@ class GradcheckFixture:
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
                               oracles=oracles, deterministic=deterministic, jvp=jvp,
-                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp,
+                              reference=reference, reference_factor=reference_factor, paths=paths)
         return self._check(forward, backward, inputs, options)
 
     def _check(self, forward: Callable[..., Any], backward: Callable[..., Mapping[str, Any]] | None,
@@ -165,13 +169,17 @@ class GradcheckFixture:
         jvp: Callable[..., Any] | bool | None = None,
         order: int | None = None,
         hvp: Callable[..., Mapping[str, Any]] | None = None,
+        reference: Callable[..., Any] | None = None,
+        reference_factor: float | None = None,
+        paths: Iterable[str] | None = None,
     ) -> CheckResult:
         """``check``, raising ``GradientMismatch`` (an AssertionError whose message is the
         mismatch report) unless the check passes; returns the result when it does."""
         __tracebackhide__ = True
         options = run_options(self.settings, wrt=wrt, seed=seed, rtol=rtol, atol=atol, mode=mode, progress=progress,
                               oracles=oracles, deterministic=deterministic, jvp=jvp,
-                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp)
+                              order=order_of(order, self.settings, backward=backward, hvp=hvp), hvp=hvp,
+                              reference=reference, reference_factor=reference_factor, paths=paths)
         result = self._check(forward, backward, inputs, options)
         if not result.ok:
             raise GradientMismatch(result)

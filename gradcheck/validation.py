@@ -27,7 +27,9 @@ __all__ = [
     "LAYOUTS",
     "MODES",
     "ORDERS",
+    "PATHS",
     "examples",
+    "factor",
     "flag",
     "float_dtype",
     "function",
@@ -38,6 +40,7 @@ __all__ = [
     "mode",
     "order",
     "ordered",
+    "paths",
     "points",
     "positive_number",
     "progress",
@@ -52,6 +55,8 @@ MODES = ("auto", "full", "directional")
 # The layouts a torch callable's backward runs under (``gradcheck.layouts``), besides contiguous.
 LAYOUTS = ("transposed", "narrowed", "expanded", "channels_last")
 ORDERS = (1, 2)  # first derivatives (the backward), and second (the double backward or an hvp)
+# Execution paths of a torch callable whose gradients are compared (``gradcheck.paths``).
+PATHS = ("eager", "compile", "aot_eager")
 
 
 def _integral(value: Any) -> bool:
@@ -147,6 +152,21 @@ def layouts(value: Any) -> tuple[str, ...] | None:
     if unknown:
         raise GradcheckError(f"layouts must name some of {LAYOUTS}, got layouts={value!r}")
     return given
+
+
+def paths(value: Any) -> tuple[str, ...] | None:
+    """Execution paths to compare: None, one of ``PATHS`` or a sequence of distinct ones, as a
+    tuple (``()`` and ``("eager",)`` compare nothing beyond the check itself)."""
+    given = names("paths", value, empty_ok=True)
+    for path in given or ():
+        if path not in PATHS:
+            raise GradcheckError(f"paths names {path!r}, which is not an execution path (paths: {PATHS})")
+    return given
+
+
+def factor(name: str, value: Any) -> float | None:
+    """None (the default) or a finite number > 0, kept as given."""
+    return None if value is None else positive_number(name, value)
 
 
 def function(name: str, value: Any, *, none_ok: bool = False) -> Callable[..., Any] | None:

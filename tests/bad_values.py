@@ -41,6 +41,13 @@ BAD_VALUES = [
     ("order", 2.0, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=2.0"),
     ("order", True, "order must be 1 or 2 (first derivatives, or second derivatives as well), got order=True"),
     ("hvp", 3, "hvp must be callable or None, got hvp=3"),
+    ("reference", 3, "reference must be callable or None, got reference=3"),
+    ("reference_factor", 0, "reference_factor must be a finite number > 0, got reference_factor=0"),
+    ("reference_factor", math.nan, "reference_factor must be a finite number > 0, got reference_factor=nan"),
+    ("paths", ("eager", "jit"),
+     "paths names 'jit', which is not an execution path (paths: ('eager', 'compile', 'aot_eager'))"),
+    ("paths", 3, "paths must be a name or a sequence of names, got paths=3"),
+    ("paths", ["eager", "eager"], "paths repeats a name: paths=('eager', 'eager')"),
     ("inputs", {"x": 1.0}, "inputs must be a Hypothesis strategy drawing a dict of inputs, or a dict of "
                            "strategies {name: strategy}; got inputs={'x': 1.0}, where 'x' is not a strategy "
                            "(st.just(value) holds a value fixed)"),

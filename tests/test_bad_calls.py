@@ -102,6 +102,29 @@ MISUSE = [
     ("a jvp without the tangents",
      lambda: gradcheck.check_gradients(forward, backward, {"x": X}, jvp=lambda x: x),
      "(x) cannot take the inputs as keywords"),
+    ("reference_factor without a reference",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, reference_factor=3),
+     "reference_factor=3 scales a reference's error: pass reference= too"),
+    ("a reference that does not take the inputs",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, reference=lambda y: y),
+     "(y) cannot take the inputs as keywords (missing a required argument: 'y'); called as reference(x=...)"),
+    ("a reference that raises", lambda: _with_reference(lambda x: x.nope()),
+     "reference <lambda> raised on float64 torch tensors of the inputs: AttributeError"),
+    ("a reference with no autograd graph", lambda: _with_reference(lambda x: (x * x).sum().detach()),
+     "reference <lambda> returned a tensor with no autograd graph on float64 torch tensors (requires_grad=False)"),
+    ("a reference of another shape", lambda: _with_reference(lambda x: x * x),
+     "reference <lambda> returns shape (2,) on float64 torch tensors, but forward returns shape ()"),
+    ("a reference returning a tuple", lambda: _with_reference(lambda x: ((x * x).sum(), x)),
+     "reference <lambda> returned tuple on float64 torch tensors, not one tensor"),
+    ("a reference returning numpy", lambda: _with_reference(lambda x: (x * x).sum().detach().numpy()),
+     "reference <lambda> returned ndarray on float64 torch tensors, not one tensor"),
+    ("a reference failing in the inputs' low dtype",
+     lambda: _with_reference(_float64_only, x=np.array([1.0, 2.0], dtype=np.float32)),
+     "reference _float64_only raised on low-dtype torch tensors of the inputs: TypeError: float64 only"),
+    ("paths with a hand-written backward",
+     lambda: gradcheck.check_gradients(forward, backward, {"x": X}, paths=("eager", "aot_eager")),
+     "paths=('eager', 'aot_eager') compares torch autograd's gradients along execution paths: it needs "
+     "backward=None"),
     ("numeric_gradient of a forward with several outputs",
      lambda: gradcheck.numeric_gradient(lambda x: (x, x), {"x": X}),
      "forward returns a tuple of 2 outputs; numeric_gradient takes a forward with one output"),
@@ -132,6 +155,20 @@ MISUSE = [
         forward, backward, {"x": X}, order=2, hvp=lambda vectors, y: vectors),
      "cannot take the inputs as keywords"),
 ]
+
+
+def _with_reference(reference, x=X):
+    import torch
+
+    return gradcheck.check_gradients(lambda x: (x * x).sum(), None, {"x": torch.tensor(x)}, reference=reference)
+
+
+def _float64_only(x):
+    import torch
+
+    if x.dtype != torch.float64:
+        raise TypeError("float64 only")
+    return (x * x).sum()
 
 
 @pytest.mark.parametrize(("what", "call", "message"), MISUSE, ids=[m[0] for m in MISUSE])
@@ -399,7 +436,8 @@ def test_a_jvp_asking_for_an_integer_inputs_tangent_is_told_it_has_none():
 
 
 DRAWN = st.fixed_dictionaries({"x": st.just(X)})
-CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp", "order", "hvp"}
+CHECK_OPTIONS = {"wrt", "seed", "rtol", "atol", "mode", "progress", "deterministic", "jvp", "order", "hvp",
+                 "reference", "reference_factor", "paths"}
 
 
 def _fixture() -> GradcheckFixture:
