@@ -89,20 +89,28 @@ def reordering(
     to, as a function of the reference gradient (flat): a reordered sum of the same terms, at
     the point's rounding (the forward's noise ``sigma``, the terms' sizes), plus the ``spread``
     its repeated runs showed (a nondeterministic backward's)."""
-    _, sensitivity = reference_scales(gradients, names, prepared.widened, point.value)
+    # Computed when first asked for: most checks never ask (their runs agree bit for bit).
+    scales: list[float] = []
+
+    def sensitivity() -> float:
+        if not scales:
+            scales.append(reference_scales(gradients, names, prepared.widened, point.value)[1])
+        return scales[0]
+
     limits = {}
     for name in names:
         if name not in gradients:
             continue
-        rounding = exact_rounding(point, sensitivity, sigma, element_scale(prepared.widened[name].reshape(-1)))
         eps = gradient_eps(prepared, name, gradients[name], on_torch=on_torch)
-        limits[name] = _limit(rounding + (spread or {}).get(name, 0.0), eps)
+        limits[name] = _limit(point, sensitivity, sigma, prepared.widened[name], (spread or {}).get(name, 0.0), eps)
     return limits
 
 
-def _limit(rounding: np.ndarray, eps: float) -> Callable[[np.ndarray], np.ndarray]:
+def _limit(point: Point, sensitivity: Callable[[], float], sigma: float, x: np.ndarray, spread: float,
+           eps: float) -> Callable[[np.ndarray], np.ndarray]:
     def limit(reference: np.ndarray) -> np.ndarray:
-        return np.asarray(reorder_limit(reference, rounding, eps=eps))
+        rounding = exact_rounding(point, sensitivity(), sigma, element_scale(x.reshape(-1)))
+        return np.asarray(reorder_limit(reference, rounding + spread, eps=eps))
 
     return limit
 
