@@ -72,7 +72,7 @@ from gradcheck.point import (
     evaluate_point,
     reference_scales,
 )
-from gradcheck.precision import Budget, below_float64, measure_budgets
+from gradcheck.precision import Budget, below_float64, float64_runs, hold_to_float64_runs, measure_budgets
 from gradcheck.precision import check_forward as forward_precision
 from gradcheck.progress import NULL_TRACKER, Progress, close, tracker_for
 from gradcheck.reference_oracle import ReferenceOracle, low_dtypes, low_precision, output_fault
@@ -352,9 +352,20 @@ def _check_at(
         budgets = {n: replace(b, allowance=np.full(np.shape(b.allowance), np.inf),
                               rule=f"not held to float64 here: the forward loses precision in {b.dtype} at this point")
                    for n, b in budgets.items()}
-    run = _Run(point, prepared, names, analytic, exact.gradients, options, on_torch=source is not None,
-               spread=repeated.spread, pairs=frozenset(boundary.dtypes), budgets=budgets)
+    # A backward that also runs on float64 copies: that run is held to float64's rules, its low-dtype
+    # run to it (``precision.hold_to_float64_runs``). Not where the forward loses its digits: there a
+    # correct backward's float64 run may cancel past float64's rules too, and nothing is held.
+    own = {} if lost else float64_runs(backward, prepared, tuple(budgets), point.dout)
+    run = _Run(point, prepared, names, {**analytic, **own}, exact.gradients, options, on_torch=source is not None,
+               spread=repeated.spread, pairs=frozenset(boundary.dtypes),
+               budgets={n: b for n, b in budgets.items() if n not in own}, float64_runs=frozenset(own))
     run.check_inputs()
+    low_tolerances = {n: low_precision_tolerance(dtype_eps(budgets[n].dtype), rtol=options.rtol, atol=options.atol,
+                                                 global_scale=run.global_scale) for n in own}
+    held = hold_to_float64_runs(
+        analytic, own, budgets, {n: run.rounding_below_float64(n, budgets[n].dtype) for n in own}, low_tolerances,
+        {n: m.estimate.kink for n, m in run.measured.items()}, run.oracle_values)
+    run.summaries = [replace(s, budget=held.rules[s.name]) if s.name in held.rules else s for s in run.summaries]
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     if custom is None:
         found = Findings()
@@ -365,8 +376,11 @@ def _check_at(
         # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
         complex_seen = bool(boundary.dtypes) or boundary.output_complex
         found = _custom_ops(forward, backward, backprop, run, repeated.measured,
-                            replace(custom, layouts=()) if complex_seen else custom)
-    notes += [n for n in found.notes if n not in notes]
+                            replace(custom, layouts=()) if complex_seen else custom, analytic, low_tolerances)
+    # The precision diagnosis says the float64 run is right: not where it mismatched itself.
+    found.add(Findings(held.mismatches, {n: d for n, d in held.diagnoses.items()
+                                         if all(s.ok for s in run.summaries if s.name == n)}))
+    notes += [n for n in held.notes + found.notes if n not in notes]
     oracles = ("numeric", *exact.gradients)
     forward_found = None
     if options.jvp:
@@ -457,10 +471,13 @@ def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
 
 
 def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
-                spread: Mapping[str, float], custom: _Custom) -> Findings:
+                spread: Mapping[str, float], custom: _Custom, analytic: Mapping[str, np.ndarray],
+                tolerances: Mapping[str, Tolerance]) -> Findings:
     """After the check at the point: the backward under other layouts (torch callables) and at
     structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
-    sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first)."""
+    sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first).
+    ``analytic`` is the backward's own call at the point, in the caller's dtypes, and
+    ``tolerances`` what such a gradient is held to where the check held its float64 run instead."""
     reference = next(iter(run.exact.values()), run.analytic)
     limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
                         spread={n: 2 * s for n, s in spread.items()})
@@ -468,7 +485,8 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
     found = check_layouts(forward, backward, custom.torch_inputs, run.prepared, run.names, run.point.dout, limits,
                           layouts=custom.layouts, passed=passed, oracles=run.oracle_values)
     found.add(upstream.check_upstream(
-        backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
+        backprop, run.point, analytic, {s.name: tolerances.get(s.name, s.tolerance) for s in run.summaries}, limits,
+        run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
     ))
     return found
@@ -604,6 +622,7 @@ class _Run:
     spread: dict[str, float] = field(default_factory=dict)  # a nondeterministic backward's, per input
     pairs: frozenset[str] = frozenset()  # inputs seen as real pairs (complex ones): last axis (real, imag)
     budgets: dict[str, Budget] = field(default_factory=dict)
+    float64_runs: frozenset[str] = frozenset()  # gradients the backward's float64 run gave: float64's rules
     summaries: list[InputSummary] = field(default_factory=list)
     comparisons: dict[str, InputComparison] = field(default_factory=dict)
     measured: dict[str, Differenced] = field(default_factory=dict)
@@ -635,7 +654,7 @@ class _Run:
         grad = self.analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
-        itemsize = 8 if self.on_torch else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
+        itemsize = 8 if self.on_torch or name in self.float64_runs else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
         tol = default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
                                 global_scale=self.global_scale)
         return replace(tol, spread=self.spread.get(name, 0.0))

@@ -60,9 +60,10 @@ from gradcheck.tolerance import fit_rtol
 __all__ = ["KINDS", "RULES", "diagnose"]
 
 # "layout" and "upstream" are named by the checks that rerun the backward (``gradcheck.layouts``,
-# ``gradcheck.upstream``), not by the patterns below.
+# ``gradcheck.upstream``), "precision" by a low-dtype run held to its own float64 run
+# (``gradcheck.precision``), not by the patterns below.
 KINDS = ("scale", "sign", "conjugated", "transpose", "swapped", "zero", "mask", "additive", "integer", "layout",
-         "upstream",
+         "upstream", "precision",
          "undetermined")
 
 # The fit tolerance relative to an element's magnitude comes from the lowest float precision

@@ -17,6 +17,12 @@ the truth the low-precision results are held to:
   checked), the dtype's roundoff scaled by a condition estimate
   (``tolerance.condition_allowance``).
 
+A hand-written backward that also runs on float64 copies of the same rounded inputs
+(``float64_runs``) separates the two questions: its float64 run is held to the float64 truth with
+float64's rules (is the formula right?), and its low-dtype run to its own float64 run
+(``hold_to_float64_runs``): within the budget above it passes, beyond it the precision lost is a
+note, and past ``tolerance.own_run_limit`` (half the dtype's digits) a mismatch.
+
 Float64 inputs take none of this: their rules are ``tolerance.PRECISIONS``'.
 """
 
@@ -33,23 +39,28 @@ from gradcheck.evaluate import as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
 from gradcheck.oracles import Oracle, oracle_named
 from gradcheck.point import Fault, Point
+from gradcheck.render import fmt, index_str
+from gradcheck.result import Diagnosis, Mismatch, Tolerance
 from gradcheck.tolerance import (
     CONDITION_ROUNDINGS,
     FORWARD_DIGITS_KEPT,
     JITTER_POINTS,
     LOW_PRECISION_FACTOR,
     LOW_PRECISION_ULPS,
+    OWN_RUN_DIGITS_KEPT,
+    allowed,
     condition_allowance,
     condition_magnitude,
     dtype_eps,
     forward_precision_lost,
     low_precision_allowance,
+    own_run_limit,
     relative_error,
 )
 from gradcheck.torch_oracle import TORCH
 
-__all__ = ["Budget", "Computations", "below_float64", "budgets", "check_forward", "gradient_dtype",
-           "measure_budgets", "native_arguments", "neighbours"]
+__all__ = ["Budget", "Computations", "OwnRunsHeld", "below_float64", "budgets", "check_forward", "float64_runs",
+           "gradient_dtype", "hold_to_float64_runs", "measure_budgets", "native_arguments", "neighbours"]
 
 
 def lowest(*names: str) -> str:
@@ -332,3 +343,120 @@ def measure_budgets(
         computations = Computations(truth, by(oracle_named(first)), first, analytic_at,
                                     f"{first} did not run in the inputs' own dtypes")
     return budgets(dtypes, prepared, analytic, computations, np.random.default_rng([seed, 3]))
+
+
+def float64_runs(
+    backward: Callable[..., Any] | None, prepared: PreparedInputs, names: Sequence[str], dout: np.ndarray | float,
+) -> dict[str, np.ndarray]:
+    """The hand-written backward called once more, on float64 copies of the same (already rounded)
+    inputs: name -> its float64 gradient, for each of ``names`` (the gradients computed below
+    float64) where it runs there and returns a finite float64 gradient of the input's shape. Empty
+    for ``backward=None`` (autograd is what is checked) or where it fails on float64 copies: its
+    low-dtype run is then held to the float64 truth with its budget alone."""
+    if backward is None or not names:
+        return {}
+    args = {n: np.array(a, copy=True) for n, a in prepared.widened.items()}
+    try:
+        with np.errstate(all="ignore"):
+            returned = backward(float(dout) if np.ndim(dout) == 0 else np.array(dout, copy=True), **args)
+    except Exception:  # the backward runs only in the inputs' own dtypes
+        return {}
+    if not isinstance(returned, Mapping):
+        return {}
+    found = {}
+    for name in names:
+        g = returned.get(name)
+        if g is None or _dtype_name(g) != "float64":
+            continue
+        try:
+            g = as_float_array(g)
+        except Exception:
+            continue
+        if g.shape == prepared.values[name].shape and np.all(np.isfinite(g)):
+            found[name] = g
+    return found
+
+
+@dataclass(frozen=True)
+class OwnRunsHeld:
+    """The low-dtype runs held to their own float64 runs (``hold_to_float64_runs``).
+
+    Attributes:
+        rules: per input, how it was held, in one line (the report's "budget:").
+        notes: precision lost beyond a budget, within ``tolerance.own_run_limit``.
+        mismatches: elements past it, the float64 run their reference ("float64 run").
+        diagnoses: per input with such elements, kind "precision".
+    """
+
+    rules: dict[str, str]
+    notes: list[str]
+    mismatches: list[Mismatch]
+    diagnoses: dict[str, Diagnosis]
+
+
+def hold_to_float64_runs(
+    native: Mapping[str, np.ndarray], own: Mapping[str, np.ndarray], budgets: Mapping[str, Budget],
+    rounding: Mapping[str, np.ndarray], tolerances: Mapping[str, Tolerance], kinks: Mapping[str, np.ndarray],
+    oracles: Callable[[str, int], tuple[dict[str, float], dict[str, float]]] | None = None,
+) -> OwnRunsHeld:
+    """Each low-dtype gradient in ``native`` held to the backward's own float64 run ``own`` (whose
+    formula the float64 rules check): within its budget (the allowance against the float64 truth
+    plus ``rounding``, the rounding two correct computations in its dtype may differ by, under
+    ``tolerances``, the low-precision tolerance) it passes; beyond it, a note; past
+    ``tolerance.own_run_limit`` more, a mismatch. Elements at a kink (``kinks``: flat masks) are
+    held to their one-sided slopes by the float64 run only: the low dtype's rounding may cross it.
+    ``oracles`` gives the oracles' values and errors at an element, for a mismatch's line."""
+    rules: dict[str, str] = {}
+    notes: list[str] = []
+    mismatches: list[Mismatch] = []
+    diagnoses: dict[str, Diagnosis] = {}
+    for name, ref in own.items():
+        budget = budgets[name]
+        eps = dtype_eps(budget.dtype)
+        shape = ref.shape
+        r = np.asarray(ref, dtype=np.float64).reshape(-1)
+        a = np.asarray(native[name], dtype=np.float64).reshape(-1)
+        tol, scale = tolerances[name], float(np.max(np.abs(r), initial=0.0))
+        inside = budget.allowance + rounding[name]
+        limit = inside + own_run_limit(r, eps=eps)
+        gap = np.abs(a - r)
+        at_kink = kinks.get(name, np.zeros(r.shape, dtype=bool))
+        beyond_budget = ~at_kink & (gap > allowed(a, r, inside, tol, scale))
+        beyond_limit = ~at_kink & (gap > allowed(a, r, limit, tol, scale))
+        rules[name] = (f"float64 run held to float64's rules; the {budget.dtype} run " + (
+            budget.rule if np.all(np.isinf(budget.allowance)) else
+            f"held to it with {budget.rule}; beyond, a note, and a mismatch past eps ** {OWN_RUN_DIGITS_KEPT} of "
+            "2 (|g| + rms(g)) more (own_run_limit)"))
+        rel = relative_error(a, r, scale)
+        if beyond_budget.any() and not beyond_limit.any():
+            i = int(np.argmax(np.where(beyond_budget, gap, -1.0)))
+            notes.append(
+                f"{budget.dtype} run loses precision against its own float64 run: {int(beyond_budget.sum())} of "
+                f"{r.size} element(s) of {name} beyond its budget, worst {_at(name, shape, i)} {fmt(float(a[i]), 6)} "
+                f"vs {fmt(float(r[i]), 6)} (off by {fmt(float(gap[i]), 3)}, rel. {fmt(float(rel[i]), 2)}; budget "
+                f"{fmt(float(inside[i]), 2)}, a mismatch past {fmt(float(limit[i]), 2)})")
+        for i in np.flatnonzero(beyond_limit):
+            values, errors = oracles(name, int(i)) if oracles is not None else ({}, {})
+            mismatches.append(Mismatch(
+                input=name, index=_index(shape, int(i)), analytic=float(a[i]),
+                references={**values, "float64 run": float(r[i])}, errors=errors, relative_error=float(rel[i]),
+                tolerance=float(limit[i]), against=("float64 run",), difference=float(gap[i])))
+        if beyond_limit.any():
+            i = int(np.argmax(np.where(beyond_limit, gap, -1.0)))
+            diagnoses[name] = Diagnosis(
+                kind="precision",
+                summary=(f"the {budget.dtype} run keeps less than half its digits against the backward's own float64 "
+                         f"run, which is right: {_at(name, shape, i)} {fmt(float(a[i]), 6)} vs {fmt(float(r[i]), 6)} "
+                         f"(a {budget.dtype}-only bug: an accumulator or a cast in a lower precision?)"),
+                params={"dtype": budget.dtype},
+                evidence=f"{int(beyond_limit.sum())}/{r.size} elements past the limit ({fmt(float(limit[i]), 2)} at "
+                         f"{_at(name, shape, i)})")
+    return OwnRunsHeld(rules, notes, mismatches, diagnoses)
+
+
+def _index(shape: tuple[int, ...], flat: int) -> tuple[int, ...]:
+    return tuple(int(k) for k in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _at(name: str, shape: tuple[int, ...], flat: int) -> str:
+    return index_str(name, _index(shape, flat))

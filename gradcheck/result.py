@@ -75,7 +75,8 @@ class Diagnosis:
         kind: "scale", "sign", "transpose", "swapped", "zero", "mask", "additive", "integer",
             "conjugated" (a complex gradient's imaginary parts negated), "layout" (the gradient
             changes with the strides of an input or of ``dout``), "upstream" (the backward
-            ignores the upstream gradient's structure), or "undetermined" (a pattern fits, but
+            ignores the upstream gradient's structure), "precision" (a low-dtype run far from the
+            backward's own float64 run), or "undetermined" (a pattern fits, but
             the example cannot tell it from a look-alike).
         summary: one line a person reads, e.g. "analytic is numeric x 2 (off by a factor 2)".
         params: the pattern's parameters, e.g. {"factor": 2.0, "named": "2"}.

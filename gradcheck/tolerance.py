@@ -65,6 +65,7 @@ __all__ = [
     "MAX_REPEATS",
     "ONE_SIDED_NOISE",
     "OUTPUT_RTOL",
+    "OWN_RUN_DIGITS_KEPT",
     "POWER_DELTA",
     "PRECISIONS",
     "RELATIVE_FLOOR",
@@ -108,6 +109,7 @@ __all__ = [
     "noise_error",
     "one_sided_noise",
     "outputs_differ",
+    "own_run_limit",
     "precision",
     "relative_error",
     "reorder_limit",
@@ -362,6 +364,24 @@ JITTER_POINTS = 2
 # values); past half of them (a relative error above sqrt(eps) against the float64 forward at
 # the same rounded inputs) it computes something else than it means to: precision loss.
 FORWARD_DIGITS_KEPT = 0.5
+
+
+# A hand-written backward that also runs on float64 copies of the same rounded inputs is held
+# to the float64 truth there with float64's rules (its formula); its run in the low dtype is then
+# held to its own float64 run, whose distance is its rounding. Past its budget that is precision
+# lost, a note: a correct ``p - y`` of a saturated softmax rounds at 1's ulp, far from the
+# gradient's own size, by amounts nothing outside the backward bounds. Past half the dtype's digits
+# of the magnitudes summed into the element (``condition_magnitude``) the low-dtype run computes
+# something else than the float64 run: a low-dtype-only bug (an accumulator or a cast in a lower
+# precision), a mismatch.
+OWN_RUN_DIGITS_KEPT = 0.5
+
+
+def own_run_limit(own: np.ndarray, *, eps: float) -> np.ndarray:
+    """How far, beyond its budget, a backward's run in a dtype of roundoff ``eps`` may sit from its
+    own float64 run ``own`` (flat) before it is a mismatch: ``eps ** OWN_RUN_DIGITS_KEPT`` times
+    ``condition_magnitude(own)``."""
+    return np.asarray(eps**OWN_RUN_DIGITS_KEPT * condition_magnitude(own), dtype=np.float64)
 
 
 def dtype_eps(name: str) -> float:
