@@ -654,7 +654,9 @@ class _Run:
         grad = self.analytic[name]
         grad_dtype = grad.dtype if grad.dtype.kind == "f" else np.dtype(np.float64)
         # Autograd's gradient (backward=None) is computed on float64 copies.
-        itemsize = 8 if self.on_torch or name in self.float64_runs else min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
+        # So is a backward's float64 run, held to float64's rules in place of its low-dtype run.
+        itemsize = 8 if self.on_torch or name in self.float64_runs else \
+            min(self.prepared.dtypes[name].itemsize, grad_dtype.itemsize)
         tol = default_tolerance(itemsize, rtol=self.options.rtol, atol=self.options.atol,
                                 global_scale=self.global_scale)
         return replace(tol, spread=self.spread.get(name, 0.0))

@@ -435,12 +435,12 @@ def hold_to_float64_runs(
                 f"{r.size} element(s) of {name} beyond its budget, worst {_at(name, shape, i)} {fmt(float(a[i]), 6)} "
                 f"vs {fmt(float(r[i]), 6)} (off by {fmt(float(gap[i]), 3)}, rel. {fmt(float(rel[i]), 2)}; budget "
                 f"{fmt(float(inside[i]), 2)}, a mismatch past {fmt(float(limit[i]), 2)})")
-        for i in np.flatnonzero(beyond_limit):
-            values, errors = oracles(name, int(i)) if oracles is not None else ({}, {})
+        for j in (int(k) for k in np.flatnonzero(beyond_limit)):
+            values, errors = oracles(name, j) if oracles is not None else ({}, {})
             mismatches.append(Mismatch(
-                input=name, index=_index(shape, int(i)), analytic=float(a[i]),
-                references={**values, "float64 run": float(r[i])}, errors=errors, relative_error=float(rel[i]),
-                tolerance=float(limit[i]), against=("float64 run",), difference=float(gap[i])))
+                input=name, index=_index(shape, j), analytic=float(a[j]),
+                references={**values, "float64 run": float(r[j])}, errors=errors, relative_error=float(rel[j]),
+                tolerance=float(limit[j]), against=("float64 run",), difference=float(gap[j])))
         if beyond_limit.any():
             i = int(np.argmax(np.where(beyond_limit, gap, -1.0)))
             diagnoses[name] = Diagnosis(
