@@ -470,6 +470,7 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
     found.add(upstream.check_upstream(
         backprop, run.point, run.analytic, {s.name: s.tolerance for s in run.summaries}, limits, run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
+        budgets=run.context.budgets,
     ))
     return found
 
