@@ -488,6 +488,7 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
         backprop, run.point, analytic, {s.name: tolerances.get(s.name, s.tolerance) for s in run.summaries}, limits,
         run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
+        budgets=run.context.budgets,
     ))
     return found
 

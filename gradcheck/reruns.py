@@ -20,10 +20,10 @@ from gradcheck.analytic import call_backward
 from gradcheck.estimates import Unavailable
 from gradcheck.inputs import PreparedInputs
 from gradcheck.numeric import element_scale
-from gradcheck.point import Fault, Point, exact_rounding, reference_scales
+from gradcheck.point import Fault, Point, reference_scales
 from gradcheck.precision import gradient_dtype
 from gradcheck.result import Diagnosis, Mismatch
-from gradcheck.tolerance import dtype_eps, reorder_limit
+from gradcheck.tolerance import dtype_eps, reorder_limit, torch_rounding
 from gradcheck.torch_oracle import TORCH
 
 __all__ = ["Backprop", "Findings", "gradient_eps", "reordering", "torch_given"]
@@ -109,7 +109,11 @@ def reordering(
 def _limit(point: Point, sensitivity: Callable[[], float], sigma: float, x: np.ndarray, spread: float,
            eps: float) -> Callable[[np.ndarray], np.ndarray]:
     def limit(reference: np.ndarray) -> np.ndarray:
-        rounding = exact_rounding(point, sensitivity(), sigma, element_scale(x.reshape(-1)))
+        # The rounding of the terms summed, at the gradient's own roundoff (float32 sums of many
+        # terms that cancel move by far more than ulps of their result).
+        dout_size = float(np.max(np.abs(point.dout), initial=0.0))
+        rounding = torch_rounding(sigma, eps=max(point.eps, eps), sensitivity=sensitivity(), dout_size=dout_size,
+                                  xscale=element_scale(x.reshape(-1)))
         return np.asarray(reorder_limit(reference, rounding + spread, eps=eps))
 
     return limit

@@ -176,7 +176,7 @@ def _reductions(dout: np.ndarray, seed: int) -> list[tuple[str, dict[str, object
 def check_upstream(
     backprop: Backprop, point: Point, analytic: Mapping[str, np.ndarray], tolerances: Mapping[str, Tolerance],
     limits: Mapping[str, Callable[[np.ndarray], np.ndarray]], noise: Noise, *, seed: int, failed: set[str],
-    global_scale: float,
+    global_scale: float, budgets: Mapping[str, np.ndarray] | None = None,
 ) -> Findings:
     """Check the backward at the structured upstream gradients and name the reading behind a
     failure (see the module docstring).
@@ -192,6 +192,8 @@ def check_upstream(
         seed: the check's seed.
         failed: the inputs whose gradient mismatched at the random ``dout``.
         global_scale: the largest reference gradient over all inputs (the directional scale).
+        budgets: per input computed below float64, its per-element allowance against the
+            float64 truth (flat, or one number); summed along each direction.
     """
     found = Findings()
     if point.output.ndim == 0 or point.output.size < 2:
@@ -216,7 +218,8 @@ def check_upstream(
                 if name in wrong or name not in gradients[structure]:
                     continue
                 ok, expected, numeric, error, allowance = _holds(gradients[structure][name], jvp, dout,
-                                                                 tolerances[name], global_scale)
+                                                                 tolerances[name], global_scale,
+                                                                 (budgets or {}).get(name, 0.0))
                 if not ok:
                     wrong[name] = (structure, expected, numeric, error, allowance)
         return jvps, wrong
@@ -249,12 +252,14 @@ def check_upstream(
     return found
 
 
-def _holds(gradient: np.ndarray, jvp: Jvp, dout: np.ndarray, tol: Tolerance, scale: float
-           ) -> tuple[bool, float, float, float, float]:
-    """Whether ``gradient . v`` matches the numeric ``dout . J v``, with both and the allowance."""
+def _holds(gradient: np.ndarray, jvp: Jvp, dout: np.ndarray, tol: Tolerance, scale: float,
+           budget: np.ndarray | float = 0.0) -> tuple[bool, float, float, float, float]:
+    """Whether ``gradient . v`` matches the numeric ``dout . J v``, with both and the allowance
+    (a gradient computed below float64 adds its per-element ``budget`` along ``v``)."""
     v = jvp.direction
     expected = float(np.asarray(gradient, dtype=np.float64).reshape(-1) @ v.reshape(-1))
     numeric, error = jvp.directional(dout)
+    error += float(np.sum(np.abs(v.reshape(-1)) * budget))
     size = max(scale, float(np.max(np.abs(gradient), initial=0.0)))
     allowance, _ = directional_allowance(tol, size, expected, numeric, error, float(np.abs(v).sum()))
     holds = bool(abs(expected - numeric) <= allowance) if math.isfinite(expected) else False

@@ -205,8 +205,15 @@ def test_attention_returning_outputs_of_different_shapes(mode):
     result = gradcheck.check_gradients(multi.attention, multi.attention_backward, inputs, mode=mode,
                                        oracles=("torch", "jax"))
     assert result.verdict == "pass", str(result)
-    assert result.oracles == ("numeric", "torch", "jax")
+    # jax is an extra: without it the oracle is left out with a note, and the rest holds.
+    assert result.oracles == (("numeric", "torch", "jax") if jax_installed() else ("numeric", "torch"))
     assert [o.shape for o in result.outputs] == [(3, 3), (3,)]
+
+
+def jax_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jax") is not None
 
 
 def test_max_pool_with_its_integer_indices():

@@ -122,3 +122,16 @@ def test_a_forward_nondeterministic_beyond_rounding_is_a_fault():
     result = gradcheck.check_gradients(noisy_forward, None, {"x": X})
     assert not result.ok
     assert "nondeterministic" in result.faults[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_float32_backward_summing_many_cancelling_terms_in_a_random_order_passes(seed):
+    """In float32 a sum of 256 terms of both signs, reordered, moves by far more than ulps of its
+    result: the runs' spread and the structured upstream gradients are held to the rounding of
+    the terms summed at float32's roundoff, not float64's."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.normal(size=(256, 4)), dtype=torch.float32)
+    w = torch.tensor(rng.normal(size=(4, 3)), dtype=torch.float32)
+    result = gradcheck.check_gradients(shuffled_linear, None, {"x": x, "W": w}, seed=seed)
+    assert result.ok, str(result)
