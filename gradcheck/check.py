@@ -362,9 +362,9 @@ def _check_at(
     run.check_inputs()
     low_tolerances = {n: low_precision_tolerance(dtype_eps(budgets[n].dtype), rtol=options.rtol, atol=options.atol,
                                                  global_scale=run.global_scale) for n in own}
-    held = hold_to_float64_runs(
-        analytic, own, budgets, {n: run.rounding_below_float64(n, budgets[n].dtype) for n in own}, low_tolerances,
-        {n: m.estimate.kink for n, m in run.measured.items()}, run.oracle_values)
+    own_rounding = {n: run.rounding_below_float64(n, budgets[n].dtype) for n in own}
+    held = hold_to_float64_runs(analytic, own, budgets, own_rounding, low_tolerances,
+                                {n: m.estimate.kink for n, m in run.measured.items()}, run.oracle_values)
     run.summaries = [replace(s, budget=held.rules[s.name]) if s.name in held.rules else s for s in run.summaries]
     notes += [n for n in run.notes + run.point.evaluator.notes if n not in notes]
     if custom is None:
@@ -376,7 +376,8 @@ def _check_at(
         # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
         complex_seen = bool(boundary.dtypes) or boundary.output_complex
         found = _custom_ops(forward, backward, backprop, run, repeated.measured,
-                            replace(custom, layouts=()) if complex_seen else custom, analytic, low_tolerances)
+                            replace(custom, layouts=()) if complex_seen else custom, analytic, low_tolerances,
+                            {n: budgets[n].allowance + own_rounding[n] for n in own})
     # The precision diagnosis says the float64 run is right: not where it mismatched itself.
     found.add(Findings(held.mismatches, {n: d for n, d in held.diagnoses.items()
                                          if all(s.ok for s in run.summaries if s.name == n)}))
@@ -472,12 +473,13 @@ def _with_forward(result: CheckResult, found: Any, modes: tuple[str, ...],
 
 def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None, backprop: Backprop, run: _Run,
                 spread: Mapping[str, float], custom: _Custom, analytic: Mapping[str, np.ndarray],
-                tolerances: Mapping[str, Tolerance]) -> Findings:
+                tolerances: Mapping[str, Tolerance], own_budgets: Mapping[str, np.ndarray]) -> Findings:
     """After the check at the point: the backward under other layouts (torch callables) and at
     structured upstream gradients, each recomputed gradient allowed the rounding of a reordered
     sum and twice the ``spread`` repeated runs showed (two more runs, each that far from the first).
     ``analytic`` is the backward's own call at the point, in the caller's dtypes, and
-    ``tolerances`` what such a gradient is held to where the check held its float64 run instead."""
+    ``tolerances`` and ``own_budgets`` what such a gradient is held to where the check held its
+    float64 run instead."""
     reference = next(iter(run.exact.values()), run.analytic)
     limits = reordering(run.point, run.prepared, run.names, reference, run.context.noise.known(), on_torch=run.on_torch,
                         spread={n: 2 * s for n, s in spread.items()})
@@ -488,7 +490,7 @@ def _custom_ops(forward: Callable[..., Any], backward: Callable[..., Any] | None
         backprop, run.point, analytic, {s.name: tolerances.get(s.name, s.tolerance) for s in run.summaries}, limits,
         run.context.noise,
         seed=run.options.seed, failed={s.name for s in run.summaries if not s.ok}, global_scale=run.global_scale,
-        budgets=run.context.budgets,
+        budgets={**run.context.budgets, **own_budgets},
     ))
     return found
 
