@@ -154,3 +154,19 @@ def test_the_evidence_reads_as_an_order_and_a_verdict():
     assert taylor_text(TaylorEvidence("W", "W[1, 2]", 2.004, "right")) == "W[1, 2]: remainder order 2.00 (right)"
     assert taylor_text(TaylorEvidence("b", "random", None, "noise")) == (
         "b along a random direction: remainder at the noise floor (noise)")
+
+
+def test_where_an_exact_oracle_ran_a_pass_is_marginal_by_its_error_not_the_numeric_oracles():
+    """The notes' two-layer net at a random point: torch agrees to rounding, and the numeric
+    oracle's own error (here above a tenth of rtol 1e-7, within its error estimate) is no sign of
+    a marginal pass, so no Taylor test runs."""
+    from gradcheck_reference import twolayer
+
+    rng = np.random.default_rng(0)
+    inputs = {"X": rng.normal(size=(16, 32)), "y": rng.integers(0, 10, 16),
+              "W1": rng.normal(size=(32, 16)) * 0.3, "W2": rng.normal(size=(16, 10)) * 0.3}
+    result = gradcheck.check_gradients(twolayer.softmax_net, twolayer.softmax_net_backward, inputs, wrt=("W1", "W2"))
+    assert result.ok and "torch" in result.oracles
+    numeric = max(s.worst["numeric"] for s in result.inputs)
+    assert numeric * 10 >= 1e-7, numeric  # the numeric oracle alone would call it marginal
+    assert not result.taylor
