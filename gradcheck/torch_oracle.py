@@ -119,15 +119,9 @@ def _reverse_twice(
     """``J u`` as the gradient, with respect to ``v``, of ``<J^T v, u>`` (``TorchOracle.jvp``)."""
     names = tuple(tangents)
     tensors = {n: to_torch(a, requires_grad=n in tangents) for n, a in inputs.items()}
-    try:
-        with torch.enable_grad():
-            out = forward(**tensors)
-    except Exception as exc:  # the forward is numpy-only, or failed on torch
-        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
-    if not isinstance(out, torch.Tensor):
-        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
-    if not out.requires_grad:
-        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
+    out = _graph(torch, forward, tensors)
+    if isinstance(out, Unavailable):
+        return out
     try:
         with torch.enable_grad():
             out64 = out.to(torch.float64)
@@ -162,15 +156,9 @@ def _autograd(
     dout: np.ndarray | float, dtypes: Mapping[str, str],
 ) -> Estimate | Unavailable:
     tensors = {n: to_torch(a, requires_grad=n in wrt, dtype=dtypes.get(n, "float64")) for n, a in inputs.items()}
-    try:
-        with torch.enable_grad():
-            out = forward(**tensors)
-    except Exception as exc:  # the forward is numpy-only, or failed on torch
-        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
-    if not isinstance(out, torch.Tensor):
-        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
-    if not out.requires_grad:
-        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
+    out = _graph(torch, forward, tensors)
+    if isinstance(out, Unavailable):
+        return out
     out64 = out.to(torch.float64) if out.dtype != torch.float64 else out
     weight = torch.as_tensor(np.asarray(dout, dtype=np.float64), dtype=torch.float64)
     try:
@@ -187,6 +175,20 @@ def _autograd(
             np.zeros(inputs[name].shape) if g is None else g.detach().to(torch.float64).numpy(force=True)
         )
     return Estimate("torch", result, as_float_array(out64))
+
+
+def _graph(torch: Any, forward: Callable[..., Any], tensors: Mapping[str, Any]) -> Any:
+    """The forward's output on ``tensors`` with its autograd graph, or why there is none."""
+    try:
+        with torch.enable_grad():
+            out = forward(**tensors)
+    except Exception as exc:  # the forward is numpy-only, or failed on torch
+        return Unavailable("torch", _not_on_torch(exc), describe_exception(exc))
+    if not isinstance(out, torch.Tensor):
+        return Unavailable("torch", f"forward returned {type(out).__name__} on torch tensors, not a tensor")
+    if not out.requires_grad:
+        return Unavailable("torch", "forward's output on torch tensors has no autograd graph (it left torch)")
+    return out
 
 
 def _not_on_torch(exc: BaseException) -> str:
