@@ -667,10 +667,9 @@ class _Run:
     def rounding_below_float64(self, name: str, dtype: str) -> np.ndarray:
         """The rounding any two correct computations of a gradient in ``dtype`` may differ by,
         per element: the rule held between the backward and torch in float64
-        (``tolerance.torch_rounding``) at the dtype's roundoff. A trusted computation that
-        happens to round well (torch's fused log-softmax in a saturated softmax) says nothing of
-        another correct one whose ``p - 1`` rounds to 0: below ``eps * |dout| / |x|`` a gradient
-        moves L by less than the upstream gradient's rounding."""
+        (``tolerance.torch_rounding``) at the dtype's roundoff. Only where a backward's low-dtype
+        run is held to its own float64 run (a note below it): added to every low-dtype budget it
+        would excuse a bfloat16 gradient 100% off (sensitivity to terms of size |L| over |x|)."""
         dout_size = float(np.max(np.abs(self.point.dout), initial=0.0))
         xscale = element_scale(self.prepared.widened[name].reshape(-1))
         return np.asarray(torch_rounding(0.0, eps=dtype_eps(dtype), sensitivity=self.sensitivity, dout_size=dout_size,
@@ -688,8 +687,7 @@ class _Run:
         largest = max((self.prepared.values[n].size for n in self.names), default=0)
         signs = Signs(self.options.seed, largest if self.mode == "directional" else 0)
         self.context = Context(self.point, noise, self.sensitivity, self.rng, signs,
-                               {n: b.allowance + self.rounding_below_float64(n, b.dtype)
-                                for n, b in self.budgets.items()})
+                               {n: b.allowance for n, b in self.budgets.items()})
         try:
             for name in self.names:
                 if name in self.analytic:

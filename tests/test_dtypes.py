@@ -375,3 +375,29 @@ def test_a_saturated_float32_softmax_is_no_false_alarm():
         return {**grads, "W2": grads["W2"] * np.float32(1 + 1e-4)}
     wide = {**point, "W2": np.array([[1.0, 0.5]], np.float32)}
     assert gradcheck.check_gradients(twolayer.softmax_net, off, wide, wrt=("W1", "W2")).verdict == "fail"
+
+
+@pytest.mark.parametrize(("dtype", "off"), [(torch.float16, 0.05), (torch.bfloat16, 0.3)])
+def test_a_half_precision_gradient_off_by_a_few_of_its_roundings_fails(dtype, off):
+    """The budget below float64 is k times autograd's error in the same dtype, not a rounding
+    of the loss's size over |x| (which excused a bfloat16 gradient 100% off). The backward runs
+    only in half precision (as a kernel may), so it is held by that budget alone."""
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=(8, 6)), dtype=dtype)
+    w = torch.tensor(rng.normal(size=(6, 4)) * 0.5, dtype=dtype)
+
+    def forward(x, w):
+        xp = array_api_compat.array_namespace(x, w)
+        return xp.sum(xp.tanh(x @ w))
+
+    def backward(dout, x, w, scale=1.0):
+        xp = array_api_compat.array_namespace(x, w)
+        if x.dtype == xp.float64:  # (a bfloat16 input reaches a numpy backward as float32 values)
+            raise TypeError(f"this kernel runs in half precision only, not {x.dtype}")
+        t = xp.tanh(x @ w)
+        g = (1 - t * t) * dout
+        return {"x": (g @ w.T) * scale, "w": (x.T @ g) * scale}
+
+    assert gradcheck.check_gradients(forward, backward, {"x": x, "w": w}).verdict == "pass"
+    wrong = gradcheck.check_gradients(forward, lambda dout, x, w: backward(dout, x, w, 1 + off), {"x": x, "w": w})
+    assert wrong.verdict == "fail", str(wrong)
