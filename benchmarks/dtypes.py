@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                 spent[key].append(time.perf_counter() - start)
         return timed_stage
 
-    originals = orchestrator.check_forward, orchestrator.measure_budgets
-    orchestrator.check_forward = timing(originals[0], "forward in float32")
+    originals = orchestrator.forward_precision, orchestrator.measure_budgets
+    orchestrator.forward_precision = timing(originals[0], "forward in float32")
     orchestrator.measure_budgets = timing(originals[1], "budgets")
     totals = []
     try:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                 check("float32", p)()
                 totals.append(time.perf_counter() - start)
     finally:
-        orchestrator.check_forward, orchestrator.measure_budgets = originals
+        orchestrator.forward_precision, orchestrator.measure_budgets = originals
     added = sum(statistics.median(v) for v in spent.values())
     total = statistics.median(totals)
     print("stages a float32 check adds (median): " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms"

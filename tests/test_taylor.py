@@ -170,3 +170,17 @@ def test_where_an_exact_oracle_ran_a_pass_is_marginal_by_its_error_not_the_numer
     numeric = max(s.worst["numeric"] for s in result.inputs)
     assert numeric * 10 >= 1e-7, numeric  # the numeric oracle alone would call it marginal
     assert not result.taylor
+
+
+def test_a_pass_below_float64_is_held_to_its_budget_and_gets_no_taylor_test():
+    """A float32 gradient's tolerance has no rtol (its measured budget replaces it), so no pass
+    of it is marginal to an rtol."""
+    from gradcheck_reference import twolayer
+
+    rng = np.random.default_rng(0)
+    inputs = {"X": rng.normal(size=(8, 16)).astype(np.float32), "y": rng.integers(0, 4, 8),
+              "W1": (rng.normal(size=(16, 8)) * 0.3).astype(np.float32),
+              "W2": (rng.normal(size=(8, 4)) * 0.3).astype(np.float32)}
+    result = gradcheck.check_gradients(twolayer.softmax_net, twolayer.softmax_net_backward, inputs, wrt=("W1", "W2"))
+    assert result.ok and all(s.budget for s in result.inputs)
+    assert not result.taylor
