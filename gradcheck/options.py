@@ -155,39 +155,22 @@ class Settings:
 def run_options(
     settings: Settings,
     *,
-    wrt: str | Iterable[str] | None = None,
     seed: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
-    mode: str = "auto",
-    progress: bool | Callable[[Progress], Any] | None = None,
     oracles: Iterable[str] | None = None,
-    deterministic: bool = False,
-    jvp: Callable[..., Any] | bool | None = None,
-    order: int = 1,
-    hvp: Callable[..., Any] | None = None,
-    reference: Callable[..., Any] | None = None,
-    reference_factor: float | None = None,
-    paths: Iterable[str] | None = None,
+    **given: Any,
 ) -> CheckOptions:
     """The options of one check in a run with ``settings``: a seed, tolerance or oracles given
-    for the check (not None) win over the run's setting, which wins over the default. The
-    order is the check's own (``order_of`` applies the run's)."""
+    for the check (not None) win over the run's setting, which wins over the default; the rest
+    (``given``: any other ``CheckOptions`` field) are the check's own, the order too
+    (``order_of`` applies the run's)."""
     return CheckOptions(
-        wrt=wrt,
         seed=settings.seed if seed is None else seed,
         rtol=settings.rtol if rtol is None else rtol,
         atol=settings.atol if atol is None else atol,
-        mode=mode,
-        progress=progress,
         oracles=settings.oracles if oracles is None else oracles,
-        deterministic=deterministic,
-        jvp=jvp,
-        order=order,
-        hvp=hvp,
-        reference=reference,
-        reference_factor=reference_factor,
-        paths=paths,
+        **given,
     )
 
 

@@ -528,7 +528,7 @@ def test_the_options_of_a_check_are_one_frozen_value():
 @pytest.mark.parametrize(
     "fn",
     [gradcheck.check_gradients, gradcheck.assert_gradients, GradcheckFixture.check,
-     GradcheckFixture.assert_gradients, run_options],
+     GradcheckFixture.assert_gradients],
     ids=lambda fn: fn.__qualname__,
 )
 def test_every_checking_function_takes_the_options_of_a_check_by_keyword(fn):
@@ -536,6 +536,13 @@ def test_every_checking_function_takes_the_options_of_a_check_by_keyword(fn):
     assert [p.name for p in keywords] == [f.name for f in dataclasses.fields(CheckOptions)]
     if fn in (gradcheck.check_gradients, gradcheck.assert_gradients):
         assert {p.name: p.default for p in keywords} == dataclasses.asdict(CheckOptions())
+
+
+def test_run_options_forwards_every_option_of_a_check():
+    every = {f.name: getattr(CheckOptions(), f.name) for f in dataclasses.fields(CheckOptions)}
+    assert run_options(Settings(), **every) == CheckOptions()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tags'"):
+        run_options(Settings(), tags=("x",))
 
 
 # --- what is gone: unused names ----------------------------------------------------------------
