@@ -245,9 +245,7 @@ def double_backward_faults(forward: Callable[..., Any], inputs: Mapping[str, np.
     tensors = {n: to_torch(a, requires_grad=n in names) for n, a in inputs.items()}
     weight = torch.tensor(np.asarray(dout, dtype=np.float64), requires_grad=True)
     try:
-        with torch.enable_grad():
-            total = (forward(**tensors).to(torch.float64) * weight).sum()
-            grads = torch.autograd.grad(total, [tensors[n] for n in names], create_graph=True, allow_unused=True)
+        grads = _autograd_grads(forward, tensors, names, weight, create_graph=True)
     except Exception as exc:  # the backward under test fails when its graph is kept
         return [f"{NOT_DIFFERENTIABLE}: autograd's gradient with create_graph=True raised "
                 f"{describe_exception(exc)} (a numpy call in the backward?)"], []

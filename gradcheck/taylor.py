@@ -17,7 +17,7 @@ confirmed when the order is 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -130,7 +130,7 @@ def assess(
                 claimed = (m.analytic - numeric) * float(e[m.index])
                 smallest = evidence.remainders[-1]
                 if np.isfinite(smallest) and taylor_clears(evidence.verdict, smallest, evidence.steps[-1], claimed):
-                    evidence = TaylorEvidence(**{**evidence.__dict__, "cleared": True})
+                    evidence = replace(evidence, cleared=True)
                     found.cleared.setdefault(name, []).append(m.index)
             if k == 0 or evidence.cleared:
                 found.evidence.append(evidence)

@@ -146,7 +146,7 @@ def to_torch(array: np.ndarray, *, requires_grad: bool = False, dtype: str = "fl
     import torch
 
     if array.dtype.kind == "f":
-        t = torch.tensor(np.asarray(array, dtype=np.float64), dtype=torch.float64).to(getattr(torch, dtype))
+        t = torch.tensor(np.asarray(array, dtype=np.float64), dtype=getattr(torch, dtype))
         return t.requires_grad_(requires_grad)
     return torch.tensor(np.asarray(array, dtype=np.int64))
 
