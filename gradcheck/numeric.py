@@ -172,8 +172,8 @@ class Refinement(NumericEstimate):
 
 
 def richardson(
-    f0: float, plus1: np.ndarray, minus1: np.ndarray, plus2: np.ndarray, minus2: np.ndarray,
-    h: np.ndarray, sigma: float,
+    f0: float | np.ndarray, plus1: np.ndarray, minus1: np.ndarray, plus2: np.ndarray, minus2: np.ndarray,
+    h: np.ndarray | float, sigma: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Estimates from ``L(x +- h)``, ``L(x +- 2h)`` (all arrays of the same shape).
 

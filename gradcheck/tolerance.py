@@ -220,7 +220,7 @@ JUMP_NOISE = 16
 JUMP_RTOL = 1e-3
 
 
-def noise_error(sigma: float, h: Any) -> Any:
+def noise_error(sigma: Any, h: Any) -> Any:
     """The error a noise level ``sigma`` puts in a (Richardson-extrapolated) central difference
     at step ``h`` (array or float): ``CENTRAL_NOISE * sigma / h``."""
     return CENTRAL_NOISE * sigma / h

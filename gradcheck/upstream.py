@@ -33,22 +33,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck.directional import STEP_FACTOR  # a quarter of the per-element step: rarely a kink crossed
 from gradcheck.evaluate import Evaluator, ForwardFailure
-from gradcheck.numeric import element_scale
+from gradcheck.numeric import element_scale, richardson
 from gradcheck.point import Fault, Noise, Point
 from gradcheck.progress import NULL_TRACKER
 from gradcheck.render import fmt
 from gradcheck.reruns import Backprop, Findings
 from gradcheck.result import Diagnosis, Mismatch, Tolerance
-from gradcheck.tolerance import directional_allowance, kink_found, noise_error, relative_error
+from gradcheck.tolerance import directional_allowance, relative_error
 
-__all__ = ["STEP_FACTOR", "STRUCTURES", "TRIES", "Jvp", "check_upstream", "numeric_jvp", "structured"]
+__all__ = ["STRUCTURES", "TRIES", "Jvp", "check_upstream", "numeric_jvp", "structured"]
 
 STRUCTURES = ("distinct rows", "zero rows", "one-hot rows", "masked")
-# The step along a direction scaled per element, relative to the per-element step
-# (``noise**(1/3)``): a quarter, as the directional mode takes, so that a direction rarely
-# crosses a kink.
-STEP_FACTOR = 0.25
 TRIES = 3  # directions drawn per input while they cross a kink
 
 
@@ -125,18 +122,12 @@ def numeric_jvp(ev: Evaluator, name: str, f0: np.ndarray, noise: float, rng: np.
             x[...] = original
         plus1, minus1, plus2, minus2 = outs
         sigma = noise * np.maximum.reduce([np.abs(f0), np.abs(plus2), np.abs(minus2)])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            right1, right2, left1, left2 = (plus1 - f0) / h, (plus2 - f0) / (2 * h), (f0 - minus1) / h, \
-                (f0 - minus2) / (2 * h)
-            moved = np.abs(right2 - right1) + np.abs(left2 - left1)
-            kink = kink_found(np.abs((2 * right1 - right2) - (2 * left1 - left2)), moved, sigma / h)
         if not np.all(np.isfinite(outs)):
             return None
+        jvp, error, kink, _, _ = richardson(f0, plus1, minus1, plus2, minus2, h, sigma)
         if np.any(kink):
             continue
-        d1 = (plus1 - minus1) / (2 * h)
-        d2 = (plus2 - minus2) / (4 * h)
-        return Jvp(v, (4 * d1 - d2) / 3, np.abs(d1 - d2) + noise_error(sigma, h))
+        return Jvp(v, jvp, error)
     return None
 
 
