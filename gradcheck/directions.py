@@ -31,7 +31,11 @@ class Signs:
         self.seed = seed
         self.size = max(int(size), 0)
         self._bits: list[np.ndarray] = []  # packed, one bit per sign
-        self.drawn = 0  # sign vectors drawn so far (each once, whatever the inputs)
+
+    @property
+    def drawn(self) -> int:
+        """Sign vectors drawn so far (each once, whatever the inputs)."""
+        return len(self._bits)
 
     def vector(self, k: int, n: int) -> np.ndarray:
         """The first ``n`` signs (float64, each -1.0 or 1.0) of the ``k``-th vector.
@@ -44,7 +48,6 @@ class Signs:
         while len(self._bits) <= k:
             rng = np.random.default_rng([self.seed, 3, len(self._bits)])
             self._bits.append(np.frombuffer(rng.bytes((self.size + 7) // 8), dtype=np.uint8))
-            self.drawn += 1
         bits = np.unpackbits(self._bits[k], count=n)
         signs = np.multiply(bits, 2.0)
         signs -= 1.0

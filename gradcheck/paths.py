@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.evaluate import describe_exception
+from gradcheck.render import index_str
 from gradcheck.result import Tolerance
 from gradcheck.tolerance import allowed, outputs_differ
 
@@ -141,7 +142,7 @@ def _run(
 def _worst(gap: np.ndarray, name: str, got: np.ndarray, eager: np.ndarray) -> str:
     i = int(np.argmax(gap)) if gap.size else 0
     index = tuple(int(j) for j in np.unravel_index(i, gap.shape)) if gap.ndim else ()
-    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    where = index_str(name, index)
     return f"{where}: compiled {float(got.reshape(-1)[i]):.6g}, eager {float(eager.reshape(-1)[i]):.6g}"
 
 
@@ -156,7 +157,7 @@ def _gradient_fault(named: str, name: str, got: np.ndarray, eager: np.ndarray, t
     share = np.where(np.isnan(share), np.inf, share)
     i = int(np.argmax(share))
     index = tuple(int(j) for j in np.unravel_index(i, eager.shape)) if eager.ndim else ()
-    where = f"{name}[{', '.join(map(str, index))}]" if index else name
+    where = index_str(name, index)
     return [f"{named}: gradient of {name!r} differs from eager's at {int(beyond.sum())}/{a.size} elements; worst "
             f"{where}: compiled {a[i]:.6g}, eager {e[i]:.6g}, off by {abs(a[i] - e[i]):.3g}, allowed {limit[i]:.3g} "
             "(a compiled graph that skips or replaces the custom backward?)"]

@@ -35,7 +35,8 @@ from gradcheck.errors import GradcheckError
 from gradcheck.estimates import Estimate
 from gradcheck.evaluate import as_float_array, describe_exception
 from gradcheck.inputs import PreparedInputs
-from gradcheck.tolerance import LOW_PRECISION_FACTOR, low_precision_allowance, outputs_differ
+from gradcheck.render import index_str
+from gradcheck.tolerance import LOW_PRECISION_FACTOR, dtype_eps, low_precision_allowance, outputs_differ
 
 __all__ = [
     "ESTIMATE_DRAWS",
@@ -144,7 +145,7 @@ def output_fault(forward_output: np.ndarray, reference_output: np.ndarray, scale
         return None
     flat = int(np.argmax(gap)) if gap.ndim else 0
     index = tuple(int(i) for i in np.unravel_index(flat, gap.shape)) if gap.ndim else ()
-    where = f"output[{', '.join(map(str, index))}]" if index else "output"
+    where = index_str("output", index)
     return (f"forward's output differs from the reference's in float64 at {where}: forward "
             f"{float(np.asarray(forward_output).reshape(-1)[flat]):.6g}, reference "
             f"{float(reference_output.reshape(-1)[flat]):.6g} (largest difference {largest:.3g}); "
@@ -192,7 +193,7 @@ class Finding:
         return OUTPUT if self.what == OUTPUT else f"gradient of {self.what!r}"
 
     def element(self) -> str:
-        return f"{self.what}[{', '.join(map(str, self.index))}]" if self.index else self.what
+        return index_str(self.what, self.index)
 
     def fault(self) -> str:
         """The failure in one line: the element, the measured errors and the budget."""
@@ -370,7 +371,7 @@ def _finding(
     ref = _as_float64(torch, reference, shape).reshape(-1)
     true = _as_float64(torch, truth, shape).reshape(-1)
     error, reference_error = np.abs(got - true), np.abs(ref - true)
-    eps = float(torch.finfo(dtype).eps) if dtype.is_floating_point else float(np.finfo(np.float64).eps)
+    eps = dtype_eps(str(dtype).removeprefix("torch."))
     sizes = np.abs(true) if magnitude is None else np.maximum(np.abs(true), magnitude.reshape(-1))
     allowance = low_precision_allowance(reference_error, sizes, eps=eps, factor=factor)
     beyond = ~(error <= allowance)  # NaN is beyond

@@ -28,6 +28,7 @@ __all__ = [
     "MODES",
     "ORDERS",
     "PATHS",
+    "complex_dtype",
     "examples",
     "factor",
     "flag",
