@@ -375,7 +375,7 @@ def _check_at(
     else:
         # Complex values run as real pairs, which no layout of the caller's tensors corresponds to.
         complex_seen = bool(boundary.dtypes) or boundary.output_complex
-        found = _custom_ops(forward, backward, backprop, run, repeated.measured,
+        found = _custom_ops(forward, backward, backprop, run, repeated.spread,
                             replace(custom, layouts=()) if complex_seen else custom, analytic, low_tolerances,
                             {n: budgets[n].allowance + own_rounding[n] for n in own})
     # The precision diagnosis says the float64 run is right: not where it mismatched itself.

@@ -35,11 +35,10 @@ __all__ = ["Repeated", "backward_repeats", "forward_repeats"]
 @dataclass
 class Repeated:
     """What the repeated runs of the backward found: the spread per input where it is allowed
-    (added to its allowance), the spread measured per input (allowed or not: what a gradient
-    computed once more may move by), faults and notes."""
+    (added to its allowance; with no fault, what a gradient computed once more may move by),
+    faults and notes."""
 
     spread: dict[str, float] = field(default_factory=dict)
-    measured: dict[str, float] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -93,7 +92,6 @@ def backward_repeats(
     found.notes.append(f"backward nondeterministic: {what}")
     for name in names:
         spread, reference = spreads[name], np.asarray(first[name], dtype=np.float64).reshape(-1)
-        found.measured[name] = float(np.nanmax(spread, initial=0.0)) if not np.isnan(spread).any() else float("inf")
         limit = limits[name](reference) if name in limits else np.zeros(reference.shape)
         beyond = ~(spread <= limit)  # NaN (a run gave a non-finite value) is beyond too
         if deterministic or beyond.any():

@@ -124,6 +124,20 @@ def test_a_forward_nondeterministic_beyond_rounding_is_a_fault():
     assert "nondeterministic" in result.faults[0]
 
 
+def test_a_forward_that_changes_only_at_its_third_call_is_caught_by_the_repeats():
+    """The point's own two calls agree; the repeats' third call is what shows it."""
+    calls = []
+
+    def drifting(x):
+        calls.append(1)
+        return x * x * (1 + 1e-6 * (len(calls) >= 3))
+
+    result = gradcheck.check_gradients(drifting, None, {"x": X})
+    assert not result.ok
+    assert result.faults[0].startswith("forward is nondeterministic: relative spread") and "beyond rounding" in \
+        result.faults[0]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_a_float32_backward_summing_many_cancelling_terms_in_a_random_order_passes(seed):
     """In float32 a sum of 256 terms of both signs, reordered, moves by far more than ulps of its
